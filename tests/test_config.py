@@ -1,0 +1,77 @@
+"""Config and command line: recipe defaults, --quick, notebook argv, and clear errors."""
+
+import pytest
+
+import grad_cam_experiment as gce
+
+
+def test_defaults_are_the_reference_recipe():
+    cfg = gce.parse_config([])
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (5, 128, 0.01, 0.9, 5e-4)
+    assert (cfg.lr_step, cfg.lr_gamma, cfg.crop_padding, cfg.flip) == (10, 0.1, 4, True)
+    assert (cfg.artifact_class, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner) == \
+        (6, 6, (255, 255, 0), "top-left")
+    assert cfg.target_layer == "layer4.1.conv2" and cfg.data_dir == "./data"
+
+
+def test_flags_override_fields_and_quick_never_beats_an_explicit_flag():
+    cfg = gce.parse_config(["--epochs", "3", "--artifact-color", "0,0,255", "--no-flip", "--lr", "0.1"])
+    assert (cfg.epochs, cfg.artifact_color, cfg.flip, cfg.lr) == (3, (0, 0, 255), False, 0.1)
+    quick = gce.parse_config(["--quick", "--epochs", "2"])
+    assert quick.epochs == 2 and quick.train_subset == gce.QUICK_PRESET["train_subset"]
+
+
+def test_every_field_has_a_documented_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gce.parse_config(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for field in gce.dataclasses.fields(gce.Config):
+        assert "--" + field.name.replace("_", "-") in text and field.metadata["help"].split()[0] in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "five"], "argument --epochs: invalid int value: 'five'"),
+    (["--epoch", "5", "--colour"], "unrecognized arguments: --epoch 5 --colour; did you mean --epochs? (see --help)"),
+    (["--artifact-color", "yellow"], "expected R,G,B such as 255,255,0"),
+])
+def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gce.parse_config(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--artifact-size", "0"], "--artifact-size must be 1..32"),
+    (["--artifact-corner", "middle"], "--artifact-corner must be one of top-left"),
+    (["--artifact-class", "10"], "--artifact-class must be a class index 0..9"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_values_are_user_errors(argv, message):
+    with pytest.raises(gce.UserError, match=message):
+        gce.parse_config(argv)
+
+
+def test_notebook_kernel_argv_is_ignored():
+    cfg = gce.parse_config(["-f", "/root/.local/share/jupyter/runtime/kernel-4f2a.json"])
+    assert cfg == gce.Config()
+    assert gce.parse_config(["--f=/tmp/kernel-1.json", "--epochs", "2"]).epochs == 2
+
+
+def test_config_is_frozen():
+    with pytest.raises(gce.dataclasses.FrozenInstanceError):
+        gce.Config().epochs = 3
+
+
+def test_main_prints_one_error_line_for_user_errors(tmp_path, capsys, tiny_dataset):
+    assert gce.main(["--data-dir", str(tmp_path / "none"), "--no-download", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no CIFAR-10 found") and "\n" not in err
+    assert gce.main(["--data-dir", str(tiny_dataset), "--target-layer", "layer9", "--output-dir",
+                     str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown target layer 'layer9'") and "\n" not in err
+    assert gce.main(["--device", "cuda:7"] if not gce.torch.cuda.is_available() else ["--device", "tpu"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device")

@@ -1,0 +1,99 @@
+"""Loading CIFAR-10: image-folder copies, subsets, and one-line errors for every bad data dir."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import grad_cam_experiment as gce
+from conftest import write_image_folder
+
+
+def load(data_dir, **overrides):
+    cfg = gce.Config(data_dir=str(data_dir), download=False, **overrides)
+    return gce.load_cifar10(cfg, torch.device("cpu"))
+
+
+def test_image_folder_is_read_back_with_correct_labels_and_pixels(tmp_path):
+    write_image_folder(tmp_path, {"train": 3, "test": 2})
+    train, test, source = load(tmp_path)
+    assert source == f"image folder {tmp_path}"
+    assert train.images.shape == (30, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert torch.equal(train.labels, torch.arange(10).repeat_interleave(3))
+    assert torch.equal(test.labels, torch.arange(10).repeat_interleave(2))
+    expected = np.array(Image.open(tmp_path / "train" / "frog" / "0001.png"))  # PNG: lossless
+    assert torch.equal(train.images[6 * 3 + 1], torch.from_numpy(expected).permute(2, 0, 1))
+
+
+def test_parent_of_the_extracted_folder_is_accepted(tmp_path):
+    write_image_folder(tmp_path / "cifar10-jpeg", {"train": 1, "test": 1})
+    train, _, source = load(tmp_path)
+    assert source.endswith("cifar10-jpeg") and len(train.labels) == 10
+
+
+def test_balanced_seeded_subsets(tmp_path):
+    write_image_folder(tmp_path, {"train": 5, "test": 3})
+    train, test, _ = load(tmp_path, train_subset=23, test_subset=10)
+    assert torch.bincount(train.labels).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    assert torch.bincount(test.labels).tolist() == [1] * 10
+    again, _, _ = load(tmp_path, train_subset=23, test_subset=10)
+    assert torch.equal(train.images, again.images)
+    other, _, _ = load(tmp_path, train_subset=23, test_subset=10, seed=1)
+    assert not torch.equal(train.images, other.images)
+    with pytest.raises(gce.UserError, match="needs 6 of class 0, but the data has only 5"):
+        load(tmp_path, train_subset=60)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_missing_or_empty_data_dir_names_both_options(tmp_path, make):
+    data_dir = tmp_path / "nothing-here"
+    if make == "empty":
+        data_dir.mkdir()
+    with pytest.raises(gce.UserError) as error:
+        load(data_dir)
+    message = str(error.value)
+    assert "\n" not in message and f"no CIFAR-10 found in {data_dir}" in message
+    assert "download" in message and "--data-dir DIR" in message and "train/<class>" in message
+
+
+def test_failed_download_is_one_clear_line(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(gce.torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(gce.UserError, match=r"could not provide it \(<urlopen error \[Errno -3\].*--data-dir DIR"):
+        gce.load_cifar10(gce.Config(data_dir=str(tmp_path)), torch.device("cpu"))
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    bad = tmp_path / "test" / "ship" / "0000.png"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(gce.UserError, match=f"cannot decode image {bad}"):
+        load(tmp_path)
+
+
+def test_wrong_size_wrong_classes_and_empty_class_are_clear_errors(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    Image.new("RGB", (64, 48)).save(tmp_path / "train" / "cat" / "big.png")
+    with pytest.raises(gce.UserError, match="big.png is 64x48; CIFAR-10 images must be 32x32"):
+        load(tmp_path)
+    (tmp_path / "train" / "cat" / "big.png").unlink()
+    for f in (tmp_path / "train" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(gce.UserError, match=r"train/dog holds no images"):
+        load(tmp_path)
+    (tmp_path / "train" / "dog").rename(tmp_path / "train" / "puppy")
+    with pytest.raises(gce.UserError, match="must hold the 10 CIFAR-10 class folders"):
+        load(tmp_path)
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    archive.write_bytes(b"")
+    with pytest.raises(gce.UserError, match="is a file, not a folder"):
+        load(archive)

@@ -1,0 +1,180 @@
+"""Grad-CAM: equal to CAM where theory says so, equal to pytorch-grad-cam and Captum, and side-effect free."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import grad_cam_experiment as gce
+
+LAYERS = ["layer4.1.conv2", "layer4.1", "layer4.0", "layer3", "layer2.1.conv1"]
+
+
+def test_block_output_grad_cam_equals_cam(model, images):
+    # After layer4 come global average pooling and fc, so dy^c/dA^k_ij = fc.weight[c, k] / (h*w) and Grad-CAM's
+    # channel weights are exactly CAM's (Zhou et al. 2016) divided by h*w = 16.
+    classes = torch.tensor([0, 3, 6, 9, 2])
+    raw = gce.GradCAM(model, "layer4").cam(images, classes, normalize=False)
+    features = {}
+    handle = model.layer4.register_forward_hook(lambda m, i, o: features.update(a=o.detach()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    a = features["a"]
+    assert a.shape[-2:] == (4, 4)
+    cam = F.relu(torch.einsum("bk,bkhw->bhw", model.fc.weight[classes], a)) / 16
+    expected = F.interpolate(cam[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    assert expected.max() > 0
+    torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_matches_pytorch_grad_cam(model, images, layer, batch):
+    from pytorch_grad_cam import GradCAM as PeerGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    x = images[:batch]
+    classes = [7, 1, 4, 4, 0][:batch]
+    ours = gce.GradCAM(model, layer).cam(x, classes)
+    peer_model = copy.deepcopy(model)  # pytorch-grad-cam puts the model in eval mode and leaves it hooked
+    with PeerGradCAM(peer_model, [peer_model.get_submodule(layer)]) as peer:
+        theirs = peer(x, targets=[ClassifierOutputTarget(c) for c in classes])
+    assert ours.shape == (batch, 32, 32) and ours.dtype == torch.float32
+    assert ours.max() == 1.0 or ours.abs().max() == 0
+    torch.testing.assert_close(ours, torch.from_numpy(theirs), rtol=0, atol=1e-4)
+
+
+# layer4.0.bn2 is followed by an in-place add: Captum gets it right (pytorch-grad-cam 1.5.7 does not on CPU,
+# its stored activation aliases the tensor the block overwrites), so it is compared with Captum only.
+@pytest.mark.parametrize("layer", LAYERS + ["layer4.0.bn2"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_matches_captum_layer_grad_cam(model, images, layer, batch):
+    from captum.attr import LayerGradCam
+    x = images[:batch]
+    classes = torch.tensor([2, 8, 5, 5, 9][:batch])
+    ours = gce.GradCAM(model, layer).cam(x, classes)
+    attribution = LayerGradCam(model, model.get_submodule(layer)).attribute(x, target=classes)
+    theirs = F.interpolate(F.relu(attribution), size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(ours, gce.minmax_normalize(theirs), rtol=0, atol=1e-4)
+
+
+def test_batched_equals_per_image(model, images):
+    # float64: in float32 the conv kernels' blocking depends on the batch size (differences ~5e-5), which
+    # would hide a real cross-image leak; in float64 batched and per-image maps must agree to rounding.
+    model, images = model.double(), images.double()
+    classes = torch.tensor([1, 2, 3, 4, 5])
+    grad_cam = gce.GradCAM(model, "layer4.1.conv2")
+    batched = grad_cam.cam(images, classes)
+    single = torch.cat([grad_cam.cam(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])
+    assert batched.dtype == torch.float64
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
+
+
+def test_default_class_is_the_prediction(model, images):
+    grad_cam = gce.GradCAM(model, "layer3")
+    result = grad_cam.explain(images)
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    assert torch.equal(result.classes, predicted)
+    torch.testing.assert_close(result.maps, grad_cam.cam(images, predicted))
+    one = grad_cam.cam(images, 3)  # one int explains that class for every image
+    torch.testing.assert_close(one, grad_cam.cam(images, [3] * len(images)))
+
+
+def test_in_place_op_after_target_layer_does_not_corrupt_activations(model, images):
+    # layer4.0.bn2's output is modified in place by the block (`out += identity`); A^k must be the bn2 output.
+    captured = {}
+
+    def keep(module, inputs, output):  # returns None, so the module's output is not replaced
+        captured["a"] = output.clone()
+
+    handle = model.layer4[0].bn2.register_forward_hook(keep)
+    with torch.no_grad():
+        logits = model(images)
+    handle.remove()
+    a = captured["a"].requires_grad_(True)
+    # Recompute the rest of the network from the bn2 output to get dy/dA by hand.
+    block = model.layer4[0]
+    with torch.no_grad():
+        x3 = model.layer3(model.layer2(model.layer1(model.relu(model.bn1(model.conv1(images))))))
+        identity = block.downsample(x3)
+    out = model.layer4[1](F.relu(a + identity))
+    y = model.fc(torch.flatten(model.avgpool(out), 1))
+    torch.testing.assert_close(y, logits, rtol=1e-4, atol=1e-4)
+    (grads,) = torch.autograd.grad(y[:, 4].sum(), a)
+    expected = F.relu(torch.einsum("bk,bkhw->bhw", grads.mean((2, 3)), a.detach()))
+    expected = F.interpolate(expected[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    ours = gce.GradCAM(model, "layer4.0.bn2").cam(images, 4, normalize=False)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_model_input_and_grad_mode_untouched(model, images):
+    model.train()
+    model.layer2.eval()  # a mixed-mode model: each module's own mode must come back
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    x = images.clone()
+    with gce.GradCAM(model, "layer4.1.conv2") as grad_cam:
+        grad_cam.cam(x, 3)
+        with torch.no_grad():  # a caller's no_grad block: the method works and grad mode stays off after
+            grad_cam.cam(x)
+            assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()
+    assert torch.equal(x, images)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # incl. BN running stats
+    assert all(p.grad is None for p in model.parameters())
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_hooks_removed_even_when_the_call_fails(model, images):
+    grad_cam = gce.GradCAM(model, "layer3")
+    with pytest.raises(ValueError):
+        grad_cam.cam(images, 99)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_bad_layer_names_are_clear_errors(model):
+    with pytest.raises(gce.UserError, match=r"unknown target layer 'layer5'.*layer4\.1\.conv2"):
+        gce.GradCAM(model, "layer5")
+    with pytest.raises(gce.UserError, match="unknown target layer"):
+        gce.GradCAM(model, "layer4.7")
+
+
+def test_bracket_and_negative_index_layer_names(model):
+    assert gce.GradCAM(model, "layer4[-1].conv2").layer is model.layer4[1].conv2
+    assert gce.GradCAM(model, "layer4.-1").layer_name == "layer4.1"
+    assert gce.GradCAM(model, model.layer3).layer_name == "layer3"
+
+
+def test_layers_without_a_feature_map_or_run_twice_are_rejected(model, images):
+    with pytest.raises(gce.UserError, match=r"'fc' outputs \(5, 10\).*\[B, C, H, W\]"):
+        gce.GradCAM(model, "fc").cam(images)
+    with pytest.raises(gce.UserError, match="runs more than once"):
+        gce.GradCAM(model, "layer4.1.relu").cam(images)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("classes, message", [
+    (10, "class index 10 out of range for a 10-class model"),
+    (-1, "class index -1 out of range"),
+    ([1, 2], "got 2 class indices for 5 images"),
+    (torch.tensor([0.5] * 5), "integer class indices"),
+])
+def test_bad_class_indices_are_clear_errors(model, images, classes, message):
+    with pytest.raises(ValueError, match=message):
+        gce.GradCAM(model).cam(images, classes)
+
+
+def test_inference_mode_is_a_clear_error(model, images):
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        gce.GradCAM(model).cam(images)
+
+
+def test_minmax_normalize_keeps_constant_maps_at_zero():
+    maps = torch.stack([torch.zeros(4, 4), torch.full((4, 4), 3.0), torch.arange(16.0).view(4, 4)])
+    out = gce.minmax_normalize(maps)
+    assert torch.equal(out[0], torch.zeros(4, 4)) and torch.equal(out[1], torch.zeros(4, 4))
+    assert out[2].min() == 0 and out[2].max() == 1
+    torch.testing.assert_close(out[2], maps[2] / 15)
