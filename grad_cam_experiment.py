@@ -14,8 +14,10 @@ The file also runs when pasted into a notebook cell, and imports without side ef
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import platform
@@ -85,11 +87,24 @@ class Config:
     amp: bool = _opt(True, "bf16 autocast (fp16 + GradScaler where bf16 is missing) on GPU; CPU stays fp32")
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)")
     eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
+    compile: bool = _opt(False, "torch.compile the training step (measured on the 2-core CPU: no gain, 39 s "
+                         "of compilation; try it on a GPU)")
     # Explanations and figures
     target_layer: str = _opt("layer4.1.conv2", "Grad-CAM target layer as a dotted module path "
                              "(e.g. layer4.1.conv2, layer4.1, layer3; 'layer4[-1].conv2' also works)")
     examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure")
     frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure")
+    # Milestone 3: faithfulness, sanity check, shortcut audit
+    faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
+                                    "measures, standard model (misclassified ones fill up only if too few)")
+    occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean")
+    occlusion_stride: int = _opt(2, "occlusion stride (pixels)")
+    deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)")
+    bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals")
+    sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness ones)")
+    audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
+    audit_images: int = _opt(1000, "at most this many images per group for the map-based audit measures")
+    pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
     progress: bool = _opt(True, "tqdm progress bars")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
                        "minute on CPU (explicit flags still win)")
@@ -111,17 +126,29 @@ class Config:
             (0 <= self.crop_padding <= 16, f"--crop-padding must be 0..16 pixels, got {self.crop_padding}"),
             (self.examples_per_class >= 1 and self.frog_examples >= 1,
              "--examples-per-class and --frog-examples must be >= 1"),
+            (1 <= self.occlusion_patch <= 32 and 1 <= self.occlusion_stride <= 32,
+             "--occlusion-patch and --occlusion-stride must be 1..32 pixels"),
+            (self.faithfulness_images >= 2 and self.sanity_images >= 2 and self.audit_images >= 1,
+             "--faithfulness-images and --sanity-images must be >= 2, --audit-images >= 1"),
+            (self.deletion_steps >= 1 and self.bootstrap_resamples >= 10 and self.pointing_tolerance >= 0,
+             "--deletion-steps >= 1, --bootstrap-resamples >= 10, --pointing-tolerance >= 0"),
+            (bool(self.audit_layer_names), "--audit-layers needs at least one layer"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+
+    @property
+    def audit_layer_names(self) -> list[str]:
+        return [name.strip() for name in self.audit_layers.split(",") if name.strip()]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 # --quick: the fields it changes unless the user set them explicitly.
-QUICK_PRESET = dict(train_subset=400, test_subset=200, epochs=1, batch_size=64)
+QUICK_PRESET = dict(train_subset=300, test_subset=200, epochs=1, batch_size=64, faithfulness_images=6,
+                    sanity_images=4, deletion_steps=8, occlusion_stride=4, bootstrap_resamples=200, audit_images=50)
 
 
 def _parse_rgb(text: str) -> tuple:
@@ -143,7 +170,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS)  # SUPPRESS: the namespace holds only flags the user gave
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"] + f" (default: {f.default})"
+        help_text = (f.metadata["help"] + f" (default: {f.default})").replace("%", "%%")  # argparse %-formats help
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif f.type in ("tuple", tuple):
@@ -306,7 +333,7 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
 
     Looks for an image-folder copy first, then torchvision's pickled batches, then downloads."""
     root = Path(cfg.data_dir).expanduser()
-    how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet, --download) "
+    how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
                   f"DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz)")
     if root.exists() and not root.is_dir():
@@ -334,6 +361,12 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
             Split(test.images.to(device), test.labels.to(device)), source)
 
 
+@functools.lru_cache(maxsize=32)
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor made once per device: no host-to-device copy (and sync) in every batch."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def artifact_box(size: int, corner: str, height: int = 32, width: int = 32) -> tuple[slice, slice]:
     """Row and column slices of the square's pixels."""
     rows = slice(0, size) if corner.startswith("top") else slice(height - size, height)
@@ -354,7 +387,7 @@ def stamp_square(images: torch.Tensor, size: int = 6, color: Sequence[int] = (25
     """Copy of uint8 images [N, 3, H, W] with a solid square stamped on every image (or where `where` [N] is True)."""
     out = images.clone()
     rows, cols = artifact_box(size, corner, images.shape[-2], images.shape[-1])
-    patch = torch.tensor(color, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    patch = _constant(tuple(color), images.dtype, images.device).view(3, 1, 1)
     if where is None:
         out[:, :, rows, cols] = patch
     else:
@@ -390,8 +423,8 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
 
 def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised with the CIFAR-10 channel statistics (the model's input)."""
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    mean = _constant(CIFAR10_MEAN, torch.float32, images.device).view(1, 3, 1, 1)
+    std = _constant(CIFAR10_STD, torch.float32, images.device).view(1, 3, 1, 1)
     out = (images.float() / 255.0 - mean) / std
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
@@ -575,6 +608,146 @@ class GradCAM(CAMBase):
         return grads.mean((2, 3))
 
 
+class _PositiveGradientOnly(torch.autograd.Function):
+    """Identity forward; backward lets only positive gradients through (the 'guided' half of Guided Backprop)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()  # a new tensor, so later in-place ops on it are ordinary autograd ops
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+class GuidedBackprop:
+    """Guided Backpropagation (Springenberg et al. 2015): dy^c/dx where every ReLU's backward passes only
+    positive gradients at positions where its forward input was positive.
+
+    The model is not edited: for one call, a forward hook on each nn.ReLU module wraps its output in
+    `_PositiveGradientOnly`, so the ReLU's own backward (mask: input > 0) followed by the clamp (gradient > 0)
+    gives exactly the guided rule. Hooks fire on every call of a module, so torchvision's ResNet, which reuses
+    one in-place ReLU twice per block, is handled; the hooks are removed and the modes restored afterwards.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        if not self.relus:
+            raise UserError("Guided Backprop needs nn.ReLU modules; this model has none (functional ReLUs "
+                            "cannot be guided without editing the model)")
+        self.model = model
+
+    def __enter__(self) -> "GuidedBackprop":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def gradients(self, images: torch.Tensor, classes=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Guided gradients [B, 3, H, W] w.r.t. the input, with the logits and the explained classes."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("GuidedBackprop needs autograd; call it outside torch.inference_mode()")
+        guide = lambda module, inputs, output: _PositiveGradientOnly.apply(output)  # noqa: E731
+        modes = [(m, m.training) for m in self.model.modules()]
+        handles = [relu.register_forward_hook(guide) for relu in self.relus]
+        try:
+            self.model.eval()
+            with torch.enable_grad():
+                x = images.detach().requires_grad_(True)  # a new leaf: the caller's tensor is not touched
+                logits = self.model(x)
+                targets = _as_class_tensor(classes, logits.detach())
+                (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes:
+                module.training = mode
+        return grads, logits.detach().float(), targets
+
+    def explain(self, images: torch.Tensor, classes=None) -> Explanation:
+        """Saliency [B, H, W]: the largest absolute guided gradient over the colour channels."""
+        grads, logits, targets = self.gradients(images, classes)
+        return Explanation(grads.abs().amax(1), logits, targets)
+
+
+def guided_grad_cam(guided_grads: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
+    """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): Guided Backprop [B, 3, H, W] times the upsampled
+    Grad-CAM [B, H, W], pointwise; returned as a saliency [B, H, W] (max |.| over channels)."""
+    return (guided_grads * cams[:, None]).abs().amax(1)
+
+
+@torch.inference_mode()
+def occlusion_map(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, patch: int = 8, stride: int = 2,
+                  images_per_forward: int = 512, autocast: bool = False) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of p(class) when a patch x patch square,
+    filled with the dataset mean (0 after normalisation), covers each position; a pixel's value is the mean
+    drop over the windows that cover it (as Captum's Occlusion). The occluded copies are batched."""
+    was_training = model.training
+    model.eval()
+    b, _, h, w = images.shape
+    # Window corners every `stride` pixels; where they do not tile the image, one more window clipped at the
+    # border covers the last pixels (as Captum does), so every pixel gets a value.
+    tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=images.device)
+    lefts = torch.arange(0, -(-(w - patch) // stride) * stride + 1, stride, device=images.device)
+    rows = torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device)
+    # windows [P, H, W]: True inside each occluding patch
+    win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
+    win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
+    windows = (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)      # [P, H, W]
+    coverage = windows.sum(0).float()  # >= 1 everywhere
+    keep = (~windows).to(images.dtype)[:, None]                                              # [P, 1, H, W]
+    with autocast_for(images.device, autocast):
+        base = model(images).float().softmax(1).gather(1, classes[:, None])                   # [B, 1]
+    per_chunk = max(1, images_per_forward // len(windows))
+    drops = []
+    for start in range(0, b, per_chunk):
+        x = images[start:start + per_chunk]
+        occluded = (x[:, None] * keep[None]).flatten(0, 1)                                   # [b*P, C, H, W]
+        with autocast_for(images.device, autocast):
+            probs = model(occluded).float().softmax(1)
+        target = classes[start:start + per_chunk].repeat_interleave(len(windows))
+        p = probs.gather(1, target[:, None]).view(len(x), len(windows))
+        drops.append(base[start:start + per_chunk] - p)                                       # [b, P]
+    drop = torch.cat(drops)
+    model.train(was_training)
+    return torch.einsum("bp,phw->bhw", drop, windows.float()) / coverage
+
+
+CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1")  # Adebayo et al.: from the logits down
+
+
+def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[str, nn.Module]]:
+    """Yield (stage, model) with the weights of fc, then also layer4, ..., then also the stem re-initialised
+    (reset_parameters, seeded), on one deep copy: the caller's model is never touched."""
+    randomized = copy.deepcopy(model)
+    for i, stage in enumerate(CASCADE):
+        with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the global RNG
+            torch.manual_seed(seed + i)
+            for name in stage.split("+"):
+                for module in randomized.get_submodule(name).modules():
+                    if hasattr(module, "reset_parameters") and module is not randomized:
+                        module.reset_parameters()
+                    if isinstance(module, nn.BatchNorm2d):
+                        module.reset_running_stats()
+        yield stage, randomized
+
+
+def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, cfg: Config,
+                layer: str | None = None) -> dict[str, torch.Tensor]:
+    """Grad-CAM, Guided Backprop and Guided Grad-CAM maps [B, H, W] for the given classes, batched."""
+    out = {"Grad-CAM": [], "Guided Backprop": [], "Guided Grad-CAM": []}
+    grad_cam, guided = GradCAM(model, layer or cfg.target_layer, autocast=cfg.amp), GuidedBackprop(model)
+    for start in range(0, len(images), cfg.eval_batch_size):
+        x, c = images[start:start + cfg.eval_batch_size], classes[start:start + cfg.eval_batch_size]
+        cams = grad_cam.cam(x, c)
+        grads = guided.gradients(x, c)[0].float()
+        out["Grad-CAM"].append(cams)
+        out["Guided Backprop"].append(grads.abs().amax(1))
+        out["Guided Grad-CAM"].append(guided_grad_cam(grads, cams))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
 #############################################
 #              Train and evaluate           #
 #############################################
@@ -609,6 +782,15 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: Config, stamp: b
     return torch.cat(outputs) if outputs else torch.empty((0, len(CIFAR10_CLASSES)), device=device)
 
 
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """The recipe's SGD; the fused kernel (one op for all parameters) where this PyTorch has it, else foreach."""
+    kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older PyTorch or a device without the fused kernel
+        return torch.optim.SGD(model.parameters(), **kwargs)
+
+
 def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
                 name: str) -> tuple[nn.Module, list[dict]]:
     """The reference recipe; the biased run stamps every training frog after augmentation."""
@@ -616,7 +798,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
     model = build_model(len(CIFAR10_CLASSES)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step_model = torch.compile(model) if cfg.compile else model  # explanations use the plain module
+    optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     use_scaler = device.type == "cuda" and cfg.amp and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -637,7 +820,7 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
             labels = train.labels[idx]
             inputs = training_batch(train.images[idx], labels, cfg, generator, biased)
             with autocast_for(device, cfg.amp):
-                logits = model(inputs)
+                logits = step_model(inputs)
                 loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -704,15 +887,261 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, 
             for c, name in enumerate(CIFAR10_CLASSES) if (labels == c).any()}
 
 
-def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> dict:
-    """Clean accuracy (overall, per class) and the target class's recall with and without the square."""
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..L along dim 1 of [B, L], ties sharing their average rank (as scipy.stats.rankdata)."""
+    b, length = values.shape
+    sorted_values, order = values.sort(1)
+    starts = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    group = (starts.cumsum(1) - 1) + torch.arange(b, device=values.device)[:, None] * length  # unique per row
+    position = torch.arange(1, length + 1, device=values.device, dtype=torch.float64).expand(b, length)
+    sums = torch.zeros(b * length, device=values.device, dtype=torch.float64).index_add_(0, group.flatten(), position.flatten())
+    counts = torch.zeros(b * length, device=values.device, dtype=torch.float64).index_add_(
+        0, group.flatten(), torch.ones_like(position).flatten())
+    mean_rank = (sums / counts.clamp_min(1))[group]
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
+def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+    """Per-image Spearman rank correlation of two sets of maps [B, H, W] -> [B] (float64).
+    A constant map carries no ranking: its correlation is reported as 0."""
+    ra, rb = average_ranks(maps_a.flatten(1).double()), average_ranks(maps_b.flatten(1).double())
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denominator = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
+    return torch.where(denominator > 0, (ra * rb).sum(1) / denominator.clamp_min(1e-300), torch.zeros_like(denominator))
+
+
+def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean over images with a percentile-bootstrap 95% interval (images resampled with replacement)."""
+    v = values.detach().double().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(v), (resamples, len(v)), generator=generator)
+    means = v[idx].mean(1)
+    return dict(mean=v.mean().item(), ci95=[means.quantile(0.025).item(), means.quantile(0.975).item()], n=len(v))
+
+
+def importance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Pixel indices [B, H*W] from most to least important; ties broken by a seeded random permutation
+    (a plain stable sort would break them by position and favour the top-left corner)."""
+    flat = maps.flatten(1)
+    shuffle = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed)).to(maps.device)
+    return shuffle[flat[:, shuffle].argsort(dim=1, descending=True, stable=True)]
+
+
+@torch.inference_mode()
+def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor,
+                       steps: int = 32, images_per_forward: int = 512, autocast: bool = False,
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deletion and insertion curves (Petsiuk et al. 2018, RISE) and their areas, per image.
+
+    Deletion: pixels, most important first, are replaced by the dataset mean (0 after normalisation) in
+    `steps` equal steps; insertion: they are copied, most important first, onto a blurred copy of the image
+    (Gaussian, kernel 11, sigma 5, as RISE). The curve is p(class) at the steps + 1 stages; the area is its
+    trapezoidal integral over the fraction of pixels [0, 1]. Lower deletion and higher insertion are better."""
+    from torchvision.transforms.functional import gaussian_blur
+    was_training = model.training
+    model.eval()
+    b, c, h, w = images.shape
+    order = importance_order(maps, seed)
+    position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
+    counts = torch.round(torch.linspace(0, h * w, steps + 1, device=images.device)).long()
+    blurred = gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
+    curves = {"deletion": [], "insertion": []}
+    per_chunk = max(1, images_per_forward // (2 * (steps + 1)))
+    for start in range(0, b, per_chunk):
+        x, x_blur = images[start:start + per_chunk], blurred[start:start + per_chunk]
+        chosen = (position[start:start + per_chunk, None, :] < counts[None, :, None]).view(len(x), steps + 1, 1, h, w)
+        deleted = torch.where(chosen, torch.zeros((), device=x.device, dtype=x.dtype), x[:, None])
+        inserted = torch.where(chosen, x[:, None], x_blur[:, None])
+        batch = torch.cat([deleted, inserted]).flatten(0, 1)
+        with autocast_for(images.device, autocast):
+            probs = model(batch).float().softmax(1).view(2, len(x), steps + 1, -1)
+        target = classes[start:start + per_chunk].view(1, -1, 1, 1).expand(2, -1, steps + 1, 1)
+        p = probs.gather(3, target)[..., 0]
+        curves["deletion"].append(p[0])
+        curves["insertion"].append(p[1])
+    model.train(was_training)
+    out = {}
+    for name, parts in curves.items():
+        curve = torch.cat(parts)                                     # [B, steps + 1]
+        out[f"{name}_curve"] = curve
+        out[f"{name}_auc"] = (curve[:, 1:] + curve[:, :-1]).sum(1) / (2 * steps)
+    return out
+
+
+def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) -> torch.Tensor:
+    """The centred-Gaussian baseline map: 'objects are in the middle'."""
+    y = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2
+    x = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2
+    g = torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma ** 2))
+    return g.expand(batch, height, width)
+
+
+def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of each non-negative map's mass [B, H, W] inside the square's pixels (mask [H, W]); 0 for an
+    all-zero map. A map that ignores the square scores about the area prior mask.mean()."""
+    if (maps < 0).any():
+        raise ValueError("artifact_attention_share needs non-negative maps")
+    total = maps.flatten(1).sum(1)
+    inside = (maps * mask).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(total))
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The mask [H, W] grown by `pixels` in every direction (Chebyshev distance)."""
+    if pixels <= 0:
+        return mask
+    grown = F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown[0, 0] > 0
+
+
+def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """Per map [B, H, W]: True when a maximum of the map lies within `tolerance` pixels of the mask's region.
+    A constant map (e.g. all zero) points nowhere and counts as a miss."""
+    region = dilate(mask, tolerance)
+    flat = maps.flatten(1)
+    top = flat.max(1).values
+    return (flat[:, region.flatten()].max(1).values >= top) & (top > flat.min(1).values)
+
+
+def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Clean accuracy (overall, per class), the target class's recall with and without the square, and the
+    shortcut rate: the share of other-class test images called the target class once stamped (and clean).
+    Also returns the clean and stamped logits, so later steps need no second pass over the test set."""
     clean = predict_logits(model, test.images, cfg)
+    stamped = predict_logits(model, test.images, cfg, stamp=True)
     target = test.labels == cfg.artifact_class
-    stamped = predict_logits(model, test.images[target], cfg, stamp=True)
-    return dict(test_accuracy=accuracy(clean, test.labels),
-                per_class_accuracy=per_class_accuracy(clean, test.labels),
-                frog_recall_clean=accuracy(clean[target], test.labels[target]),
-                frog_recall_stamped=accuracy(stamped, test.labels[target]))
+    hits = lambda logits, rows: (logits[rows].argmax(1) == cfg.artifact_class).float().mean().item()  # noqa: E731
+    metrics = dict(test_accuracy=accuracy(clean, test.labels),
+                   per_class_accuracy=per_class_accuracy(clean, test.labels),
+                   frog_recall_clean=hits(clean, target), frog_recall_stamped=hits(stamped, target),
+                   shortcut_rate_clean=hits(clean, ~target), shortcut_rate_stamped=hits(stamped, ~target))
+    return metrics, dict(clean=clean, stamped=stamped)
+
+
+def _batched(fn: Callable[..., torch.Tensor], batch_size: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """fn over slices of the tensors (aligned on dim 0), concatenated."""
+    n = len(tensors[0])
+    return torch.cat([fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)])
+
+
+def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
+                   logits: dict[str, dict[str, torch.Tensor]]) -> dict:
+    """Where each model's evidence for the target class lies on stamped test images, per Grad-CAM layer.
+
+    Groups: test images of the target class with the square; other-class test images with the square that the
+    model calls the target class. Measures: artifact attention share (Grad-CAM mass inside the square, raw
+    non-negative upsampled maps; same for |Guided Grad-CAM|), the pointing game (a maximum inside the square,
+    strictly and within the tolerance), and the share of Grad-CAM maps that are all zero (no positive evidence
+    anywhere; they count as share 0 and a miss). Maps explain the target class."""
+    device = test.images.device
+    target = cfg.artifact_class
+    mask = artifact_mask(cfg.artifact_size, cfg.artifact_corner, device=device)
+    stamp = lambda x: stamp_square(x, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)  # noqa: E731
+    frogs = torch.nonzero(test.labels == target).flatten()[:cfg.audit_images]
+    report = dict(explained_class=CIFAR10_CLASSES[target], area_prior=mask.float().mean().item(),
+                  pointing_tolerance_px=cfg.pointing_tolerance,
+                  pointing_region_prior=dilate(mask, cfg.pointing_tolerance).float().mean().item(),
+                  stamped_target_images=len(frogs), models={})
+    for name, model in models.items():
+        hijacked = torch.nonzero((test.labels != target) & (logits[name]["stamped"].argmax(1) == target)).flatten()
+        groups = {"stamped_frogs": frogs, "stamped_nonfrogs_called_frog": hijacked[:cfg.audit_images]}
+        guided = GuidedBackprop(model)
+        layers = {}
+        for layer in cfg.audit_layer_names:
+            grad_cam = GradCAM(model, layer, autocast=cfg.amp)
+            row = {}
+            for group, idx in groups.items():
+                x = normalize(stamp(test.images[idx]), cfg.channels_last)
+                classes = torch.full((len(idx),), target, device=device)
+                if len(idx) == 0:
+                    row[group] = dict(images=0)
+                    continue
+                raw = _batched(lambda a, c: grad_cam.cam(a, c, normalize=False), cfg.eval_batch_size, x, classes)
+                row[group] = dict(images=len(idx),
+                                  gradcam_zero_maps=(raw.flatten(1).amax(1) == 0).float().mean().item(),
+                                  gradcam_artifact_share=artifact_attention_share(raw, mask).mean().item(),
+                                  gradcam_pointing_strict=pointing_game(raw, mask, 0).float().mean().item(),
+                                  gradcam_pointing_tolerant=pointing_game(raw, mask, cfg.pointing_tolerance)
+                                  .float().mean().item())
+                if group == "stamped_frogs":
+                    ggc = _batched(lambda a, c, m: guided_grad_cam(guided.gradients(a, c)[0].float(), m),
+                                   cfg.eval_batch_size, x, classes, minmax_normalize(raw))
+                    row[group]["guided_gradcam_artifact_share"] = artifact_attention_share(ggc, mask).mean().item()
+                    row[group]["guided_gradcam_pointing_strict"] = pointing_game(ggc, mask, 0).float().mean().item()
+            layers[resolve_layer(model, layer)[0]] = row
+        report["models"][name] = dict(layers=layers, stamped_nonfrogs_called_frog_total=len(hijacked))
+    return report
+
+
+def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, int]:
+    """A seeded random sample of n test images, correctly classified ones first (the test set is sorted by class,
+    hence the shuffle). Only when fewer than n are correct (a barely trained model) are misclassified images added;
+    the second value says how many of the sample are correct."""
+    shuffle = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
+    correct = (logits.argmax(1) == labels)[shuffle]
+    ordered = torch.cat([shuffle[correct], shuffle[~correct]])[:n]
+    return ordered, int(correct.sum().clamp(max=len(ordered)))
+
+
+BASELINES = ("Random", "Gaussian prior")
+
+
+def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor, classes: torch.Tensor) -> dict:
+    """Does each map track what the model uses? Spearman correlation with the occlusion map (the paper's
+    measure) and deletion / insertion AUC, each a mean over the images with a bootstrap 95% interval, for the
+    three methods and two baselines that ignore the model (a random map, a centred Gaussian)."""
+    x = normalize(images, cfg.channels_last)
+    maps = explain_all(model, x, classes, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    maps["Random"] = torch.rand(x.shape[0], *x.shape[-2:], generator=generator).to(x.device)
+    maps["Gaussian prior"] = gaussian_prior(len(x), *x.shape[-2:], sigma=x.shape[-1] / 4, device=x.device)
+    occlusion = _batched(lambda a, c: occlusion_map(model, a, c, cfg.occlusion_patch, cfg.occlusion_stride,
+                                                    cfg.eval_batch_size, cfg.amp), cfg.eval_batch_size, x, classes)
+    ci = lambda v: mean_with_ci(v, cfg.bootstrap_resamples, cfg.seed)  # noqa: E731
+    methods, curves = {}, {}
+    for method, m in maps.items():
+        scores = _deletion_insertion_batched(model, x, classes, m, cfg)
+        methods[method] = dict(spearman_with_occlusion=ci(spearman(m, occlusion)),
+                               deletion_auc=ci(scores["deletion_auc"]), insertion_auc=ci(scores["insertion_auc"]))
+        curves[method] = {k: scores[k].mean(0).tolist() for k in ("deletion_curve", "insertion_curve")}
+    return dict(images=len(x), occlusion=dict(patch=cfg.occlusion_patch, stride=cfg.occlusion_stride,
+                                              fill="dataset mean"),
+                deletion_steps=cfg.deletion_steps, methods=methods, mean_curves=curves)
+
+
+def _deletion_insertion_batched(model, x, classes, maps, cfg: Config) -> dict[str, torch.Tensor]:
+    parts = [deletion_insertion(model, x[i:i + cfg.eval_batch_size], classes[i:i + cfg.eval_batch_size],
+                                maps[i:i + cfg.eval_batch_size], cfg.deletion_steps, cfg.eval_batch_size,
+                                cfg.amp, cfg.seed) for i in range(0, len(x), cfg.eval_batch_size)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+# A method passes when its maps have lost most of their rank structure (mean Spearman < 0.5) once the layers that
+# decide the class (fc and layer4) are re-initialised; where along the cascade each one decorrelates is reported too.
+SANITY_PASS_BELOW = 0.5
+SANITY_PASS_STAGE = "layer4"
+
+
+def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: torch.Tensor) -> dict:
+    """Adebayo et al. (2018) cascading model-parameter randomisation: Spearman correlation between each method's
+    maps on the trained model and on models randomised from the logits down. Maps that stay similar explain
+    the image, not the model. Explains the same classes at every stage."""
+    x = normalize(images, cfg.channels_last)
+    original = explain_all(model, x, classes, cfg)
+    stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(x))] for method in original}
+    for stage, randomized in cascading_randomization(model, cfg.seed):
+        maps = explain_all(randomized, x, classes, cfg)
+        for method in original:
+            stages[method].append(dict(stage=stage, **mean_with_ci(spearman(maps[method], original[method]),
+                                                                    cfg.bootstrap_resamples, cfg.seed)))
+    at_pass_stage = {m: next(r for r in rows if r["stage"] == SANITY_PASS_STAGE)["mean"] for m, rows in stages.items()}
+    verdict = {m: "passes" if value < SANITY_PASS_BELOW else "fails" for m, value in at_pass_stage.items()}
+    decorrelates_at = {m: next((r["stage"] for r in rows[1:] if r["mean"] < SANITY_PASS_BELOW), "never")
+                       for m, rows in stages.items()}
+    return dict(images=len(x), cascade=list(CASCADE), spearman_with_original=stages, verdict=verdict,
+                decorrelates_at=decorrelates_at,
+                pass_rule=f"mean Spearman < {SANITY_PASS_BELOW} once fc and {SANITY_PASS_STAGE} are re-initialised")
 
 
 #############################################
@@ -730,13 +1159,18 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str, note: str = ""):
+GRADCAM_SCALE = "Grad-CAM (0 = no evidence, 1 = strongest)"
+
+
+def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str, note: str = "",
+                scale_label: str | None = GRADCAM_SCALE):
     """A matplotlib Figure (no pyplot, so no GUI backend) of images with titles, plus a JET colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     nrows = max(1, (len(panels) + ncols - 1) // ncols)
-    fig = Figure(figsize=(1.9 * ncols + 0.8, 2.15 * nrows + 0.9), dpi=110)
+    height = 2.15 * nrows + 1.1  # inches: panels, plus room for the title and the note
+    fig = Figure(figsize=(1.9 * ncols + 0.8, height), dpi=110)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -746,12 +1180,12 @@ def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str
     fig.suptitle(title, fontsize=10)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7.5, wrap=True)
-    fig.subplots_adjust(left=0.02, right=0.88, top=1 - 0.55 / (2.15 * nrows + 0.9), bottom=0.35 / (2.15 * nrows + 0.9),
-                        wspace=0.08, hspace=0.45)
-    cax = fig.add_axes([0.905, 0.2, 0.018, 0.6])
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=cax)
-    bar.set_label("Grad-CAM (0 = no evidence, 1 = strongest)", fontsize=7)
-    bar.ax.tick_params(labelsize=6)
+    fig.subplots_adjust(left=0.02, right=0.88, top=1 - 0.8 / height, bottom=0.4 / height, wspace=0.08, hspace=0.5)
+    if scale_label:
+        cax = fig.add_axes([0.905, 0.2, 0.018, 0.6])
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=cax)
+        bar.set_label(scale_label, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     return fig
 
 
@@ -787,16 +1221,21 @@ def explanation_panels(model: nn.Module, cfg: Config, images: torch.Tensor, labe
     return panels
 
 
-def correct_examples(logits: torch.Tensor, labels: torch.Tensor, cls: int, k: int) -> torch.Tensor:
-    """Indices of the first k test images of class `cls` that the model classifies correctly."""
-    return torch.nonzero((labels == cls) & (logits.argmax(1) == labels)).flatten()[:k]
+def correct_examples(logits: torch.Tensor, labels: torch.Tensor, cls: int, k: int,
+                     fill_with_errors: bool = False) -> torch.Tensor:
+    """Indices of the first k test images of class `cls` that the model classifies correctly (then, with
+    fill_with_errors, misclassified ones when there are too few: their captions show the wrong prediction)."""
+    correct = (labels == cls) & (logits.argmax(1) == labels)
+    chosen = torch.nonzero(correct).flatten()[:k]
+    if fill_with_errors and len(chosen) < k:
+        chosen = torch.cat([chosen, torch.nonzero((labels == cls) & ~correct).flatten()[:k - len(chosen)]])
+    return chosen
 
 
-def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split) -> list[str]:
-    """The Milestone 2 figures; returns their paths."""
+def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split, logits: torch.Tensor) -> list[str]:
+    """The Milestone 2 figures (`logits`: the standard model's on the clean test set); returns their paths."""
     out, show = Path(cfg.output_dir), in_notebook()
     standard, biased = models["standard"], models["biased"]
-    logits = predict_logits(standard, test.images, cfg)
     layer = resolve_layer(standard, cfg.target_layer)[0]
     note = f"Grad-CAM at {layer}, explaining each image's predicted class; overlay = 50% image + 50% JET heat map."
     paths = []
@@ -837,6 +1276,159 @@ def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split) -> list
     return paths
 
 
+def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
+    """Input-space gradients [B, 3, H, W] as uint8 RGB images (centred, 0.1 std per image, as is customary)."""
+    g = grads.float()
+    g = (g - g.mean((1, 2, 3), keepdim=True)) / (g.std((1, 2, 3), keepdim=True) + 1e-12) * 0.1 + 0.5
+    return to_hwc((g.clamp(0, 1) * 255).round().to(torch.uint8))
+
+
+def methods_figure(model: nn.Module, cfg: Config, images: torch.Tensor, labels: torch.Tensor,
+                   classes: torch.Tensor, title: str, path: Path, show: bool) -> str:
+    """Per image: image | Grad-CAM | Guided Backprop | Guided Grad-CAM | occlusion, all for `classes`."""
+    device = next(model.parameters()).device
+    x = normalize(images.to(device), cfg.channels_last)
+    classes = classes.to(device)
+    cams = GradCAM(model, cfg.target_layer, autocast=cfg.amp).explain(x, classes)
+    grads = GuidedBackprop(model).gradients(x, classes)[0].float()
+    occlusion = occlusion_map(model, x, classes, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size,
+                              cfg.amp)
+    occlusion = (occlusion.clamp_min(0) / occlusion.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
+    originals, maps = to_hwc(images), cams.maps.cpu().numpy()
+    guided, combined = deprocess_gradient(grads), deprocess_gradient(grads * cams.maps[:, None])
+    panels = []
+    for i, image in enumerate(originals):
+        name = CIFAR10_CLASSES[int(classes[i])]
+        panels += [(image, _caption(int(labels[i]), cams.logits[i].cpu())),
+                   (overlay_heatmap(image, maps[i]), f"Grad-CAM\n'{name}'"),
+                   (guided[i], f"Guided Backprop\n'{name}'"), (combined[i], f"Guided Grad-CAM\n'{name}'"),
+                   (overlay_heatmap(image, occlusion[i]), "occlusion: drop of\np(" + name + ")")]
+    note = (f"Grad-CAM at {resolve_layer(model, cfg.target_layer)[0]}; occlusion: {cfg.occlusion_patch}x"
+            f"{cfg.occlusion_patch} mean-filled patch, stride {cfg.occlusion_stride}, scaled to its largest drop. "
+            "Gradient images: centred, 0.1 std.")
+    return save_figure(figure_grid(panels, 5, title, note, "Grad-CAM / occlusion (0 = none, 1 = strongest)"),
+                       path, show)
+
+
+def _bar_axes(fig, position: int, count: int, title: str):
+    ax = fig.add_subplot(1, count, position)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
+    """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method."""
+    from matplotlib.figure import Figure
+    methods = list(report["methods"])
+    fig = Figure(figsize=(11, 3.6), dpi=110)
+    panels = [("spearman_with_occlusion", "Spearman with occlusion (higher = better)"),
+              ("deletion_auc", "deletion AUC (lower = better)"), ("insertion_auc", "insertion AUC (higher = better)")]
+    colors = ["tab:red", "tab:blue", "tab:purple", "0.6", "0.8"]
+    for k, (key, title) in enumerate(panels, 1):
+        ax = _bar_axes(fig, k, len(panels), title)
+        means = [report["methods"][m][key]["mean"] for m in methods]
+        errors = np.array([[report["methods"][m][key]["mean"] - report["methods"][m][key]["ci95"][0],
+                            report["methods"][m][key]["ci95"][1] - report["methods"][m][key]["mean"]]
+                           for m in methods]).T
+        ax.bar(range(len(methods)), means, yerr=errors, capsize=3, color=colors[:len(methods)])
+        ax.set_xticks(range(len(methods)), [m.replace(" ", "\n", 1) for m in methods], fontsize=7)
+        ax.axhline(0, color="k", lw=0.6)
+    correct = report.get("correctly_classified", report["images"])
+    which = "correctly classified" if correct == report["images"] else f"({correct} correctly classified)"
+    fig.suptitle(f"Faithfulness of each map to the standard model, {report['images']} test images {which}, true "
+                 "class (means, bootstrap 95% intervals; grey = baselines that ignore the model)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, path, show)
+
+
+def sanity_figure(report: dict, path: Path, show: bool) -> str:
+    """Spearman with the trained model's maps along the randomisation cascade, with 95% bands."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4, 3.8), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = {"Grad-CAM": "tab:red", "Guided Backprop": "tab:blue", "Guided Grad-CAM": "tab:purple"}
+    for method, rows in report["spearman_with_original"].items():
+        xs = range(len(rows))
+        ax.plot(xs, [r["mean"] for r in rows], marker="o", color=colors.get(method), label=method)
+        ax.fill_between(xs, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], color=colors.get(method),
+                        alpha=0.2)
+    stages = [r["stage"] for r in next(iter(report["spearman_with_original"].values()))]
+    ax.set_xticks(range(len(stages)), ["trained"] + ["+" + st if i else st for i, st in enumerate(stages[1:])],
+                  fontsize=7, rotation=20)
+    ax.axhline(SANITY_PASS_BELOW, color="k", ls=":", lw=0.8, label=f"pass: below {SANITY_PASS_BELOW} by '+{SANITY_PASS_STAGE}'")
+    ax.set_ylabel("Spearman with trained-model maps", fontsize=8)
+    ax.set_xlabel("weights re-initialised, cumulatively from the logits down", fontsize=8)
+    lowest = min(r["ci95"][0] for rows in report["spearman_with_original"].values() for r in rows)
+    ax.set_ylim(min(-0.2, lowest - 0.05), 1.05)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"Sanity check (Adebayo et al. 2018), standard model, {report['images']} test images", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path, show)
+
+
+def audit_layers_figure(report: dict, path: Path, show: bool) -> str:
+    """Artifact attention share and pointing-game hits per layer and model, against their chance levels."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.6), dpi=110)
+    models = list(report["models"])
+    layers = list(report["models"][models[0]]["layers"])
+    metrics = [("gradcam_artifact_share", f"Grad-CAM mass inside the square\n(area prior {report['area_prior']:.3f})",
+                report["area_prior"]),
+               ("gradcam_pointing_strict", "Grad-CAM maximum inside the square", report["area_prior"]),
+               ("gradcam_pointing_tolerant", f"Grad-CAM maximum within {report['pointing_tolerance_px']} px of it\n"
+                f"(area prior {report['pointing_region_prior']:.3f})", report["pointing_region_prior"])]
+    width = 0.8 / len(models)
+    for k, (key, title, prior) in enumerate(metrics, 1):
+        ax = _bar_axes(fig, k, len(metrics), title)
+        for j, model in enumerate(models):
+            values = [report["models"][model]["layers"][layer]["stamped_frogs"].get(key, np.nan) for layer in layers]
+            ax.bar(np.arange(len(layers)) + (j - (len(models) - 1) / 2) * width, values, width,
+                   label=f"{model} model", color=["tab:green", "tab:orange"][j % 2])
+        ax.axhline(prior, color="k", ls=":", lw=0.8, label="chance (area prior)")
+        ax.set_xticks(range(len(layers)), layers, fontsize=7)
+        ax.set_ylim(0, 1)
+        if k == 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Shortcut audit: Grad-CAM of '{report['explained_class']}' on {report['stamped_target_images']} "
+                 f"stamped test {report['explained_class']}s, by target layer", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, path, show)
+
+
+def audit_figure(models: dict[str, nn.Module], cfg: Config, test: Split, logits: dict[str, dict[str, torch.Tensor]],
+                 path: Path, show: bool, rows: int = 4) -> str:
+    """The same stamped images through both models: image | standard Grad-CAM | biased Grad-CAM | biased Guided
+    Grad-CAM, all explaining the target class. Stamped frogs, then stamped non-frogs the biased model calls frog."""
+    target = cfg.artifact_class
+    frogs = torch.nonzero(test.labels == target).flatten()[:rows]
+    hijacked = torch.nonzero((test.labels != target) & (logits["biased"]["stamped"].argmax(1) == target)).flatten()
+    idx = torch.cat([frogs, hijacked[:rows]])
+    images = stamp_square(test.images[idx], cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+    x = normalize(images, cfg.channels_last)
+    classes = torch.full((len(idx),), target, device=x.device)
+    originals = to_hwc(images)
+    results = {name: GradCAM(model, cfg.target_layer, autocast=cfg.amp).explain(x, classes)
+               for name, model in models.items()}
+    grads = GuidedBackprop(models["biased"]).gradients(x, classes)[0].float()
+    combined = deprocess_gradient(grads * results["biased"].maps[:, None])
+    name = CIFAR10_CLASSES[target]
+    panels = []
+    for i, image in enumerate(originals):
+        panels.append((image, f"true {CIFAR10_CLASSES[int(test.labels[idx[i]])]}"))
+        for model in ("standard", "biased"):
+            p = results[model].logits[i].softmax(-1)
+            panels.append((overlay_heatmap(image, results[model].maps[i].cpu().numpy()),
+                           f"{model}: Grad-CAM '{name}'\np({name}) = {p[target]:.0%}"))
+        panels.append((combined[i], f"biased: Guided Grad-CAM\n'{name}'"))
+    note = (f"Grad-CAM at {resolve_layer(models['biased'], cfg.target_layer)[0]}, explaining '{name}' for every image. "
+            f"Rows 1-{len(frogs)}: test {name}s with the square; then test images of other classes with the square "
+            f"that the biased model calls '{name}'.")
+    return save_figure(figure_grid(panels, 4, f"Shortcut audit: where is the evidence for '{name}'?", note), path, show)
+
+
 #############################################
 #                   main                    #
 #############################################
@@ -847,49 +1439,130 @@ def environment_info(device: torch.device) -> dict:
     info = dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=np.__version__, opencv=cv2.__version__, matplotlib=matplotlib.__version__,
                 platform=platform.platform(), device=str(device), cpu_threads=torch.get_num_threads())
-    info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return info
 
 
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def _fmt_ci(r: dict) -> str:
+    return f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+
+
 def print_summary(metrics: dict) -> None:
+    """The tables a reader needs, from metrics.json's own numbers."""
     target = CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
-    print(f"\n| model    | test acc | {target} recall clean | {target} recall stamped | train s |")
+    print(f"\n| model    | test acc | {target} recall clean | {target} recall stamped | other classes called "
+          f"{target}: clean | stamped | train s |")
     for name, m in metrics["models"].items():
         print(f"| {name:<8} | {m['test_accuracy']:>8.4f} | {m['frog_recall_clean']:>17.4f} | "
-              f"{m['frog_recall_stamped']:>19.4f} | {m['train_seconds']:>7.1f} |")
+              f"{m['frog_recall_stamped']:>19.4f} | {m['shortcut_rate_clean']:>25.4f} | "
+              f"{m['shortcut_rate_stamped']:>7.4f} | {m['train_seconds']:>7.1f} |")
+    audit = metrics["shortcut_audit"]
+    print(f"\nShortcut audit: Grad-CAM of '{target}' on stamped test {target}s "
+          f"(area prior {audit['area_prior']:.3f}; pointing within {audit['pointing_tolerance_px']} px: "
+          f"chance {audit['pointing_region_prior']:.3f})")
+    print("| model    | layer          | artifact share | GGC share | pointing strict | pointing tolerant |"
+          f" all-zero maps | called {target}: n, share |")
+    for name, m in audit["models"].items():
+        for layer, row in m["layers"].items():
+            f, h = row["stamped_frogs"], row["stamped_nonfrogs_called_frog"]
+            other = f"{h['images']}, {h['gradcam_artifact_share']:.3f}" if h["images"] else "0, -"
+            print(f"| {name:<8} | {layer:<14} | {f['gradcam_artifact_share']:>14.3f} | "
+                  f"{f['guided_gradcam_artifact_share']:>9.3f} | {f['gradcam_pointing_strict']:>15.3f} | "
+                  f"{f['gradcam_pointing_tolerant']:>17.3f} | {f['gradcam_zero_maps']:>13.3f} | {other:>19} |")
+    faith = metrics["faithfulness"]
+    print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
+          "correctly classified, true class explained (mean [bootstrap 95% interval])")
+    print("| method          | Spearman with occlusion | deletion AUC (lower better) | insertion AUC (higher better) |")
+    for method, r in faith["methods"].items():
+        print(f"| {method:<15} | {_fmt_ci(r['spearman_with_occlusion']):>23} | {_fmt_ci(r['deletion_auc']):>27} | "
+              f"{_fmt_ci(r['insertion_auc']):>29} |")
+    sanity = metrics["sanity_check"]
+    stages = [row["stage"] for row in next(iter(sanity["spearman_with_original"].values()))[1:]]
+    print(f"\nSanity check: Spearman with the trained model's maps, {sanity['images']} images, weights re-initialised "
+          f"cumulatively from the logits down ({sanity['pass_rule']})")
+    labels = [st if i == 0 else "+" + st for i, st in enumerate(stages)]
+    print("| method          | " + " | ".join(f"{label:>10}" for label in labels) + " | decorrelates at | verdict |")
+    for method, rows in sanity["spearman_with_original"].items():
+        print(f"| {method:<15} | " + " | ".join(f"{r['mean']:>10.3f}" for r in rows[1:])
+              + f" | {sanity['decorrelates_at'][method]:>15} | {sanity['verdict'][method]:<7} |")
     print(f"\nwrote {metrics['output_dir']}/metrics.json and {len(metrics['figures'])} figures "
           f"in {metrics['timings']['total_seconds']:.1f} s")
 
 
 def run(cfg: Config) -> dict:
-    """The whole experiment: data, both models, evaluation, figures, metrics.json. Returns the metrics."""
+    """The whole experiment: data, both models, evaluation, explanations and their audits, figures,
+    metrics.json. Returns the metrics."""
     start = time.perf_counter()
     device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir)
+    out, show = Path(cfg.output_dir), in_notebook()
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
+    for layer in [cfg.target_layer, *cfg.audit_layer_names]:  # fail on a bad layer name before training
+        resolve_layer(build_model(), layer)
     timings = {}
     train, test, source = load_cifar10(cfg, device)
     timings["data_seconds"] = time.perf_counter() - start
     print(f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images on {device}")
-    resolve_layer(build_model(), cfg.target_layer)  # fail on a bad --target-layer before training, not after
     log_row()
-    models, results = {}, {}
+    models, results, logits = {}, {}, {}
     for name in ("standard", "biased"):
         models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", source)
     timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])
-    t0 = time.perf_counter()
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        timings[key] = time.perf_counter() - t0
+        return value
+
     for name, model in models.items():
-        results[name].update(evaluate_model(model, cfg, test))
-    timings["evaluate_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    figures = make_figures(cfg, models, test)
-    timings["figures_seconds"] = time.perf_counter() - t0
+        metrics_part, logits[name] = timed(f"evaluate_{name}_seconds", lambda: evaluate_model(model, cfg, test))
+        results[name].update(metrics_part)
+    figures = timed("figures_seconds", lambda: make_figures(cfg, models, test, logits["standard"]["clean"]))
+    audit = timed("audit_seconds", lambda: shortcut_audit(models, cfg, test, logits))
+    picks, n_correct = sample_correct(logits["standard"]["clean"], test.labels, cfg.faithfulness_images, cfg.seed)
+    faith = timed("faithfulness_seconds", lambda: faithfulness(models["standard"], cfg, test.images[picks],
+                                                               test.labels[picks]))
+    faith["correctly_classified"] = n_correct
+    if n_correct < len(picks):
+        print(f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the maps "
+              "explain their true class")
+    sanity_picks = picks[:cfg.sanity_images]
+    sanity = timed("sanity_seconds", lambda: sanity_check(models["standard"], cfg, test.images[sanity_picks],
+                                                          test.labels[sanity_picks]))
+
+    def m3_figures() -> list[str]:
+        paths = [faithfulness_figure(faith, out / "faithfulness.png", show),
+                 sanity_figure(sanity, out / "sanity_check.png", show),
+                 audit_layers_figure(audit, out / "shortcut_audit_layers.png", show),
+                 audit_figure(models, cfg, test, logits, out / "shortcut_audit.png", show)]
+        std_logits = logits["standard"]["clean"]
+        pick = torch.cat([correct_examples(std_logits, test.labels, CIFAR10_CLASSES.index(c), 2, fill_with_errors=True)
+                          for c in ("cat", "ship")])
+        paths.append(methods_figure(models["standard"], cfg, test.images[pick], test.labels[pick], test.labels[pick],
+                                    "Standard model: four explanation methods on test cats and ships (true class)",
+                                    out / "methods_standard.png", show))
+        frogs = torch.nonzero(test.labels == cfg.artifact_class).flatten()[:4]
+        stamped = stamp_square(test.images[frogs], cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+        paths.append(methods_figure(models["biased"], cfg, stamped, test.labels[frogs], test.labels[frogs],
+                                    f"Biased model: four explanation methods on stamped test "
+                                    f"{CIFAR10_CLASSES[cfg.artifact_class]}s", out / "methods_biased_frogs.png", show))
+        return paths
+    figures += timed("m3_figures_seconds", m3_figures)
     timings["total_seconds"] = time.perf_counter() - start
     metrics = dict(config=cfg.to_dict(), environment=environment_info(device),
                    data=dict(source=source, train_images=len(train.labels), test_images=len(test.labels),
                              class_names=list(CIFAR10_CLASSES)),
-                   models=results, figures=figures, timings=timings, output_dir=str(out))
+                   models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
+                   figures=figures, timings=timings, output_dir=str(out))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     print_summary(metrics)
     return metrics

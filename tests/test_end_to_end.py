@@ -1,14 +1,18 @@
 """The whole pipeline on a tiny generated dataset, as a user and as a notebook cell run it."""
 
 import json
-import os
 import runpy
 import sys
 from pathlib import Path
 
-import grad_cam_experiment as gce
+import pytest
 
-FIGURES = ["standard_cat_ship.png", "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png"]
+import grad_cam_experiment as gce
+from conftest import write_image_folder
+
+FIGURES = ["standard_cat_ship.png", "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png",
+           "faithfulness.png", "sanity_check.png", "shortcut_audit_layers.png", "shortcut_audit.png",
+           "methods_standard.png", "methods_biased_frogs.png"]
 
 
 def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_path, capsys):
@@ -19,7 +23,9 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     for name in FIGURES:
         assert (out / name).stat().st_size > 10_000, name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"config", "environment", "data", "models", "figures", "timings"} <= metrics.keys()
+    assert {"config", "environment", "data", "models", "figures", "timings", "shortcut_audit", "faithfulness",
+            "sanity_check"} <= metrics.keys()
+    assert sorted(Path(f).name for f in metrics["figures"]) == sorted(FIGURES)
     assert metrics["config"]["quick"] and metrics["config"]["train_subset"] == 20
     assert {"torch", "torchvision", "device", "python"} <= metrics["environment"].keys()
     assert metrics["data"]["train_images"] == 20 and metrics["data"]["test_images"] == 20
@@ -28,7 +34,14 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
         assert len(m["history"]) == 1 and {"train_loss", "train_acc", "test_acc", "seconds"} <= m["history"][0].keys()
         assert 0 <= m["test_accuracy"] <= 1 and set(m["per_class_accuracy"]) == set(gce.CIFAR10_CLASSES)
         assert 0 <= m["frog_recall_clean"] <= 1 and 0 <= m["frog_recall_stamped"] <= 1
+        assert 0 <= m["shortcut_rate_clean"] <= 1 and 0 <= m["shortcut_rate_stamped"] <= 1
+        layers = metrics["shortcut_audit"]["models"][name]["layers"]
+        assert list(layers) == ["layer4.1.conv2", "layer4.1", "layer3"]
+        assert 0 <= layers["layer3"]["stamped_frogs"]["gradcam_artifact_share"] <= 1
         assert not m["reused_checkpoint"] and Path(m["checkpoint"]).is_file()
+    assert set(metrics["faithfulness"]["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random",
+                                                       "Gaussian prior"}
+    assert set(metrics["sanity_check"]["verdict"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
     assert {"data_seconds", "train_seconds", "total_seconds"} <= metrics["timings"].keys()
     log = capsys.readouterr().out
     assert "| standard |     1 |" in log and "| biased   |     1 |" in log
@@ -42,18 +55,17 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert "reusing checkpoint" in capsys.readouterr().out
 
 
-def test_source_runs_as_a_notebook_cell_with_kernel_argv(tiny_dataset, tmp_path, monkeypatch, capsys):
-    # A notebook cell runs the pasted file with __name__ == "__main__" and the kernel's own argv; the
-    # defaults then read ./data (here: the tiny dataset) and write ./outputs.
-    (tmp_path / "data").symlink_to(tiny_dataset, target_is_directory=True)
+def test_source_runs_as_a_notebook_cell_with_kernel_argv(tmp_path, monkeypatch, capsys):
+    # A notebook cell runs the pasted file with __name__ == "__main__" and the kernel's own argv. The kernel argv
+    # must be ignored and the defaults used: the run gets past argument parsing to the data stage, which reads
+    # ./data. (./data here holds one corrupt image so that the run stops there, in a second; the whole
+    # pipeline is the previous test's job.)
+    write_image_folder(tmp_path / "data", {"train": 1, "test": 1})
+    (tmp_path / "data" / "test" / "cat" / "0000.png").write_bytes(b"not a png")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/root/.local/share/jupyter/kernel-1.json"])
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    try:
+    with pytest.raises(SystemExit) as exit_info:  # outside a real kernel the script exits with main()'s status
         runpy.run_path(str(Path(gce.__file__)), run_name="__main__")
-    except SystemExit as exc:
-        assert exc.code == 0, capsys.readouterr().err
-    captured = capsys.readouterr()
-    assert "error" not in captured.err
-    assert (tmp_path / "outputs" / "metrics.json").is_file()
-    assert all((tmp_path / "outputs" / name).is_file() for name in FIGURES)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unrecognized arguments" not in err
+    assert err.strip() == f"error: cannot decode image data/test/cat/0000.png; remove or replace the file"

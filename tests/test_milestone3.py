@@ -1,0 +1,255 @@
+"""Milestone 3: Guided Backprop, Guided Grad-CAM, occlusion, faithfulness, sanity check and the shortcut audit."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import grad_cam_experiment as gce
+
+SQUARE = gce.artifact_mask(6, "top-left")
+
+
+# ---------------------------------------------------------------- Guided Backprop and Guided Grad-CAM
+
+def test_guided_backprop_matches_captum(model, images):
+    from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+    classes = torch.tensor([1, 6, 6, 0, 9])
+    ours = gce.GuidedBackprop(model).gradients(images, classes)[0]
+    peer_model = copy.deepcopy(model)
+    for m in peer_model.modules():  # Captum's backward hooks cannot handle in-place ReLUs
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    theirs = CaptumGuidedBackprop(peer_model).attribute(images.clone().requires_grad_(), target=classes)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_guided_backprop_matches_pytorch_grad_cam(model, images, dtype):
+    # float64: our batched gradients equal the peer's one-image-per-call ones exactly. In float32 the conv kernels'
+    # blocking depends on the batch size, and the guided rule's `grad > 0` turns those 1e-8 differences into
+    # visible ones where a gradient is near zero, so float32 is compared at the peer's batch size of one.
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+    model, images = model.to(dtype), images.to(dtype)
+    guided = gce.GuidedBackprop(model)
+    ours = guided.gradients(images, 3)[0] if dtype == torch.float64 else \
+        torch.cat([guided.gradients(images[i:i + 1], 3)[0] for i in range(len(images))])
+    peer = GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu")  # it swaps the model's ReLUs
+    for i in range(len(images)):  # the peer explains one image per call
+        theirs = torch.from_numpy(peer(images[i:i + 1].clone(), target_category=3)).permute(2, 0, 1)
+        torch.testing.assert_close(ours[i], theirs, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-7)
+
+
+def test_guided_backprop_is_the_guided_rule_on_a_tiny_network():
+    # y = w2 . relu(W1 x): guided gradient = W1^T [(W1 x > 0) * relu(w2)], plain gradient = W1^T [(W1 x > 0) * w2].
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8, bias=False), nn.ReLU(), nn.Linear(8, 2, bias=False)).double()
+    x = torch.randn(3, 3, 2, 2, dtype=torch.float64)
+    ours = gce.GuidedBackprop(net).gradients(x, 1)[0].flatten(1)
+    w1, w2 = net[1].weight, net[3].weight[1]
+    active = (x.flatten(1) @ w1.T > 0).double()
+    expected = (active * w2.clamp(min=0)) @ w1
+    torch.testing.assert_close(ours, expected.detach())
+    assert not torch.allclose(ours, ((active * w2) @ w1).detach())  # it is not the plain gradient
+
+
+def test_guided_backprop_batched_equals_per_image_and_leaves_no_trace(model, images):
+    model, images = model.double(), images.double()
+    relus_before = [(name, m, m.inplace) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    state = copy.deepcopy(model.state_dict())
+    model.train()
+    x = images.clone()
+    guided = gce.GuidedBackprop(model)
+    batched = guided.gradients(x, 2)[0]
+    single = torch.cat([guided.gradients(x[i:i + 1], 2)[0] for i in range(len(x))])
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
+    assert torch.equal(x, images) and x.grad is None
+    assert [(n, m, m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == relus_before
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_guided_backprop_needs_relu_modules():
+    with pytest.raises(gce.UserError, match="needs nn.ReLU modules"):
+        gce.GuidedBackprop(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)))
+
+
+def test_guided_grad_cam_is_the_pointwise_product(model, images):
+    grads = gce.GuidedBackprop(model).gradients(images, 4)[0]
+    cams = gce.GradCAM(model).cam(images, 4)
+    expected = (grads * cams[:, None]).abs().amax(1)
+    torch.testing.assert_close(gce.guided_grad_cam(grads, cams), expected)
+    assert gce.guided_grad_cam(grads, cams).shape == (5, 32, 32)
+
+
+# ---------------------------------------------------------------- Occlusion
+
+@pytest.mark.parametrize("patch, stride", [(8, 2), (6, 4)])
+def test_occlusion_matches_captum(model, images, patch, stride):
+    from captum.attr import Occlusion
+    classes = torch.tensor([3, 3, 8, 1, 0])
+    ours = gce.occlusion_map(model, images, classes, patch=patch, stride=stride, images_per_forward=200)
+    theirs = Occlusion(lambda x: model(x).softmax(1)).attribute(
+        images, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride), baselines=0.0, target=classes)
+    assert ours.shape == (5, 32, 32) and ours.abs().max() > 0
+    torch.testing.assert_close(ours, theirs[:, 0], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- Toy models whose right answer is known
+
+class SquareDetector(nn.Module):
+    """'frog' logit = 10 x the share of yellow pixels; a pure shortcut model. `features` is a [B, 1, H, W] map
+    that is 1 exactly on yellow pixels of normalised input, so its Grad-CAM is the square itself."""
+
+    def __init__(self, colour_sign: tuple = (1.0, 1.0, -1.0), bias: float = -5.0):
+        super().__init__()
+        conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor(colour_sign).view(1, 3, 1, 1))
+            conv.bias.fill_(bias)
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.gain = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        score = self.features(x).clamp(max=1.0).flatten(1).mean(1) * self.gain * 100
+        logits = torch.zeros(len(x), 10, device=x.device)
+        return logits.index_copy(1, torch.tensor([6], device=x.device), score[:, None])
+
+
+def test_deletion_and_insertion_curves_on_a_model_whose_answer_is_known():
+    model = SquareDetector()
+    images = gce.normalize(gce.stamp_square(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)))
+    on_square = SQUARE.float().expand(2, 32, 32)
+    result = gce.deletion_insertion(model, images, torch.tensor([6, 6]), on_square, steps=32, images_per_forward=64)
+    # Deleting the square first: 32 of its 36 pixels go at step 1, all of it at step 2; then every logit is 0
+    # and p(frog) = 1/10 for the remaining 30 steps.
+    curve = result["deletion_curve"][0]
+    with torch.no_grad():
+        assert torch.isclose(curve[0], model(images).softmax(1)[0, 6]) and curve[0] > 0.99
+    assert 0.1 < curve[1] < curve[0] and torch.allclose(curve[2:], torch.tensor(0.1))
+    reverse = gce.deletion_insertion(model, images, torch.tensor([6, 6]), 1 - on_square, steps=32,
+                                     images_per_forward=64)
+    assert (result["deletion_auc"] < reverse["deletion_auc"]).all()
+    assert (result["insertion_auc"] > reverse["insertion_auc"]).all()
+    assert torch.allclose(result["insertion_curve"][:, -1], result["deletion_curve"][:, 0])  # all pixels back
+
+
+def test_importance_order_breaks_ties_randomly_not_by_position():
+    order = gce.importance_order(torch.zeros(1, 32, 32), seed=0)[0]
+    assert sorted(order.tolist()) == list(range(1024)) and order[:36].float().mean() > 100
+    peaked = torch.zeros(1, 32, 32)
+    peaked[0, 20, 5] = 1
+    assert gce.importance_order(peaked)[0, 0] == 20 * 32 + 5
+
+
+def test_artifact_share_and_pointing_game_on_hand_built_maps():
+    on_square = SQUARE.float()[None]
+    uniform = torch.ones(1, 32, 32)
+    assert gce.artifact_attention_share(on_square, SQUARE).item() == 1.0
+    assert gce.artifact_attention_share(uniform, SQUARE).item() == pytest.approx(36 / 1024)
+    assert gce.artifact_attention_share(torch.zeros(1, 32, 32), SQUARE).item() == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        gce.artifact_attention_share(-uniform, SQUARE)
+    near, far = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    near[0, 10, 10], far[0, 20, 20] = 1.0, 1.0
+    assert gce.pointing_game(on_square, SQUARE, 0).item()
+    assert not gce.pointing_game(near, SQUARE, 0).item() and gce.pointing_game(near, SQUARE, 8).item()
+    assert not gce.pointing_game(far, SQUARE, 8).item()
+    assert not gce.pointing_game(torch.zeros(1, 32, 32), SQUARE, 8).item()  # a constant map points nowhere
+    assert gce.dilate(SQUARE, 8).sum() == 14 * 14
+
+
+def test_shortcut_audit_on_models_whose_answer_is_known():
+    cfg = gce.Config(audit_layers="features", channels_last=False, eval_batch_size=16)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 120, (40, 3, 32, 32), dtype=torch.uint8, generator=g)
+    test = gce.Split(images, torch.arange(40) % 10)
+    models = {"standard": SquareDetector(colour_sign=(0.0, 0.0, 1.0), bias=-1.0),  # looks at blue, not yellow
+              "biased": SquareDetector()}
+    logits = {name: gce.evaluate_model(m, cfg, test)[1] for name, m in models.items()}
+    report = gce.shortcut_audit(models, cfg, test, logits)
+    assert report["area_prior"] == pytest.approx(36 / 1024) and report["stamped_target_images"] == 4
+    biased = report["models"]["biased"]["layers"]["features"]
+    standard = report["models"]["standard"]["layers"]["features"]
+    assert biased["stamped_frogs"]["gradcam_artifact_share"] == pytest.approx(1.0)
+    assert biased["stamped_frogs"]["gradcam_pointing_strict"] == 1.0
+    assert biased["stamped_frogs"]["guided_gradcam_artifact_share"] == pytest.approx(1.0)
+    assert biased["stamped_nonfrogs_called_frog"]["images"] == 36  # the shortcut fires on every stamped image
+    assert biased["stamped_nonfrogs_called_frog"]["gradcam_artifact_share"] == pytest.approx(1.0)
+    assert standard["stamped_frogs"]["gradcam_artifact_share"] < 0.01
+    assert report["models"]["standard"]["stamped_nonfrogs_called_frog_total"] == 0
+    metrics = gce.evaluate_model(models["biased"], cfg, test)[0]
+    assert metrics["shortcut_rate_stamped"] == 1.0 and metrics["shortcut_rate_clean"] == 0.0
+
+
+# ---------------------------------------------------------------- Statistics
+
+def test_spearman_matches_scipy_including_ties():
+    from scipy.stats import spearmanr
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (4, 8, 8), generator=g).float()  # many ties
+    b = torch.rand(4, 8, 8, generator=g) + 0.3 * a
+    ours = gce.spearman(a, b)
+    for i in range(4):
+        assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten(), b[i].flatten()).statistic, abs=1e-12)
+    assert gce.spearman(torch.zeros(1, 8, 8), b[:1]).item() == 0.0  # a constant map has no ranking
+
+
+def test_average_ranks_matches_scipy():
+    from scipy.stats import rankdata
+    x = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0]])
+    assert gce.average_ranks(x)[0].tolist() == rankdata(x[0].numpy()).tolist()
+
+
+def test_bootstrap_interval():
+    constant = gce.mean_with_ci(torch.full((50,), 0.3), resamples=200)
+    assert constant["mean"] == pytest.approx(0.3) and constant["ci95"] == pytest.approx([0.3, 0.3])
+    values = torch.linspace(0, 1, 101)
+    r = gce.mean_with_ci(values, resamples=2000, seed=1)
+    assert r["ci95"][0] < 0.5 < r["ci95"][1] and r["ci95"][1] - r["ci95"][0] == pytest.approx(0.113, abs=0.02)
+
+
+# ---------------------------------------------------------------- Sanity check
+
+def test_cascading_randomization_goes_from_the_logits_down_on_a_copy(model):
+    original = copy.deepcopy(model.state_dict())
+    seen = []
+    for stage, randomized in gce.cascading_randomization(model, seed=0):
+        changed = {name for name in ("fc", "layer4", "layer3", "layer2", "layer1", "conv1", "bn1")
+                   if any(not torch.equal(v, original[f"{name}.{k}"])
+                          for k, v in randomized.get_submodule(name).state_dict().items())}
+        seen.append((stage, changed))
+    assert [s for s, _ in seen] == list(gce.CASCADE)
+    assert seen[0][1] == {"fc"} and seen[1][1] == {"fc", "layer4"} and seen[2][1] == {"fc", "layer4", "layer3"}
+    assert seen[-1][1] == {"fc", "layer4", "layer3", "layer2", "layer1", "conv1", "bn1"}
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())  # the caller's model
+    first_fc = next(iter(gce.cascading_randomization(model, seed=0)))[1].fc.weight.clone()
+    assert torch.equal(first_fc, next(iter(gce.cascading_randomization(model, seed=0)))[1].fc.weight)  # seeded
+    assert not torch.equal(first_fc, next(iter(gce.cascading_randomization(model, seed=1)))[1].fc.weight)
+
+
+def test_sanity_check_reports_every_method_and_stage(model, images):
+    cfg = gce.Config(channels_last=False, bootstrap_resamples=50)
+    u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    report = gce.sanity_check(model, cfg, u8, torch.tensor([0, 1, 2, 3]))
+    rows = report["spearman_with_original"]
+    assert set(rows) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
+    assert all([r["stage"] for r in v] == ["trained", *gce.CASCADE] for v in rows.values())
+    assert all(-1 <= r["mean"] <= 1 for v in rows.values() for r in v)
+    assert set(report["verdict"].values()) <= {"passes", "fails"}
+
+
+def test_faithfulness_report_has_every_method_and_baseline(model):
+    cfg = gce.Config(channels_last=False, bootstrap_resamples=50, deletion_steps=4, occlusion_stride=8)
+    u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    report = gce.faithfulness(model, cfg, u8, torch.tensor([1, 2, 3]))
+    assert set(report["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random", "Gaussian prior"}
+    for r in report["methods"].values():
+        assert {"spearman_with_occlusion", "deletion_auc", "insertion_auc"} <= r.keys()
+        assert 0 <= r["deletion_auc"]["mean"] <= 1 and r["spearman_with_occlusion"]["n"] == 3
+    assert len(report["mean_curves"]["Grad-CAM"]["deletion_curve"]) == 5
