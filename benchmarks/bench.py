@@ -1,0 +1,341 @@
+"""Side-by-side speed of this project against the usual way, in one process, on whatever device is present.
+
+Measures (min and median of several repeats after warm-up; torch.cuda.synchronize() around GPU timings):
+  1. training throughput of the project's step (uint8 data resident on the device, batched tensor crop/flip/
+     artifact, channels_last, bf16 autocast on GPU) at batch 128 and 512, next to a naive baseline: a
+     DataLoader over an in-memory CIFAR-10-style dataset with PIL transforms, fp32, contiguous layout;
+  2. Grad-CAM throughput (batch 256) of the project's GradCAM, of pytorch-grad-cam's GradCAM on the same model,
+     layer and images, and of a plain forward pass in torch.inference_mode (the floor);
+  3. the other explanation methods and evaluations, when the experiment file has them;
+  4. wall time of `grad_cam_experiment.py --quick` (needs --data-dir) and, with --full-run on a GPU, of the
+     default full run.
+--accuracy trains the project path and the naive path with the same recipe and seeds on a real subset and
+compares test accuracy (the fast path must not cost accuracy).
+
+Run:  python benchmarks/bench.py --data-dir /tmp/cifar10-jpeg          (about 10 min on a 2-core CPU)
+      python benchmarks/bench.py --smoke                                 (seconds; CI)
+Writes outputs/benchmarks/bench-<device>.json (or --out) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import grad_cam_experiment as gce  # noqa: E402
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn, device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds per call of fn, `repeats` times after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def rate(images_per_call: int, seconds: list[float]) -> dict:
+    """images/s from per-call seconds: best (min time) and median."""
+    return dict(images=images_per_call, images_per_s_best=images_per_call / min(seconds),
+                images_per_s_median=images_per_call / statistics.median(seconds), seconds=seconds)
+
+
+class InMemoryCIFAR(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: uint8 HWC array -> PIL image -> transforms."""
+
+    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images_hwc, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def naive_loader(split: gce.Split, batch_size: int, device: torch.device, seed: int, workers: int):
+    """The usual reproduction's input pipeline: DataLoader + PIL transforms, shuffled."""
+    import torchvision.transforms as T
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(gce.CIFAR10_MEAN, gce.CIFAR10_STD)])
+    dataset = InMemoryCIFAR(split.images.permute(0, 2, 3, 1).cpu().numpy(), split.labels.cpu().numpy(), transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def sgd(model: torch.nn.Module, cfg: gce.Config) -> torch.optim.Optimizer:
+    """The naive baseline's optimizer: plain torch.optim.SGD with its defaults."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def project_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, batch_size: int, steps: int):
+    """`steps` training steps exactly as grad_cam_experiment.train_model takes them."""
+    torch.manual_seed(cfg.seed)
+    model = gce.build_model().to(device).to(memory_format=torch.channels_last).train()
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = gce.make_optimizer(model, cfg)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and gce.amp_dtype(device) == torch.float16)
+
+    def run() -> None:
+        for _ in range(steps):
+            idx = torch.randint(0, len(train.labels), (batch_size,), device=device, generator=generator)
+            labels = train.labels[idx]
+            inputs = gce.training_batch(train.images[idx], labels, cfg, generator, biased=True)
+            with gce.autocast_for(device, cfg.amp):
+                loss = F.cross_entropy(step_model(inputs), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    return run
+
+
+def naive_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, batch_size: int, steps: int,
+                  workers: int):
+    """`steps` training steps of the naive baseline: fp32, contiguous, batches from the DataLoader."""
+    torch.manual_seed(cfg.seed)
+    model = gce.build_model().to(device).train()
+    optimizer = sgd(model, cfg)
+    loader = naive_loader(train, batch_size, device, cfg.seed, workers)
+    batches = iter(loader)
+
+    def run() -> None:
+        nonlocal batches
+        for _ in range(steps):
+            try:
+                inputs, labels = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                inputs, labels = next(batches)
+            inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(inputs), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return run
+
+
+def bench_training(cfg, train, device, batch_sizes, steps, repeats, workers) -> dict:
+    results = {}
+    for batch_size in batch_sizes:
+        project = rate(batch_size * steps, time_it(project_step_fn(cfg, train, device, batch_size, steps),
+                                                   device, repeats))
+        naive = rate(batch_size * steps, time_it(naive_step_fn(cfg, train, device, batch_size, steps, workers),
+                                                 device, repeats))
+        results[str(batch_size)] = dict(
+            project=project, naive=naive, speedup=project["images_per_s_best"] / naive["images_per_s_best"],
+            project_seconds_per_cifar10_epoch=50_000 / project["images_per_s_best"],
+            naive_seconds_per_cifar10_epoch=50_000 / naive["images_per_s_best"])
+    return results
+
+
+def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int) -> dict:
+    """Grad-CAM (ours, pytorch-grad-cam), the inference floor, and the other methods the file defines."""
+    torch.manual_seed(0)
+    model = gce.build_model().to(device).to(memory_format=torch.channels_last).eval()
+    x = gce.normalize(images_u8.to(device), channels_last=True)
+    n = len(x)
+    results = {}
+
+    def floor() -> None:
+        with torch.inference_mode(), gce.autocast_for(device, cfg.amp):
+            model(x)
+    results["forward_inference_floor"] = rate(n, time_it(floor, device, repeats))
+    ours = gce.GradCAM(model, layer, autocast=cfg.amp)
+    results["project_gradcam"] = rate(n, time_it(lambda: ours.cam(x), device, repeats))
+    try:
+        from pytorch_grad_cam import GradCAM as PeerGradCAM
+        peer_model = copy.deepcopy(model)
+        peer = PeerGradCAM(peer_model, [peer_model.get_submodule(layer)])
+        results["pytorch_grad_cam"] = rate(n, time_it(lambda: peer(x, targets=None), device, repeats))
+        peer.activations_and_grads.release()
+        results["project_vs_pytorch_grad_cam"] = (results["project_gradcam"]["images_per_s_best"]
+                                                  / results["pytorch_grad_cam"]["images_per_s_best"])
+    except ImportError:
+        results["pytorch_grad_cam"] = "not installed (pip install grad-cam)"
+    results["project_vs_floor"] = (results["project_gradcam"]["images_per_s_best"]
+                                   / results["forward_inference_floor"]["images_per_s_best"])
+    classes = torch.zeros(n, dtype=torch.long, device=device)
+    guided = gce.GuidedBackprop(model)
+    results["method_Guided Backprop"] = rate(n, time_it(lambda: guided.gradients(x, classes), device, repeats))
+    results["method_Guided Grad-CAM (both passes)"] = rate(n, time_it(
+        lambda: gce.guided_grad_cam(guided.gradients(x, classes)[0], ours.cam(x, classes)), device, repeats))
+    # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
+    k = min(slow_images, n)
+    results["method_occlusion (8x8, stride 2: 169 forwards/image)"] = rate(k, time_it(
+        lambda: gce.occlusion_map(model, x[:k], classes[:k], 8, 2, cfg.eval_batch_size, cfg.amp), device, repeats))
+    maps = ours.cam(x[:k], classes[:k])
+    results["method_deletion+insertion (32 steps: 66 forwards/image)"] = rate(k, time_it(
+        lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size, cfg.amp),
+        device, repeats))
+    return results
+
+
+def wall_time(command: list[str]) -> dict:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        return dict(command=" ".join(command), error=(done.stderr or done.stdout).strip().splitlines()[-1:])
+    return dict(command=" ".join(command), seconds=seconds)
+
+
+def naive_train_accuracy(cfg: gce.Config, train: gce.Split, test: gce.Split, device: torch.device,
+                         workers: int) -> float:
+    """The recipe through the naive pipeline (standard model), to compare test accuracy with the fast path."""
+    torch.manual_seed(cfg.seed)
+    model = gce.build_model().to(device)
+    optimizer = sgd(model, cfg)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    loader = naive_loader(train, cfg.batch_size, device, cfg.seed, workers)
+    for _ in range(cfg.epochs):
+        model.train()
+        for inputs, labels in loader:
+            loss = F.cross_entropy(model(inputs.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    plain = gce.dataclasses.replace(cfg, amp=False, channels_last=False)
+    return gce.accuracy(gce.predict_logits(model, test.images, plain), test.labels)
+
+
+def bench_accuracy(args, device: torch.device) -> dict:
+    cfg = gce.Config(data_dir=args.data_dir, train_subset=args.accuracy_train, test_subset=args.accuracy_test,
+                     epochs=args.accuracy_epochs, progress=False)
+    train, test, source = gce.load_cifar10(cfg, device)
+    runs = []
+    for seed in range(args.accuracy_seeds):
+        seeded = gce.dataclasses.replace(cfg, seed=seed)
+        model, _ = gce.train_model(seeded, train, test, device, biased=False, name=f"seed{seed}")
+        project = gce.accuracy(gce.predict_logits(model, test.images, seeded), test.labels)
+        naive = naive_train_accuracy(seeded, train, test, device, args.workers)
+        runs.append(dict(seed=seed, project_test_accuracy=project, naive_test_accuracy=naive))
+        print(f"accuracy seed {seed}: project {project:.4f}  naive {naive:.4f}", flush=True)
+    p = [r["project_test_accuracy"] for r in runs]
+    n = [r["naive_test_accuracy"] for r in runs]
+    return dict(data=source, train_images=len(train.labels), test_images=len(test.labels), epochs=cfg.epochs,
+                runs=runs, project_mean=statistics.mean(p), naive_mean=statistics.mean(n),
+                project_std=statistics.stdev(p) if len(p) > 1 else None,
+                naive_std=statistics.stdev(n) if len(n) > 1 else None)
+
+
+def print_table(report: dict) -> None:
+    print(f"\ndevice: {report['environment']['device']} ({report['environment']['device_name']}), "
+          f"torch {report['environment']['torch']}, {report['environment']['cpu_threads']} CPU threads")
+    print("| measurement | project img/s | baseline img/s | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for bs, r in report["training"].items():
+        print(f"| training step, batch {bs} (baseline: DataLoader+PIL, fp32) | {r['project']['images_per_s_best']:.1f} "
+              f"| {r['naive']['images_per_s_best']:.1f} | {r['speedup']:.2f}x |")
+    e = report["explanations"]
+    floor = e["forward_inference_floor"]["images_per_s_best"]
+    ours = e["project_gradcam"]["images_per_s_best"]
+    if isinstance(e.get("pytorch_grad_cam"), dict):
+        print(f"| Grad-CAM, batch {report['gradcam_batch']} (baseline: pytorch-grad-cam) | {ours:.1f} | "
+              f"{e['pytorch_grad_cam']['images_per_s_best']:.1f} | {e['project_vs_pytorch_grad_cam']:.2f}x |")
+    print(f"| Grad-CAM vs forward-only floor (inference_mode) | {ours:.1f} | {floor:.1f} | {e['project_vs_floor']:.2f}x |")
+    for name, r in e.items():
+        if name.startswith("method_"):
+            print(f"| {name[7:]}, {r['images']} images per call | {r['images_per_s_best']:.1f} | | |")
+    for name, r in report["wall_times"].items():
+        print(f"| wall time: {name} | {r.get('seconds', float('nan')):.1f} s | | {r.get('error', '')} |")
+    if report.get("accuracy"):
+        a = report["accuracy"]
+        print(f"| test accuracy, {a['train_images']} train imgs, {a['epochs']} epochs, {len(a['runs'])} seeds "
+              f"| {a['project_mean']:.4f} | {a['naive_mean']:.4f} | |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--data-dir", help="image-folder CIFAR-10 copy: needed for --quick timing and --accuracy")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the script runs (CI)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="training steps per timed repeat")
+    parser.add_argument("--gradcam-batch", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the naive baseline")
+    parser.add_argument("--slow-images", type=int, default=16, help="images for occlusion / deletion timings")
+    parser.add_argument("--full-run", action="store_true", help="also time the default full run (GPU only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the project's training step")
+    parser.add_argument("--accuracy", action="store_true", help="fast path vs naive test accuracy on real data")
+    parser.add_argument("--accuracy-train", type=int, default=2500)
+    parser.add_argument("--accuracy-test", type=int, default=1000)
+    parser.add_argument("--accuracy-epochs", type=int, default=2)
+    parser.add_argument("--accuracy-seeds", type=int, default=3)
+    parser.add_argument("--out", help="JSON path (default outputs/benchmarks/bench-<device>.json)")
+    args = parser.parse_args()
+    try:
+        device = gce.resolve_device(args.device)
+        if (args.accuracy or args.full_run) and not args.data_dir:
+            raise gce.UserError("--accuracy and --full-run need --data-dir with real CIFAR-10")
+    except gce.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = gce.Config(progress=False, compile=args.compile)
+    batch_sizes, grad_cam_batch, repeats, steps = [128, 512], args.gradcam_batch, args.repeats, args.steps
+    if args.smoke:
+        batch_sizes, grad_cam_batch, repeats, steps = [8], 8, 1, 1
+    generator = torch.Generator().manual_seed(0)
+    n_train = 4096 if not args.smoke else 64
+    train = gce.Split(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device),
+                      torch.randint(0, 10, (n_train,), generator=generator).to(device))
+    report = dict(environment=gce.environment_info(device), smoke=args.smoke, repeats=repeats, compile=args.compile,
+                  steps_per_repeat=steps, gradcam_batch=grad_cam_batch, naive_workers=args.workers,
+                  amp=cfg.amp and device.type == "cuda", target_layer=cfg.target_layer)
+    print("training throughput ...", flush=True)
+    report["training"] = bench_training(cfg, train, device, batch_sizes, steps, repeats, args.workers)
+    print("explanation throughput ...", flush=True)
+    report["explanations"] = bench_explanations(cfg, train.images[:grad_cam_batch], device, repeats + 1,
+                                                cfg.target_layer, 2 if args.smoke else args.slow_images)
+    report["wall_times"] = {}
+    if args.data_dir and not args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("wall time of --quick ...", flush=True)
+            report["wall_times"]["--quick"] = wall_time(
+                [sys.executable, "grad_cam_experiment.py", "--quick", "--no-progress", "--data-dir", args.data_dir,
+                 "--output-dir", tmp, "--device", args.device])
+            if args.full_run and device.type == "cuda":
+                print("wall time of the default full run ...", flush=True)
+                report["wall_times"]["default full run"] = wall_time(
+                    [sys.executable, "grad_cam_experiment.py", "--no-progress", "--data-dir", args.data_dir,
+                     "--output-dir", tmp, "--retrain"])
+    if args.accuracy:
+        print("accuracy: fast path vs naive ...", flush=True)
+        report["accuracy"] = bench_accuracy(args, device)
+    out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"bench-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

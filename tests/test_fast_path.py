@@ -1,0 +1,54 @@
+"""The fast path changes speed, not results: same maps and losses as the plain path; the benchmark runs."""
+
+import json
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import grad_cam_experiment as gce
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_channels_last_and_plain_layout_give_the_same_grad_cam(model, images):
+    plain = gce.GradCAM(model, "layer4.1.conv2").cam(images, 3)
+    fast_model = model.to(memory_format=torch.channels_last)
+    fast = gce.GradCAM(fast_model, "layer4.1.conv2").cam(images.contiguous(memory_format=torch.channels_last), 3)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-4)
+
+
+def test_cpu_stays_fp32():
+    assert isinstance(gce.autocast_for(torch.device("cpu"), True), nullcontext)
+
+
+def test_fast_training_batch_equals_the_plain_one():
+    cfg = gce.Config()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(16) % 10
+    fast = gce.training_batch(images, labels, cfg, torch.Generator().manual_seed(0), biased=True)
+    plain = gce.training_batch(images, labels, gce.dataclasses.replace(cfg, channels_last=False),
+                               torch.Generator().manual_seed(0), biased=True)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
+    assert torch.equal(fast, plain)
+    torch.manual_seed(0)
+    model = gce.build_model()
+    loss_plain = F.cross_entropy(model(plain), labels)
+    loss_fast = F.cross_entropy(model.to(memory_format=torch.channels_last)(fast), labels)
+    torch.testing.assert_close(loss_fast, loss_plain, rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    training = report["training"]["8"]
+    assert training["project"]["images_per_s_best"] > 0 and training["naive"]["images_per_s_best"] > 0
+    explanations = report["explanations"]
+    assert {"forward_inference_floor", "project_gradcam", "pytorch_grad_cam", "project_vs_floor"} <= explanations.keys()
+    assert "| Grad-CAM, batch 8 (baseline: pytorch-grad-cam) |" in done.stdout
