@@ -77,14 +77,17 @@ class InMemoryCIFAR(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def naive_loader(split: gce.Split, batch_size: int, device: torch.device, seed: int, workers: int):
-    """The usual reproduction's input pipeline: DataLoader + PIL transforms, shuffled."""
+def naive_loader(split: gce.Split, batch_size: int, device: torch.device, seed: int, workers: int,
+                 drop_last: bool = True):
+    """The usual reproduction's input pipeline: DataLoader + PIL transforms, shuffled (drop_last for the timing
+    loop, where every step must be a full batch; the accuracy run sees every image, as train_model does)."""
     import torchvision.transforms as T
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(gce.CIFAR10_MEAN, gce.CIFAR10_STD)])
     dataset = InMemoryCIFAR(split.images.permute(0, 2, 3, 1).cpu().numpy(), split.labels.cpu().numpy(), transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       pin_memory=device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+                                       pin_memory=device.type == "cuda", drop_last=drop_last,
+                                       persistent_workers=workers > 0,
                                        generator=torch.Generator().manual_seed(seed))
 
 
@@ -94,7 +97,8 @@ def sgd(model: torch.nn.Module, cfg: gce.Config) -> torch.optim.Optimizer:
 
 
 def project_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, batch_size: int, steps: int):
-    """`steps` training steps exactly as grad_cam_experiment.train_model takes them."""
+    """`steps` training steps doing the per-step work of grad_cam_experiment.train_model (batch indices drawn
+    at random here instead of from an epoch's permutation: the cost is the same)."""
     torch.manual_seed(cfg.seed)
     model = gce.build_model().to(device).to(memory_format=torch.channels_last).train()
     step_model = torch.compile(model) if cfg.compile else model
@@ -164,11 +168,14 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
     results = {}
 
     def floor() -> None:
-        with torch.inference_mode(), gce.autocast_for(device, cfg.amp):
+        with torch.inference_mode():  # fp32, like the Grad-CAM rows it is the floor for
             model(x)
     results["forward_inference_floor"] = rate(n, time_it(floor, device, repeats))
-    ours = gce.GradCAM(model, layer, autocast=cfg.amp)
+    ours = gce.GradCAM(model, layer)  # fp32, as pytorch-grad-cam runs: the ratio compares implementations
     results["project_gradcam"] = rate(n, time_it(lambda: ours.cam(x), device, repeats))
+    if device.type == "cuda" and cfg.amp:  # and what autocast adds on a GPU, as a separate row
+        fast = gce.GradCAM(model, layer, autocast=True)
+        results["method_Grad-CAM with bf16/fp16 autocast"] = rate(n, time_it(lambda: fast.cam(x), device, repeats))
     try:
         from pytorch_grad_cam import GradCAM as PeerGradCAM
         peer_model = copy.deepcopy(model)
@@ -189,10 +196,10 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
     # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
     k = min(slow_images, n)
     results["method_occlusion (8x8, stride 2: 169 forwards/image)"] = rate(k, time_it(
-        lambda: gce.occlusion_map(model, x[:k], classes[:k], 8, 2, cfg.eval_batch_size, cfg.amp), device, repeats))
+        lambda: gce.occlusion_map(model, x[:k], classes[:k], 8, 2, cfg.eval_batch_size), device, repeats))
     maps = ours.cam(x[:k], classes[:k])
     results["method_deletion+insertion (32 steps: 66 forwards/image)"] = rate(k, time_it(
-        lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size, cfg.amp),
+        lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size),
         device, repeats))
     return results
 
@@ -213,7 +220,7 @@ def naive_train_accuracy(cfg: gce.Config, train: gce.Split, test: gce.Split, dev
     model = gce.build_model().to(device)
     optimizer = sgd(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    loader = naive_loader(train, cfg.batch_size, device, cfg.seed, workers)
+    loader = naive_loader(train, cfg.batch_size, device, cfg.seed, workers, drop_last=False)
     for _ in range(cfg.epochs):
         model.train()
         for inputs, labels in loader:

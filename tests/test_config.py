@@ -48,16 +48,48 @@ def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
     (["--artifact-corner", "middle"], "--artifact-corner must be one of top-left"),
     (["--artifact-class", "10"], "--artifact-class must be a class index 0..9"),
     (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--occlusion-patch", "4", "--occlusion-stride", "8"], "--occlusion-stride must be 1..--occlusion-patch"),
+    (["--test-subset", "6"], "--test-subset must be 0 \\(all\\) or >= 10"),
+    (["--sanity-images", "600"], "--sanity-images must be 2..--faithfulness-images"),
+    (["--audit-layers", "layer3,layer4.1,layer3"], "lists a layer twice"),
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(gce.UserError, match=message):
         gce.parse_config(argv)
 
 
-def test_notebook_kernel_argv_is_ignored():
-    cfg = gce.parse_config(["-f", "/root/.local/share/jupyter/runtime/kernel-4f2a.json"])
-    assert cfg == gce.Config()
-    assert gce.parse_config(["--f=/tmp/kernel-1.json", "--epochs", "2"]).epochs == 2
+def test_notebook_kernel_argv_is_ignored(monkeypatch):
+    monkeypatch.setattr(gce.sys, "argv", ["ipykernel_launcher.py", "-f", "/root/.local/share/jupyter/kernel-4f2a.json"])
+    assert gce.parse_config() == gce.Config()
+    monkeypatch.setattr(gce.sys, "argv", ["colab_kernel_launcher.py", "--f=/tmp/kernel-1.json", "--epochs", "2"])
+    assert gce.parse_config().epochs == 2
+
+
+def test_explicit_argv_is_strict_even_in_a_notebook(monkeypatch, capsys):
+    monkeypatch.setattr(gce, "in_notebook", lambda: True)
+    with pytest.raises(SystemExit):
+        gce.parse_config(["--quick", "--epoch", "3"])  # a typo in main([...]) must not silently run the defaults
+    assert "unrecognized arguments: --epoch 3; did you mean --epochs?" in capsys.readouterr().err
+    monkeypatch.setattr(gce.sys, "argv", ["ipykernel_launcher.py", "--HistoryManager.enabled=False"])
+    assert gce.parse_config() == gce.Config()  # inside a kernel, the kernel's own argv is not ours
+
+
+def test_only_a_kernel_connection_file_counts_as_kernel_argv():
+    assert gce._is_kernel_argv(["-f", "/x/kernel-1.json"]) and gce._is_kernel_argv(["--f=/x/kernel-1.json"])
+    assert not gce._is_kernel_argv(["settings.json"]) and not gce._is_kernel_argv(["-f", "/x/kernel-1.json", "-v"])
+
+
+def test_checkpoint_key_covers_what_determines_the_model():
+    cpu = gce.torch.device("cpu")
+    key = lambda cfg, biased=False: gce.training_key(cfg, biased, "data", cpu)  # noqa: E731
+    base = gce.Config()
+    assert key(base) == key(gce.Config(target_layer="layer3", output_dir="elsewhere"))  # explanation-only fields
+    assert key(base) == key(gce.Config(artifact_size=4))  # the standard model never sees the square
+    assert key(base, True) != key(gce.Config(artifact_size=4), True)
+    for change in [dict(epochs=4), dict(lr=0.02), dict(seed=1), dict(train_subset=100), dict(test_subset=100),
+                   dict(flip=False)]:
+        assert key(base) != key(gce.Config(**change)), change
+    assert key(base) != gce.training_key(base, False, "other data", cpu)
 
 
 def test_config_is_frozen():

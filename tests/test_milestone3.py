@@ -240,16 +240,35 @@ def test_sanity_check_reports_every_method_and_stage(model, images):
     rows = report["spearman_with_original"]
     assert set(rows) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
     assert all([r["stage"] for r in v] == ["trained", *gce.CASCADE] for v in rows.values())
-    assert all(-1 <= r["mean"] <= 1 for v in rows.values() for r in v)
-    assert set(report["verdict"].values()) <= {"passes", "fails"}
+    assert all(-1 <= r["mean"] <= 1 and 0 <= r["constant_maps"] <= 1 for v in rows.values() for r in v)
+    # Re-initialising fc replaces Grad-CAM's class weights, so its maps change at once; Guided Backprop's barely
+    # depend on fc (the finding of Adebayo et al.). A cascade that randomised nothing would leave both at 1.
+    at_fc = {m: v[1]["mean"] for m, v in rows.items()}
+    assert at_fc["Grad-CAM"] < 0.8 and at_fc["Guided Backprop"] > 0.8
+    assert report["verdict"]["Guided Backprop"] == "fails"
 
 
 def test_faithfulness_report_has_every_method_and_baseline(model):
     cfg = gce.Config(channels_last=False, bootstrap_resamples=50, deletion_steps=4, occlusion_stride=8)
     u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-    report = gce.faithfulness(model, cfg, u8, torch.tensor([1, 2, 3]))
+    report, maps = gce.faithfulness(model, cfg, u8, torch.tensor([1, 2, 3]))
+    assert set(maps) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"} and maps["Grad-CAM"].shape == (3, 32, 32)
     assert set(report["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random", "Gaussian prior"}
     for r in report["methods"].values():
         assert {"spearman_with_occlusion", "deletion_auc", "insertion_auc"} <= r.keys()
         assert 0 <= r["deletion_auc"]["mean"] <= 1 and r["spearman_with_occlusion"]["n"] == 3
     assert len(report["mean_curves"]["Grad-CAM"]["deletion_curve"]) == 5
+
+
+def test_faithfulness_ranks_a_faithful_map_above_the_baselines():
+    # SquareDetector uses exactly the square, and its Grad-CAM at `features` is exactly the square: it must agree
+    # with occlusion far better than the random map, and deleting by it must destroy p(frog) faster.
+    cfg = gce.Config(channels_last=False, bootstrap_resamples=100, deletion_steps=8, target_layer="features",
+                     occlusion_patch=4, occlusion_stride=2)
+    g = torch.Generator().manual_seed(4)
+    u8 = gce.stamp_square(torch.randint(0, 120, (6, 3, 32, 32), dtype=torch.uint8, generator=g))
+    report, _ = gce.faithfulness(SquareDetector(), cfg, u8, torch.full((6,), 6))
+    grad_cam, rand = report["methods"]["Grad-CAM"], report["methods"]["Random"]
+    assert grad_cam["spearman_with_occlusion"]["mean"] > 0.5 > rand["spearman_with_occlusion"]["mean"]
+    assert grad_cam["deletion_auc"]["mean"] < rand["deletion_auc"]["mean"] - 0.3
+    assert grad_cam["insertion_auc"]["mean"] > rand["insertion_auc"]["mean"]
