@@ -1215,9 +1215,9 @@ def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str
 def save_figure(fig, path: Path, show: bool) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    if show:
-        from IPython.display import display
-        display(fig)
+    if show:  # the saved PNG itself: a pyplot-free Figure has no notebook image repr of its own
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
     return str(path)
 
 
@@ -1598,7 +1598,11 @@ def run(cfg: Config) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix."""
     try:
-        run(parse_config(argv))
+        cfg = parse_config(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or --help): a status, not an exception
+        return int(exc.code or 0)
+    try:
+        run(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,5 @@
 """Loading CIFAR-10: image-folder copies, subsets, and one-line errors for every bad data dir."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

@@ -68,4 +68,4 @@ def test_source_runs_as_a_notebook_cell_with_kernel_argv(tmp_path, monkeypatch, 
         runpy.run_path(str(Path(gce.__file__)), run_name="__main__")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "unrecognized arguments" not in err
-    assert err.strip() == f"error: cannot decode image data/test/cat/0000.png; remove or replace the file"
+    assert err.strip() == "error: cannot decode image data/test/cat/0000.png; remove or replace the file"

@@ -2,11 +2,9 @@
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import grad_cam_experiment as gce
 
