@@ -195,10 +195,10 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
         lambda: gce.guided_grad_cam(guided.gradients(x, classes)[0], ours.cam(x, classes)), device, repeats))
     # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
     k = min(slow_images, n)
-    results["method_occlusion (8x8, stride 2: 169 forwards/image)"] = rate(k, time_it(
+    results["method_occlusion (8x8, stride 2: 169 forwards per image)"] = rate(k, time_it(
         lambda: gce.occlusion_map(model, x[:k], classes[:k], 8, 2, cfg.eval_batch_size), device, repeats))
     maps = ours.cam(x[:k], classes[:k])
-    results["method_deletion+insertion (32 steps: 66 forwards/image)"] = rate(k, time_it(
+    results["method_deletion+insertion (32 steps: 66 forwards per image)"] = rate(k, time_it(
         lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size),
         device, repeats))
     return results
