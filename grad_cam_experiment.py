@@ -109,7 +109,7 @@ class Config:
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
     progress: bool = _opt(True, "tqdm progress bars")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
-                       "minute on CPU (explicit flags still win)")
+                       "minute on CPU, written to outputs/quick/ (explicit flags still win)")
 
     def __post_init__(self) -> None:
         checks = [
@@ -152,9 +152,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# --quick: the fields it changes unless the user set them explicitly.
+# --quick: the fields it changes unless the user set them explicitly. Its own output folder, so that a pipeline
+# check never overwrites the figures and metrics.json of a real run (the report cites those).
 QUICK_PRESET = dict(train_subset=300, test_subset=200, epochs=1, batch_size=64, faithfulness_images=6,
-                    sanity_images=4, deletion_steps=8, occlusion_stride=4, bootstrap_resamples=200, audit_images=50)
+                    sanity_images=4, deletion_steps=8, occlusion_stride=4, bootstrap_resamples=200, audit_images=50,
+                    output_dir="outputs/quick")
 
 
 def _parse_rgb(text: str) -> tuple:

@@ -19,6 +19,9 @@ def test_flags_override_fields_and_quick_never_beats_an_explicit_flag():
     assert (cfg.epochs, cfg.artifact_color, cfg.flip, cfg.lr) == (3, (0, 0, 255), False, 0.1)
     quick = gce.parse_config(["--quick", "--epochs", "2"])
     assert quick.epochs == 2 and quick.train_subset == gce.QUICK_PRESET["train_subset"]
+    # a pipeline check must not overwrite a real run's committed outputs, unless asked to
+    assert quick.output_dir == "outputs/quick" and gce.parse_config([]).output_dir == "outputs"
+    assert gce.parse_config(["--quick", "--output-dir", "elsewhere"]).output_dir == "elsewhere"
 
 
 def test_every_field_has_a_documented_flag(capsys):
