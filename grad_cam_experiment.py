@@ -1600,11 +1600,9 @@ def run(cfg: Config) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix."""
     try:
-        cfg = parse_config(argv)
+        run(parse_config(argv))  # Config's own checks (e.g. a class index out of range) raise UserError too
     except SystemExit as exc:  # argparse has printed its one line (or --help): a status, not an exception
         return int(exc.code or 0)
-    try:
-        run(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -108,5 +108,11 @@ def test_main_prints_one_error_line_for_user_errors(tmp_path, capsys, tiny_datas
                      str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown target layer 'layer9'") and "\n" not in err
+    for bad in (["--artifact-class", "12"], ["--train-subset", "5"], ["--occlusion-stride", "16"]):
+        assert gce.main([*bad, "--data-dir", str(tiny_dataset), "--output-dir", str(tmp_path)]) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {bad[0]} must be") and "\n" not in err, err
+    assert gce.main(["--epoch", "3"]) == 2  # argparse's own one-line error, as a status
+    assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
     assert gce.main(["--device", "cuda:7"] if not gce.torch.cuda.is_available() else ["--device", "tpu"]) == 2
     assert capsys.readouterr().err.startswith("error: --device")
