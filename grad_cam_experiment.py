@@ -809,18 +809,39 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), **kwargs)
 
 
+def training_setup(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer,
+                                                              torch.amp.GradScaler]:
+    """The recipe's fresh model (channels_last where configured), the module the training step calls (compiled
+    with --compile; explanations use the plain one), its SGD and the loss scaler (active only for fp16 on GPU).
+    The caller seeds first: the model's initial weights come from the global RNG."""
+    model = build_model(len(CIFAR10_CLASSES)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    use_scaler = device.type == "cuda" and cfg.amp and amp_dtype(device) == torch.float16
+    return model, step_model, make_optimizer(model, cfg), torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+
+def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  inputs: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step of the recipe (cross-entropy, mixed precision on GPU); returns the logits and the loss, still
+    on the device: no host sync. benchmarks/bench.py times exactly this function."""
+    with autocast_for(inputs.device, amp):
+        logits = step_model(inputs)
+        loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss
+
+
 def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
                 name: str) -> tuple[nn.Module, list[dict]]:
     """The reference recipe; the biased run stamps every training frog after augmentation."""
     seed_everything(cfg.seed)  # same init, batch order and augmentation for both runs: only the square differs
-    model = build_model(len(CIFAR10_CLASSES)).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model  # explanations use the plain module
-    optimizer = make_optimizer(model, cfg)
+    model, step_model, optimizer, scaler = training_setup(cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    use_scaler = device.type == "cuda" and cfg.amp and amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     n = len(train.labels)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
@@ -837,13 +858,7 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = train.labels[idx]
             inputs = training_batch(train.images[idx], labels, cfg, generator, biased)
-            with autocast_for(device, cfg.amp):
-                logits = step_model(inputs)
-                loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            logits, loss = training_step(step_model, optimizer, scaler, inputs, labels, cfg.amp)
             loss_sum += loss.detach() * len(idx)  # stays on the device: no per-step host sync
             correct += (logits.detach().argmax(1) == labels).sum()
         lr = scheduler.get_last_lr()[0]

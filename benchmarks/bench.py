@@ -97,26 +97,19 @@ def sgd(model: torch.nn.Module, cfg: gce.Config) -> torch.optim.Optimizer:
 
 
 def project_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, batch_size: int, steps: int):
-    """`steps` training steps doing the per-step work of grad_cam_experiment.train_model (batch indices drawn
-    at random here instead of from an epoch's permutation: the cost is the same)."""
+    """`steps` training steps of grad_cam_experiment.train_model: its setup and its step function (batch indices
+    drawn at random here instead of from an epoch's permutation: the cost is the same)."""
     torch.manual_seed(cfg.seed)
-    model = gce.build_model().to(device).to(memory_format=torch.channels_last).train()
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = gce.make_optimizer(model, cfg)
+    model, step_model, optimizer, scaler = gce.training_setup(cfg, device)
+    model.train()
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and gce.amp_dtype(device) == torch.float16)
 
     def run() -> None:
         for _ in range(steps):
             idx = torch.randint(0, len(train.labels), (batch_size,), device=device, generator=generator)
             labels = train.labels[idx]
             inputs = gce.training_batch(train.images[idx], labels, cfg, generator, biased=True)
-            with gce.autocast_for(device, cfg.amp):
-                loss = F.cross_entropy(step_model(inputs), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            gce.training_step(step_model, optimizer, scaler, inputs, labels, cfg.amp)
     return run
 
 
