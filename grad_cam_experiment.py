@@ -416,6 +416,11 @@ def stamp_square(images: torch.Tensor, size: int = 6, color: Sequence[int] = (25
     return out
 
 
+def stamp_configured(images: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The configured square on every image (test-time stamping; training stamps only its class: inject_artifact)."""
+    return stamp_square(images, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+
+
 def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: int = 6, size: int = 6,
                     color: Sequence[int] = (255, 255, 0), corner: str = "top-left") -> torch.Tensor:
     """The shortcut: stamp a solid square on every image of `target_class` ('frog') and on nothing else."""
@@ -597,12 +602,12 @@ class CAMBase:
 
         handle = self.layer.register_forward_hook(keep_activations)
         try:
-            with eval_mode(self.model), torch.no_grad(), autocast_for(images.device, self.autocast):
+            with torch.no_grad(), autocast_for(images.device, self.autocast), eval_mode(self.model):
                 logits = self.model(images)  # the input is only read, never modified
             if not captured:
                 raise UserError(f"target layer {self.layer_name!r} did not run in the forward pass")
             targets = _as_class_tensor(classes, logits.detach())
-            with eval_mode(self.model), torch.enable_grad():  # also inside a caller's no_grad block
+            with torch.enable_grad():  # also inside a caller's no_grad block; the backward runs no module
                 score = logits.gather(1, targets[:, None]).sum()  # images are independent in eval mode
                 (grads,) = torch.autograd.grad(score, captured[0])
         finally:
@@ -794,7 +799,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: Config, stamp: b
         for start in range(0, len(images), cfg.eval_batch_size):
             batch = images[start:start + cfg.eval_batch_size].to(device)
             if stamp:
-                batch = stamp_square(batch, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+                batch = stamp_configured(batch, cfg)
             with autocast_for(device, cfg.amp):
                 outputs.append(model(normalize(batch, cfg.channels_last)).float())
     return torch.cat(outputs) if outputs else torch.empty((0, len(CIFAR10_CLASSES)), device=device)
@@ -1055,6 +1060,11 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     return metrics, dict(clean=clean, stamped=stamped)
 
 
+def called_target_when_stamped(labels: torch.Tensor, stamped_logits: torch.Tensor, target: int) -> torch.Tensor:
+    """Indices of the other-class test images that a model calls `target` once the square is stamped on them."""
+    return torch.nonzero((labels != target) & (stamped_logits.argmax(1) == target)).flatten()
+
+
 def _batched(fn: Callable[..., torch.Tensor], batch_size: int, *tensors: torch.Tensor) -> torch.Tensor:
     """fn over slices of the tensors (aligned on dim 0), concatenated."""
     n = len(tensors[0])
@@ -1073,24 +1083,24 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
     device = test.images.device
     target = cfg.artifact_class
     mask = artifact_mask(cfg.artifact_size, cfg.artifact_corner, device=device)
-    stamp = lambda x: stamp_square(x, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)  # noqa: E731
     frogs = torch.nonzero(test.labels == target).flatten()[:cfg.audit_images]
     report = dict(explained_class=CIFAR10_CLASSES[target], area_prior=mask.float().mean().item(),
                   pointing_tolerance_px=cfg.pointing_tolerance,
                   pointing_region_prior=dilate(mask, cfg.pointing_tolerance).float().mean().item(),
                   stamped_target_images=len(frogs), models={})
     for name, model in models.items():
-        hijacked = torch.nonzero((test.labels != target) & (logits[name]["stamped"].argmax(1) == target)).flatten()
+        hijacked = called_target_when_stamped(test.labels, logits[name]["stamped"], target)
+        guided_backprop = GuidedBackprop(model)
         layers: dict[str, dict] = {}
         for group, idx in {"stamped_frogs": frogs, "stamped_nonfrogs_called_frog": hijacked[:cfg.audit_images]}.items():
             if len(idx) == 0:
                 for layer in cfg.audit_layer_names:
                     layers.setdefault(resolve_layer(model, layer)[0], {})[group] = dict(images=0)
                 continue
-            x = normalize(stamp(test.images[idx]), cfg.channels_last)
+            x = normalize(stamp_configured(test.images[idx], cfg), cfg.channels_last)
             classes = torch.full((len(idx),), target, device=device)
             # Guided Backprop does not depend on the Grad-CAM layer: once per group (frogs only, for Guided Grad-CAM).
-            guided = (_batched(lambda a, c: GuidedBackprop(model).gradients(a, c)[0], cfg.eval_batch_size, x, classes)
+            guided = (_batched(lambda a, c: guided_backprop.gradients(a, c)[0], cfg.eval_batch_size, x, classes)
                       if group == "stamped_frogs" else None)
             for layer in cfg.audit_layer_names:
                 grad_cam = GradCAM(model, layer)
@@ -1250,7 +1260,7 @@ def explanation_panels(model: nn.Module, cfg: Config, images: torch.Tensor, labe
     if len(images) == 0:
         return []
     if stamp:
-        images = stamp_square(images, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+        images = stamp_configured(images, cfg)
     device = next(model.parameters()).device
     with GradCAM(model, layer or cfg.target_layer) as grad_cam:
         result = grad_cam.explain(normalize(images.to(device), cfg.channels_last))
@@ -1300,7 +1310,7 @@ def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split, logits:
         out / "standard_class_grid.png", show))
 
     frogs = torch.nonzero(test.labels == cfg.artifact_class).flatten()[:cfg.frog_examples]
-    stamped = stamp_square(test.images[frogs], cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+    stamped = stamp_configured(test.images[frogs], cfg)
     std_panels = explanation_panels(standard, cfg, stamped, test.labels[frogs])
     bias_panels = explanation_panels(biased, cfg, stamped, test.labels[frogs])
     panels = []
@@ -1443,9 +1453,9 @@ def audit_figure(models: dict[str, nn.Module], cfg: Config, test: Split, logits:
     Grad-CAM, all explaining the target class. Stamped frogs, then stamped non-frogs the biased model calls frog."""
     target = cfg.artifact_class
     frogs = torch.nonzero(test.labels == target).flatten()[:rows]
-    hijacked = torch.nonzero((test.labels != target) & (logits["biased"]["stamped"].argmax(1) == target)).flatten()
+    hijacked = called_target_when_stamped(test.labels, logits["biased"]["stamped"], target)
     idx = torch.cat([frogs, hijacked[:rows]])
-    images = stamp_square(test.images[idx], cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+    images = stamp_configured(test.images[idx], cfg)
     x = normalize(images, cfg.channels_last)
     classes = torch.full((len(idx),), target, device=x.device)
     originals = to_hwc(images)
@@ -1595,7 +1605,7 @@ def run(cfg: Config) -> dict:
                                     "Standard model: four explanation methods on test cats and ships (true class)",
                                     out / "methods_standard.png", show))
         frogs = torch.nonzero(test.labels == cfg.artifact_class).flatten()[:4]
-        stamped = stamp_square(test.images[frogs], cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
+        stamped = stamp_configured(test.images[frogs], cfg)
         paths.append(methods_figure(models["biased"], cfg, stamped, test.labels[frogs], test.labels[frogs],
                                     f"Biased model: four explanation methods on stamped test "
                                     f"{CIFAR10_CLASSES[cfg.artifact_class]}s", out / "methods_biased_frogs.png", show))
