@@ -1290,15 +1290,19 @@ def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split, logits:
     note = f"Grad-CAM at {layer}, explaining each image's predicted class; overlay = 50% image + 50% JET heat map."
     paths = []
 
-    picks = torch.cat([correct_examples(logits, test.labels, CIFAR10_CLASSES.index(c), cfg.examples_per_class)
-                       for c in ("cat", "ship")])
+    # Correctly classified ones; a barely trained model (--quick) may have too few, and a figure of misclassified
+    # examples (their captions say so) tells a reader more than an empty one.
+    picks = torch.cat([correct_examples(logits, test.labels, CIFAR10_CLASSES.index(c), cfg.examples_per_class,
+                                        fill_with_errors=True) for c in ("cat", "ship")])
     panels = explanation_panels(standard, cfg, test.images[picks], test.labels[picks])
     found = {c: int((test.labels[picks] == CIFAR10_CLASSES.index(c)).sum()) for c in ("cat", "ship")}
-    missing = [f"{n} correctly classified {c}{'s' if n != 1 else ''}" for c, n in found.items()
-               if n < cfg.examples_per_class]
+    missing = [f"{n} {c}{'s' if n != 1 else ''}" for c, n in found.items() if n < cfg.examples_per_class]
+    wrong = int((logits[picks].argmax(1) != test.labels[picks]).sum())
     paths.append(save_figure(figure_grid(
-        panels, 4, "Standard model: correctly classified cats and ships, original | Grad-CAM",
-        note + (f" Only {' and '.join(missing)} in this test set." if missing else "")),
+        panels, 4, "Standard model: " + ("correctly classified " if not wrong else "") + "test cats and ships, "
+        "original | Grad-CAM",
+        note + (f" Too few correct ones: {wrong} of these are misclassified (see captions)." if wrong else "")
+        + (f" Only {' and '.join(missing)} in this test set." if missing else "")),
         out / "standard_cat_ship.png", show))
 
     picks = torch.cat([correct_examples(logits, test.labels, c, 1) for c in range(len(CIFAR10_CLASSES))])

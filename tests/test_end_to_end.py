@@ -69,3 +69,11 @@ def test_source_runs_as_a_notebook_cell_with_kernel_argv(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "unrecognized arguments" not in err
     assert err.strip() == "error: cannot decode image data/test/cat/0000.png; remove or replace the file"
+
+
+def test_figure_examples_are_correct_ones_first_and_misclassified_only_to_fill_up():
+    labels = gce.torch.tensor([3, 3, 3, 8, 3])
+    logits = gce.torch.nn.functional.one_hot(gce.torch.tensor([3, 0, 3, 8, 1]), 10).float()  # images 1, 4 wrong
+    assert gce.correct_examples(logits, labels, 3, 3).tolist() == [0, 2]
+    assert gce.correct_examples(logits, labels, 3, 3, fill_with_errors=True).tolist() == [0, 2, 1]
+    assert gce.correct_examples(logits, labels, 3, 2, fill_with_errors=True).tolist() == [0, 2]  # enough correct
