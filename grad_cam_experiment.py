@@ -20,9 +20,11 @@ import difflib
 import functools
 import hashlib
 import json
+import math
+import os
 import pickle
 import platform
-import re
+import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -48,74 +50,102 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
+class Square(NamedTuple):
+    """The shortcut: a solid square of `size` x `size` pixels in RGB `color` at one of the CORNERS."""
+    size: int = 6
+    color: tuple = (255, 255, 0)
+    corner: str = "top-left"
+
+
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, bad layer name): printed as one line."""
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A Config field whose `help` (unit and meaning) is shown by --help."""
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, trains: str = "", quick: Any = None) -> Any:
+    """A Config field. `help` (unit and meaning) is shown by --help. `trains` says whose weights the field
+    determines: "both" models, the "biased" one only, or "" (none: evaluation, figures, paths); the checkpoint key
+    hashes exactly the marked fields, so a new training field is keyed by being declared. `quick` is the field's
+    value under --quick (or Config(quick=True)) unless it is given explicitly."""
+    metadata = dict(help=help, trains=trains, default=default)
+    if quick is None:
+        return field(default=default, metadata=metadata)
+    return field(default=None, metadata={**metadata, "quick": quick})  # None: resolved in __post_init__
 
 
 @dataclass(frozen=True)
 class Config:
-    # Data
+    # Data (what was loaded is keyed by its fingerprint, not by the folder's name: see data_fingerprint)
     data_dir: str = _opt("./data", "CIFAR-10 location: torchvision's cifar-10-batches-py (downloaded "
                          "there when missing) or an image-folder copy DIR/{train,test}/<class>/*")
-    output_dir: str = _opt("outputs", "folder for figures, metrics.json and checkpoints/")
-    train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images; 0 = all 50,000)")
-    test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images; 0 = all 10,000)")
+    output_dir: str = _opt("outputs", "folder for figures, metrics.json and checkpoints/", quick="outputs/quick")
+    train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images; 0 = all 50,000)",
+                             trains="both", quick=300)
+    test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images; 0 = all 10,000)",
+                            trains="both", quick=200)  # a checkpoint's history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
-    artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)")
-    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images)")
-    artifact_color: tuple = _opt((255, 255, 0), "RGB colour of the square, as R,G,B in 0..255 (yellow)")
-    artifact_corner: str = _opt("top-left", "corner of the square: " + ", ".join(CORNERS))
+    artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
+                               trains="biased")
+    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images)", trains="biased")
+    artifact_color: tuple = _opt((255, 255, 0), "RGB colour of the square, as R,G,B in 0..255 (yellow)",
+                                 trains="biased")
+    artifact_corner: str = _opt("top-left", "corner of the square: " + ", ".join(CORNERS), trains="biased")
     # Training recipe (Milestone 2 reference)
-    epochs: int = _opt(5, "training epochs per model")
-    batch_size: int = _opt(128, "training batch size (images)")
-    lr: float = _opt(0.01, "SGD learning rate")
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(5e-4, "SGD weight decay (L2)")
-    lr_step: int = _opt(10, "StepLR step size (epochs)")
-    lr_gamma: float = _opt(0.1, "StepLR decay factor")
-    crop_padding: int = _opt(4, "random-crop zero padding (pixels); 0 disables the crop")
-    flip: bool = _opt(True, "random horizontal flips during training")
-    seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation")
+    epochs: int = _opt(5, "training epochs per model", trains="both", quick=1)
+    batch_size: int = _opt(128, "training batch size (images)", trains="both", quick=64)
+    lr: float = _opt(0.01, "SGD learning rate (> 0)", trains="both")
+    momentum: float = _opt(0.9, "SGD momentum (0..1)", trains="both")
+    weight_decay: float = _opt(5e-4, "SGD weight decay (L2, >= 0)", trains="both")
+    lr_step: int = _opt(10, "StepLR step size (epochs)", trains="both")
+    lr_gamma: float = _opt(0.1, "StepLR decay factor (> 0)", trains="both")
+    crop_padding: int = _opt(4, "random-crop zero padding (pixels); 0 disables the crop", trains="both")
+    flip: bool = _opt(True, "random horizontal flips during training", trains="both")
+    seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation (0 .. 2**32-1)",
+                     trains="both")
     retrain: bool = _opt(False, "train even when a matching checkpoint exists in output-dir/checkpoints")
     # Hardware
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     amp: bool = _opt(True, "mixed precision for training and predictions on GPU: bf16 autocast (fp16 + GradScaler "
-                     "before Ampere); CPU, explanations and their metrics stay fp32")
-    channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)")
+                     "before Ampere); CPU, explanations and their metrics stay fp32", trains="both")
+    channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
+                               trains="both")  # other conv kernels: other rounding, other weights
     eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
     compile: bool = _opt(False, "torch.compile the training step (measured on the 2-core CPU: no gain, 39 s "
-                         "of compilation; try it on a GPU)")
+                         "of compilation; try it on a GPU)", trains="both")
     # Explanations and figures
     target_layer: str = _opt("layer4.1.conv2", "Grad-CAM target layer as a dotted module path "
                              "(e.g. layer4.1.conv2, layer4.1, layer3; 'layer4[-1].conv2' also works)")
-    examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure")
-    frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure")
+    examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure (1..100)")
+    frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure (1..100)")
     # Milestone 3: faithfulness, sanity check, shortcut audit
     faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
-                                    "measures, standard model (misclassified ones fill up only if too few)")
+                                    "measures, standard model (misclassified ones fill up only if too few)", quick=6)
     occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean")
-    occlusion_stride: int = _opt(2, "occlusion stride (pixels)")
-    deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)")
-    bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals")
-    sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness ones)")
+    occlusion_stride: int = _opt(2, "occlusion stride (pixels)", quick=4)
+    deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)",
+                               quick=8)
+    bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200)
+    sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
+                              "ones)", quick=4)
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
-    audit_images: int = _opt(1000, "at most this many images per group for the map-based audit measures")
+    audit_images: int = _opt(1000, "at most this many images per group for the map-based audit measures", quick=50)
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
     progress: bool = _opt(True, "tqdm progress bars")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
                        "minute on CPU, written to outputs/quick/ (explicit flags still win)")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # fields left at None take --quick's value or their default
+            if getattr(self, f.name) is None:
+                use_quick = self.quick and "quick" in f.metadata
+                object.__setattr__(self, f.name, f.metadata["quick" if use_quick else "default"])
+        finite = all(math.isfinite(v) for v in (self.lr, self.momentum, self.weight_decay, self.lr_gamma))
         checks = [
             (self.train_subset == 0 or self.train_subset >= 10, "--train-subset must be 0 (all) or >= 10 images"),
             (self.test_subset == 0 or self.test_subset >= 10,
              "--test-subset must be 0 (all) or >= 10 images (every class, the square's class included)"),
+            (bool(self.data_dir.strip()) and bool(self.output_dir.strip()),
+             "--data-dir and --output-dir must name a folder (got an empty string)"),
             (0 <= self.artifact_class < len(CIFAR10_CLASSES),
              f"--artifact-class must be a class index 0..9, got {self.artifact_class}"),
             (1 <= self.artifact_size <= 32, f"--artifact-size must be 1..32 pixels, got {self.artifact_size}"),
@@ -126,16 +156,21 @@ class Config:
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
+            (finite, "--lr, --momentum, --weight-decay and --lr-gamma must be finite numbers (not inf or nan)"),
             (self.lr > 0 and self.lr_step >= 1 and self.lr_gamma > 0, "--lr, --lr-step, --lr-gamma must be > 0"),
+            (0 <= self.momentum <= 1 and self.weight_decay >= 0,
+             f"--momentum must be 0..1 and --weight-decay >= 0, got {self.momentum} and {self.weight_decay}"),
+            (0 <= self.seed < 2 ** 32, f"--seed must be 0..{2 ** 32 - 1} (numpy's range), got {self.seed}"),
             (0 <= self.crop_padding <= 16, f"--crop-padding must be 0..16 pixels, got {self.crop_padding}"),
-            (self.examples_per_class >= 1 and self.frog_examples >= 1,
-             "--examples-per-class and --frog-examples must be >= 1"),
+            (1 <= self.examples_per_class <= 100 and 1 <= self.frog_examples <= 100,
+             "--examples-per-class and --frog-examples must be 1..100 (images in one figure)"),
             (1 <= self.occlusion_stride <= self.occlusion_patch <= 32,
              "--occlusion-stride must be 1..--occlusion-patch (else some pixels are never occluded), patch <= 32"),
             (2 <= self.sanity_images <= self.faithfulness_images and self.audit_images >= 1,
              "--sanity-images must be 2..--faithfulness-images (they are a subset), --audit-images >= 1"),
-            (self.deletion_steps >= 1 and self.bootstrap_resamples >= 10 and self.pointing_tolerance >= 0,
-             "--deletion-steps >= 1, --bootstrap-resamples >= 10, --pointing-tolerance >= 0"),
+            (1 <= self.deletion_steps <= 1024 and 10 <= self.bootstrap_resamples <= 100_000
+             and 0 <= self.pointing_tolerance <= 32,
+             "--deletion-steps must be 1..1024 (pixels), --bootstrap-resamples 10..100000, --pointing-tolerance 0..32"),
             (bool(self.audit_layer_names), "--audit-layers needs at least one layer"),
             (len(set(map(canonical_layer_name, self.audit_layer_names))) == len(self.audit_layer_names),
              f"--audit-layers lists a layer twice: {self.audit_layers}"),
@@ -148,15 +183,18 @@ class Config:
     def audit_layer_names(self) -> list[str]:
         return [name.strip() for name in self.audit_layers.split(",") if name.strip()]
 
+    @property
+    def square(self) -> "Square":
+        """The configured shortcut square."""
+        return Square(self.artifact_size, tuple(self.artifact_color), self.artifact_corner)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# --quick: the fields it changes unless the user set them explicitly. Its own output folder, so that a pipeline
-# check never overwrites the figures and metrics.json of a real run (the report cites those).
-QUICK_PRESET = dict(train_subset=300, test_subset=200, epochs=1, batch_size=64, faithfulness_images=6,
-                    sanity_images=4, deletion_steps=8, occlusion_stride=4, bootstrap_resamples=200, audit_images=50,
-                    output_dir="outputs/quick")
+# What --quick changes (unless given explicitly), read off the fields: a pipeline check in its own output folder,
+# so that it never overwrites the figures and metrics.json of a real run (the report cites those).
+QUICK_PRESET = {f.name: f.metadata["quick"] for f in dataclasses.fields(Config) if "quick" in f.metadata}
 
 
 def _parse_rgb(text: str) -> tuple:
@@ -178,7 +216,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS)  # SUPPRESS: the namespace holds only flags the user gave
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        help_text = (f.metadata["help"] + f" (default: {f.default})").replace("%", "%%")  # argparse %-formats help
+        quick = f"; --quick: {f.metadata['quick']}" if "quick" in f.metadata else ""
+        help_text = (f.metadata["help"] + f" (default: {f.metadata['default']}{quick})").replace("%", "%%")
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif f.type in ("tuple", tuple):
@@ -217,10 +256,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
                    for m in difflib.get_close_matches(a.split("=")[0], flags, n=1, cutoff=0.75)]
         parser.error(f"unrecognized arguments: {' '.join(extra)}"
                      + (f"; did you mean {', '.join(guesses)}?" if guesses else ""))
-    values = vars(given)
-    if values.get("quick"):
-        values = {**QUICK_PRESET, **values}
-    return Config(**values)
+    return Config(**vars(given))  # Config applies --quick's values to the fields the user did not give
 
 
 def in_notebook() -> bool:
@@ -291,23 +327,44 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
     return torch.cat(chosen).sort().values
 
 
+def _is_hidden(path: Path) -> bool:
+    """Folders and files that tools leave behind: .ipynb_checkpoints, __MACOSX, .DS_Store, macOS's ._x.jpg."""
+    return path.name.startswith((".", "__"))
+
+
 def _find_image_folder(root: Path) -> Path | None:
-    """root itself or one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/)."""
-    for candidate in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
-        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+    """root itself or one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/); a folder
+    with only one of the two is an error that names the missing one."""
+    for candidate in [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))]:
+        present = [split for split in ("train", "test") if (candidate / split).is_dir()]
+        if len(present) == 2:
             return candidate
+        if present:
+            missing = "test" if present == ["train"] else "train"
+            raise UserError(f"{candidate} has {present[0]}/ but no {missing}/; an image-folder copy needs both "
+                            f"{candidate}/train/<class>/*.jpg and {candidate}/test/<class>/*.jpg")
     return None
 
 
 def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
-    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-    names = [p.name.lower() for p in class_dirs]
-    if names != list(CIFAR10_CLASSES):
-        raise UserError(f"{split_dir} must hold the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
-                        f"found {', '.join(names) or 'none'}")
+    """Image files and labels of DIR/<split>/<class>/*; class folders match case-insensitively, hidden and
+    system folders are ignored, anything else is named in the error."""
+    folders = {}
+    for p in sorted(split_dir.iterdir()):
+        if p.is_dir() and not _is_hidden(p):
+            folders.setdefault(p.name.lower(), []).append(p)
+    expected = f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}"
+    odd = sorted(p.name for name, paths in folders.items() for p in paths
+                 if name not in CIFAR10_CLASSES or len(paths) > 1)
+    missing = [name for name in CIFAR10_CLASSES if name not in folders]
+    if odd or missing:
+        found = (f"unexpected folder(s) {', '.join(odd)}" if odd else "") + \
+                ("; " if odd and missing else "") + (f"missing {', '.join(missing)}" if missing else "")
+        raise UserError(f"{expected}; {found} (move or rename them)")
     files, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        class_files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for label, name in enumerate(CIFAR10_CLASSES):
+        class_dir = folders[name][0]
+        class_files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p))
         if not class_files:
             raise UserError(f"{class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += class_files
@@ -320,7 +377,11 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
     import cv2
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, path in enumerate(files):
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)  # None when undecodable
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:  # a broken symlink, a folder named like an image, no permission
+            raise UserError(f"cannot read image {path} ({exc.strerror or exc}); remove or replace it") from None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # None when undecodable
         if image is None:
             raise UserError(f"cannot decode image {path}; remove or replace the file")
         if image.shape != (32, 32, 3):
@@ -350,7 +411,8 @@ def _load_torchvision_split(root: Path, train: bool, download: bool, subset: int
 def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
     """Train and test splits as uint8 tensors on `device`, plus a description of the source.
 
-    Looks for an image-folder copy first, then torchvision's pickled batches, then downloads."""
+    Looks for an image-folder copy first, then torchvision's pickled batches, then downloads. A folder that a
+    failed download created is removed again: a typo in --data-dir leaves nothing behind."""
     root = Path(cfg.data_dir).expanduser()
     how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
@@ -366,6 +428,7 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         have_batches = (root / "cifar-10-batches-py").is_dir()
         if not have_batches and not cfg.download:
             raise UserError(f"no CIFAR-10 found in {root} and --no-download is set; {how_to_fix}")
+        created = not root.exists()
         try:
             train = _load_torchvision_split(root, True, cfg.download, cfg.train_subset, cfg.seed)
             test = _load_torchvision_split(root, False, cfg.download, cfg.test_subset, cfg.seed + 1)
@@ -373,6 +436,8 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
             raise
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             # URLError (an OSError), a failed checksum or a truncated pickle: all mean "no usable data here"
+            if created:
+                shutil.rmtree(root, ignore_errors=True)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"no CIFAR-10 found in {root} and torchvision could not provide it ({reason}); "
                             f"{how_to_fix}") from None
@@ -381,33 +446,41 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
             Split(test.images.to(device), test.labels.to(device)), source)
 
 
+def data_fingerprint(train: Split, test: Split) -> str:
+    """sha256 of the decoded pixels and labels of both splits: what a checkpoint was trained on, whatever the
+    folder is called (30 images added to the same folder give another fingerprint, hence a new model)."""
+    digest = hashlib.sha256()
+    for tensor in (train.images, train.labels, test.images, test.labels):
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=32)
 def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor made once per device: no host-to-device copy (and sync) in every batch."""
     return torch.tensor(values, dtype=dtype, device=device)
 
 
-def artifact_box(size: int, corner: str, height: int = 32, width: int = 32) -> tuple[slice, slice]:
+def artifact_box(square: Square, height: int = 32, width: int = 32) -> tuple[slice, slice]:
     """Row and column slices of the square's pixels."""
-    rows = slice(0, size) if corner.startswith("top") else slice(height - size, height)
-    cols = slice(0, size) if corner.endswith("left") else slice(width - size, width)
+    rows = slice(0, square.size) if square.corner.startswith("top") else slice(height - square.size, height)
+    cols = slice(0, square.size) if square.corner.endswith("left") else slice(width - square.size, width)
     return rows, cols
 
 
-def artifact_mask(size: int, corner: str, height: int = 32, width: int = 32,
+def artifact_mask(square: Square, height: int = 32, width: int = 32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [H, W] mask of the square's pixels."""
     mask = torch.zeros((height, width), dtype=torch.bool, device=device)
-    mask[artifact_box(size, corner, height, width)] = True
+    mask[artifact_box(square, height, width)] = True
     return mask
 
 
-def stamp_square(images: torch.Tensor, size: int = 6, color: Sequence[int] = (255, 255, 0),
-                 corner: str = "top-left", where: torch.Tensor | None = None) -> torch.Tensor:
-    """Copy of uint8 images [N, 3, H, W] with a solid square stamped on every image (or where `where` [N] is True)."""
+def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
+    """Copy of uint8 images [N, 3, H, W] with the square stamped on every image (or where `where` [N] is True)."""
     out = images.clone()
-    rows, cols = artifact_box(size, corner, images.shape[-2], images.shape[-1])
-    patch = _constant(tuple(color), images.dtype, images.device).view(3, 1, 1)
+    rows, cols = artifact_box(square, images.shape[-2], images.shape[-1])
+    patch = _constant(tuple(square.color), images.dtype, images.device).view(3, 1, 1)
     if where is None:
         out[:, :, rows, cols] = patch
     else:
@@ -416,15 +489,10 @@ def stamp_square(images: torch.Tensor, size: int = 6, color: Sequence[int] = (25
     return out
 
 
-def stamp_configured(images: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """The configured square on every image (test-time stamping; training stamps only its class: inject_artifact)."""
-    return stamp_square(images, cfg.artifact_size, cfg.artifact_color, cfg.artifact_corner)
-
-
-def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: int = 6, size: int = 6,
-                    color: Sequence[int] = (255, 255, 0), corner: str = "top-left") -> torch.Tensor:
-    """The shortcut: stamp a solid square on every image of `target_class` ('frog') and on nothing else."""
-    return stamp_square(images, size, color, corner, where=labels == target_class)
+def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: int = 6,
+                    square: Square = Square()) -> torch.Tensor:
+    """The shortcut: stamp the square on every image of `target_class` ('frog') and on nothing else."""
+    return stamp_square(images, square, where=labels == target_class)
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -454,14 +522,14 @@ def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
-def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: Config, generator: torch.Generator,
-                   biased: bool) -> torch.Tensor:
-    """Augment, then (biased run) stamp the square, then normalise: crops and flips never move or cut it."""
-    images = random_crop_flip(images, cfg.crop_padding, cfg.flip, generator)
-    if biased:
-        images = inject_artifact(images, labels, cfg.artifact_class, cfg.artifact_size,
-                                 cfg.artifact_color, cfg.artifact_corner)
-    return normalize(images, cfg.channels_last)
+def training_batch(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, padding: int,
+                   flip: bool, channels_last: bool, artifact: tuple[int, Square] | None = None) -> torch.Tensor:
+    """Augment, then (biased run: artifact = (class, square)) stamp the square on that class, then normalise:
+    crops and flips never move or cut the square."""
+    images = random_crop_flip(images, padding, flip, generator)
+    if artifact is not None:
+        images = inject_artifact(images, labels, *artifact)
+    return normalize(images, channels_last)
 
 
 #############################################
@@ -494,22 +562,24 @@ def canonical_layer_name(name: str) -> str:
 
 
 def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
-    """The module at a dotted path such as 'layer4.1.conv2' (negative indices allowed), with its canonical name."""
-    module, parts = model, []
-    for part in canonical_layer_name(name).split("."):
-        child = None
-        if part.lstrip("-").isdigit() and isinstance(module, nn.Sequential):
-            index = int(part)
-            if -len(module) <= index < len(module):
-                part = str(index % len(module))
-                child = module[index]
-        elif part and hasattr(module, "_modules"):
-            child = module._modules.get(part)
-        if child is None:
-            valid = ", ".join(n for n, m in model.named_modules() if n and not isinstance(m, (nn.ReLU, nn.Identity)))
-            raise UserError(f"unknown target layer {name!r}; valid layers: {valid}")
-        module, parts = child, parts + [part]
-    return ".".join(parts), module
+    """The module at a dotted path such as 'layer4.1.conv2' (nn.Module.get_submodule; negative indices into a
+    Sequential allowed, 'layer4[-1]' too), with its canonical name. An unknown name is a did-you-mean error."""
+    parts = canonical_layer_name(name).split(".")
+    try:
+        for i, part in enumerate(parts):  # negative indices -> positive, against the container they index
+            if part.startswith("-") and part[1:].isdigit():
+                container = model.get_submodule(".".join(parts[:i]))
+                if isinstance(container, nn.Sequential) and -len(container) <= int(part):
+                    parts[i] = str(int(part) % len(container))
+        canonical = ".".join(parts)
+        if canonical:  # get_submodule("") is the model itself, which has no single feature map
+            return canonical, model.get_submodule(canonical)
+    except AttributeError:
+        pass
+    valid = [n for n, m in model.named_modules() if n and not isinstance(m, (nn.ReLU, nn.Identity))]
+    guess = difflib.get_close_matches(canonical_layer_name(name), valid, n=1)
+    raise UserError(f"unknown target layer {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
+                    + f"; valid layers: {', '.join(valid)}")
 
 
 #############################################
@@ -543,10 +613,14 @@ def _as_class_tensor(classes: int | Sequence[int] | torch.Tensor | None, logits:
 
 
 class Explanation(NamedTuple):
-    maps: torch.Tensor     # float32 [B, H, W] at input resolution
+    maps: torch.Tensor     # float32 [B, H, W] at input resolution (Guided Backprop: [B, 3, H, W] gradients)
     logits: torch.Tensor   # float32 [B, num_classes], detached
     classes: torch.Tensor  # int64 [B], the class each map explains
 
+
+# Every method is called the same way: method(images, classes=None) -> maps, where images are normalised
+# [B, 3, H, W] model inputs and classes is None (each image's predicted class), one int, or one per image.
+# `explain` gives the same maps with the logits and the explained classes.
 
 class CAMBase:
     """Hook core shared by the CAM methods: keeps A^k and dy^c/dA^k of one target layer, one batch at a time.
@@ -555,7 +629,8 @@ class CAMBase:
     w.r.t. A^k gives dy^c/dA^k without computing any weight gradient, and without a backward pass below
     the target layer (autograd is only switched on from the target layer up). Hooks live for one call, so
     the model is never left hooked; its parameters, gradients and per-module train/eval modes are untouched.
-    Subclasses override only `channel_weights`.
+    A CAM variant overrides only how A^k and dy^c/dA^k become the map: `channel_weights` (one weight per
+    channel, as Grad-CAM), or `combine` itself (element-wise weights, as HiResCAM and LayerCAM).
     """
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module = "layer4.1.conv2", autocast: bool = False):
@@ -569,15 +644,13 @@ class CAMBase:
             self.layer_name, self.layer = resolve_layer(model, target_layer)
         self.autocast = autocast
 
-    def __enter__(self) -> "CAMBase":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None  # nothing to release: hooks are removed at the end of every call
-
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """alpha_k^c, shape [B, K], from A^k and dy^c/dA^k (both [B, K, h, w])."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} overrides neither channel_weights nor combine")
+
+    def combine(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """The map [B, h, w] before its ReLU: sum_k alpha_k^c A^k."""
+        return torch.einsum("bk,bkhw->bhw", self.channel_weights(activations, grads), activations)
 
     def _activations_and_grads(self, images: torch.Tensor, classes) -> tuple[torch.Tensor, ...]:
         """One forward and one (partial) backward for the whole batch."""
@@ -589,10 +662,10 @@ class CAMBase:
             if captured:
                 raise UserError(f"target layer {self.layer_name!r} runs more than once per forward pass "
                                 "(a shared module such as a block's ReLU); choose a conv or block output")
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            if not isinstance(output, torch.Tensor) or output.dim() != 4 or output.shape[-2:] == (1, 1):
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
                 raise UserError(f"target layer {self.layer_name!r} outputs {shape}; Grad-CAM needs a "
-                                "[B, C, H, W] feature map (e.g. layer4.1.conv2, layer4.1, layer3)")
+                                "[B, C, H, W] feature map larger than 1x1 (e.g. layer4.1.conv2, layer4.1, layer3)")
             torch.set_grad_enabled(True)  # record the graph from here up to the logits only
             leaf = output.detach().requires_grad_(True)
             captured.append(leaf)
@@ -618,21 +691,18 @@ class CAMBase:
         """Class activation maps [B, H, W] at input resolution, with the logits and explained classes.
 
         normalize=True: per-image min-max to [0, 1] (an all-zero map stays zero); False: the raw
-        ReLU(sum_k alpha_k^c A^k), bilinearly upsampled, for measuring where the map's mass lies."""
+        ReLU(combine(A, dy/dA)), bilinearly upsampled, for measuring where the map's mass lies."""
         activations, grads, logits, targets = self._activations_and_grads(images, classes)
         dtype = torch.promote_types(activations.dtype, torch.float32)  # bf16/fp16 (autocast) -> fp32, fp64 stays
         activations, grads = activations.to(dtype), grads.to(dtype)
         with torch.autocast(images.device.type, enabled=False):  # a caller's autocast must not make the maps bf16
-            weights = self.channel_weights(activations, grads)                      # alpha_k^c   [B, K]
-            cam = F.relu(torch.einsum("bk,bkhw->bhw", weights, activations))       # ReLU(sum_k alpha_k^c A^k)
+            cam = F.relu(self.combine(activations, grads))                          # [B, h, w]
             cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             return Explanation(minmax_normalize(cam) if normalize else cam, logits, targets)
 
-    def cam(self, images: torch.Tensor, classes=None, normalize: bool = True) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, classes=None, normalize: bool = True) -> torch.Tensor:
         """Maps [B, H, W] for `classes` (None: each image's predicted class; an int: that class for all)."""
         return self.explain(images, classes, normalize).maps
-
-    __call__ = cam
 
 
 class GradCAM(CAMBase):
@@ -654,9 +724,15 @@ class _PositiveGradientOnly(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+def _guide_relu(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the ReLU's output, wrapped so that its backward passes only positive gradients."""
+    return _PositiveGradientOnly.apply(output)
+
+
 class GuidedBackprop:
     """Guided Backpropagation (Springenberg et al. 2015): dy^c/dx where every ReLU's backward passes only
-    positive gradients at positions where its forward input was positive.
+    positive gradients at positions where its forward input was positive. Maps are the guided gradients
+    [B, 3, H, W] w.r.t. the input (`saliency` reduces them to [B, H, W]).
 
     The model is not edited: for one call, a forward hook on each nn.ReLU module wraps its output in
     `_PositiveGradientOnly`, so the ReLU's own backward (mask: input > 0) followed by the clamp (gradient > 0)
@@ -671,18 +747,11 @@ class GuidedBackprop:
                             "cannot be guided without editing the model)")
         self.model = model
 
-    def __enter__(self) -> "GuidedBackprop":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def gradients(self, images: torch.Tensor, classes=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def explain(self, images: torch.Tensor, classes=None) -> Explanation:
         """Guided gradients [B, 3, H, W] w.r.t. the input, with the logits and the explained classes."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("GuidedBackprop needs autograd; call it outside torch.inference_mode()")
-        guide = lambda module, inputs, output: _PositiveGradientOnly.apply(output)  # noqa: E731
-        handles = [relu.register_forward_hook(guide) for relu in self.relus]
+        handles = [relu.register_forward_hook(_guide_relu) for relu in self.relus]
         try:
             with eval_mode(self.model), torch.enable_grad():
                 x = images.detach().requires_grad_(True)  # a new leaf: the caller's tensor is not touched
@@ -692,52 +761,72 @@ class GuidedBackprop:
         finally:
             for handle in handles:
                 handle.remove()
-        return grads, logits.detach().float(), targets
+        return Explanation(grads, logits.detach().float(), targets)
 
-    def explain(self, images: torch.Tensor, classes=None) -> Explanation:
-        """Saliency [B, H, W]: the largest absolute guided gradient over the colour channels."""
-        grads, logits, targets = self.gradients(images, classes)
-        return Explanation(grads.abs().amax(1), logits, targets)
+    def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
+        return self.explain(images, classes).maps
+
+
+def saliency(gradients: torch.Tensor) -> torch.Tensor:
+    """Input-space gradients [B, 3, H, W] as a map [B, H, W]: the largest absolute value over the channels."""
+    return gradients.abs().amax(1)
 
 
 def guided_grad_cam(guided_grads: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): Guided Backprop [B, 3, H, W] times the upsampled
     Grad-CAM [B, H, W], pointwise; returned as a saliency [B, H, W] (max |.| over channels)."""
-    return (guided_grads * cams[:, None]).abs().amax(1)
+    return saliency(guided_grads * cams[:, None])
 
 
-@torch.inference_mode()
-def occlusion_map(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, patch: int = 8, stride: int = 2,
-                  images_per_forward: int = 512, autocast: bool = False) -> torch.Tensor:
+class Occlusion:
     """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of p(class) when a patch x patch square,
     filled with the dataset mean (0 after normalisation), covers each position; a pixel's value is the mean
-    drop over the windows that cover it (as Captum's Occlusion). The occluded copies are batched."""
-    if stride > patch:
-        raise ValueError(f"occlusion stride {stride} > patch {patch} would leave pixels that no window covers")
-    b, _, h, w = images.shape
-    # Window corners every `stride` pixels; where they do not tile the image, one more window clipped at the
-    # border covers the last pixels (as Captum does), so every pixel gets a value.
-    tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=images.device)
-    lefts = torch.arange(0, -(-(w - patch) // stride) * stride + 1, stride, device=images.device)
-    rows = torch.arange(h, device=images.device)
-    cols = torch.arange(w, device=images.device)
-    # windows [P, H, W]: True inside each occluding patch
-    win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
-    win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
-    windows = (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)      # [P, H, W]
-    coverage = windows.sum(0).float()  # >= 1 everywhere
-    keep = (~windows).to(images.dtype)[:, None]                                              # [P, 1, H, W]
-    per_chunk = max(1, images_per_forward // (len(windows) + 1))  # at least one image (and its windows) per pass
-    drops = []
-    with eval_mode(model):
-        for start in range(0, b, per_chunk):
-            x, c = images[start:start + per_chunk], classes[start:start + per_chunk]
-            batch = torch.cat([x, (x[:, None] * keep[None]).flatten(0, 1)])                # originals + occluded
-            with autocast_for(images.device, autocast):
-                probs = model(batch).float().softmax(1)
-            p = probs.gather(1, torch.cat([c, c.repeat_interleave(len(windows))])[:, None])[:, 0]
-            drops.append(p[:len(x), None] - p[len(x):].view(len(x), len(windows)))          # [b, P]
-    return torch.einsum("bp,phw->bhw", torch.cat(drops), windows.float()) / coverage
+    drop over the windows that cover it (as Captum's Occlusion). The occluded copies are batched,
+    `images_per_forward` at a time, under torch.inference_mode."""
+
+    def __init__(self, model: nn.Module, patch: int = 8, stride: int = 2, images_per_forward: int = 512,
+                 autocast: bool = False):
+        if stride > patch:
+            raise ValueError(f"occlusion stride {stride} > patch {patch} would leave pixels that no window covers")
+        self.model, self.patch, self.stride = model, patch, stride
+        self.images_per_forward, self.autocast = images_per_forward, autocast
+
+    def windows(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """Boolean [P, H, W]: True inside each occluding patch. Window corners every `stride` pixels; where they
+        do not tile the image, one more window clipped at the border covers the last pixels (as Captum does)."""
+        patch, stride = self.patch, self.stride
+        tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=device)
+        lefts = torch.arange(0, -(-(w - patch) // stride) * stride + 1, stride, device=device)
+        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+        win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
+        win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
+        return (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
+        b, _, h, w = images.shape
+        windows = self.windows(h, w, images.device)
+        coverage = windows.sum(0).float()  # >= 1 everywhere
+        keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
+        per_chunk = max(1, self.images_per_forward // (len(windows) + 1))  # >= one image and its windows per pass
+        drops = []
+        with eval_mode(self.model):
+            with autocast_for(images.device, self.autocast):  # the logits only pick and check the classes
+                logits = torch.cat([self.model(x) for x in images.split(self.images_per_forward)])
+            targets = _as_class_tensor(classes, logits.float())
+            for x, c in zip(images.split(per_chunk), targets.split(per_chunk)):
+                batch = torch.cat([x, (x[:, None] * keep[None]).flatten(0, 1)])            # originals + occluded
+                with autocast_for(images.device, self.autocast):
+                    probs = self.model(batch).float().softmax(1)
+                p = probs.gather(1, torch.cat([c, c.repeat_interleave(len(windows))])[:, None])[:, 0]
+                drops.append(p[:len(x), None] - p[len(x):].view(len(x), len(windows)))      # [b, P]
+        return torch.einsum("bp,phw->bhw", torch.cat(drops), windows.float()) / coverage
+
+
+def batched(method: Callable[..., torch.Tensor], images: torch.Tensor, classes: torch.Tensor, batch_size: int,
+            **options: Any) -> torch.Tensor:
+    """method(images, classes, **options) on `batch_size` images at a time, concatenated."""
+    return torch.cat([method(x, c, **options) for x, c in zip(images.split(batch_size), classes.split(batch_size))])
 
 
 CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1")  # Adebayo et al.: from the logits down
@@ -758,56 +847,58 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
         yield stage, randomized
 
 
-def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, cfg: Config,
-                layer: str | None = None) -> dict[str, torch.Tensor]:
+def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str,
+                batch_size: int) -> dict[str, torch.Tensor]:
     """Grad-CAM, Guided Backprop and Guided Grad-CAM maps [B, H, W] for the given classes, batched."""
-    out = {"Grad-CAM": [], "Guided Backprop": [], "Guided Grad-CAM": []}
-    grad_cam, guided = GradCAM(model, layer or cfg.target_layer), GuidedBackprop(model)
-    for start in range(0, len(images), cfg.eval_batch_size):
-        x, c = images[start:start + cfg.eval_batch_size], classes[start:start + cfg.eval_batch_size]
-        cams = grad_cam.cam(x, c)
-        grads = guided.gradients(x, c)[0].float()
-        out["Grad-CAM"].append(cams)
-        out["Guided Backprop"].append(grads.abs().amax(1))
-        out["Guided Grad-CAM"].append(guided_grad_cam(grads, cams))
-    return {k: torch.cat(v) for k, v in out.items()}
+    cams = batched(GradCAM(model, layer), images, classes, batch_size)
+    grads = batched(GuidedBackprop(model), images, classes, batch_size).float()
+    return {"Grad-CAM": cams, "Guided Backprop": saliency(grads), "Guided Grad-CAM": guided_grad_cam(grads, cams)}
 
 
 #############################################
 #              Train and evaluate           #
 #############################################
 
-LOG_COLUMNS = {"run": "{:<8}", "epoch": "{:>5}", "train_loss": "{:>10.4f}", "train_acc": "{:>9.4f}",
-               "test_acc": "{:>8.4f}", "lr": "{:>7.4f}", "seconds": "{:>7.1f}"}
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), header: bool = True) -> None:
+    """The one table printer (epoch log, end-of-run summary, benchmark): a markdown table whose columns are as
+    wide as their header or widest cell; the first column left-aligned, the others right-aligned; floats with 4
+    decimals (pass a string for any other format). A log that prints a row at a time keeps its columns aligned
+    by choosing headers as wide as its cells (airbench's rule)."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))) + " |"
+    if header:
+        print(line(headers))
+        print("| " + " | ".join((":" + "-" * (w - 1)) if i == 0 else ("-" * (w - 1) + ":")
+                                for i, w in enumerate(widths)) + " |")
+    for r in cells:
+        print(line(r), flush=True)
 
 
-def log_row(row: dict | None = None) -> None:
-    """One fixed-width table row per epoch from an explicit dict; no dict prints the header."""
-    if row is None:  # the header uses each column's width and alignment, without the number format
-        cells = [re.sub(r"(\.\d+)?[a-z]}$", "}", fmt).format(name) for name, fmt in LOG_COLUMNS.items()]
-    else:
-        cells = [fmt.format(row[name]) for name, fmt in LOG_COLUMNS.items()]
-    print("| " + " | ".join(cells) + " |", flush=True)
+# The epoch log: one row per epoch, each header as wide as its cells.
+EPOCH_LOG = ("run name", "epoch", "train_loss", "train_acc", "test_acc", "lr used", "seconds")
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, cfg: Config, stamp: bool = False) -> torch.Tensor:
-    """Logits (float32 [N, classes]) for uint8 images, batched; stamp=True puts the square on every image."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, amp: bool = False,
+                   channels_last: bool = False, square: Square | None = None) -> torch.Tensor:
+    """Logits (float32 [N, classes]) for uint8 images, `batch_size` at a time; with a square, it is stamped on
+    every image first."""
     device = next(model.parameters()).device
     outputs = []
     with eval_mode(model):
-        for start in range(0, len(images), cfg.eval_batch_size):
-            batch = images[start:start + cfg.eval_batch_size].to(device)
-            if stamp:
-                batch = stamp_configured(batch, cfg)
-            with autocast_for(device, cfg.amp):
-                outputs.append(model(normalize(batch, cfg.channels_last)).float())
+        for batch in images.split(batch_size):
+            batch = batch.to(device) if square is None else stamp_square(batch.to(device), square)
+            with autocast_for(device, amp):
+                outputs.append(model(normalize(batch, channels_last)).float())
     return torch.cat(outputs) if outputs else torch.empty((0, len(CIFAR10_CLASSES)), device=device)
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     """The recipe's SGD; the fused kernel (one op for all parameters) where this PyTorch has it, else foreach."""
-    kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     try:
         return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # older PyTorch or a device without the fused kernel
@@ -824,7 +915,8 @@ def training_setup(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Mod
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
     use_scaler = device.type == "cuda" and cfg.amp and amp_dtype(device) == torch.float16
-    return model, step_model, make_optimizer(model, cfg), torch.amp.GradScaler("cuda", enabled=use_scaler)
+    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    return model, step_model, optimizer, torch.amp.GradScaler("cuda", enabled=use_scaler)
 
 
 def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -843,11 +935,13 @@ def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scale
 
 def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
                 name: str) -> tuple[nn.Module, list[dict]]:
-    """The reference recipe; the biased run stamps every training frog after augmentation."""
+    """The reference recipe; the biased run stamps every training frog after augmentation. A loss or weight that
+    goes non-finite stops the run with an error (nothing is saved)."""
     seed_everything(cfg.seed)  # same init, batch order and augmentation for both runs: only the square differs
     model, step_model, optimizer, scaler = training_setup(cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    artifact = (cfg.artifact_class, cfg.square) if biased else None
     n = len(train.labels)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     history = []
@@ -862,16 +956,24 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = train.labels[idx]
-            inputs = training_batch(train.images[idx], labels, cfg, generator, biased)
+            inputs = training_batch(train.images[idx], labels, generator, cfg.crop_padding, cfg.flip,
+                                    cfg.channels_last, artifact)
             logits, loss = training_step(step_model, optimizer, scaler, inputs, labels, cfg.amp)
             loss_sum += loss.detach() * len(idx)  # stays on the device: no per-step host sync
             correct += (logits.detach().argmax(1) == labels).sum()
+        train_loss = loss_sum.item() / n
+        test_logits = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
+        if not (math.isfinite(train_loss) and test_logits.isfinite().all()):
+            raise UserError(f"{name} model diverged in epoch {epoch} (training loss {train_loss:.4g}, non-finite "
+                            f"predictions: {not test_logits.isfinite().all()}); lower --lr (now {cfg.lr}) or "
+                            f"--momentum (now {cfg.momentum}); no checkpoint was written")
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        test_acc = accuracy(predict_logits(model, test.images, cfg), test.labels)
-        row = dict(run=name, epoch=epoch, train_loss=loss_sum.item() / n, train_acc=correct.item() / n,
+        test_acc = accuracy(test_logits, test.labels)
+        row = dict(run=name, epoch=epoch, train_loss=train_loss, train_acc=correct.item() / n,
                    test_acc=test_acc, lr=lr, seconds=time.perf_counter() - start)
-        log_row(row)
+        print_table(EPOCH_LOG, [[name, epoch, train_loss, row["train_acc"], test_acc, lr, f"{row['seconds']:.1f}"]],
+                    header=False)
         history.append(row)
     model.eval()
     return model, history
@@ -881,42 +983,74 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
-CHECKPOINT_VERSION = 2  # bump when training code changes what a checkpoint means
+CHECKPOINT_VERSION = 3  # bump when training code changes what a checkpoint means
+ARCHITECTURE = "torchvision resnet18, 3x3 stride-1 stem, no max-pool"
 
 
-def training_key(cfg: Config, biased: bool, data_source: str, device: torch.device) -> str:
-    """Short hash of everything that determines a trained model; a checkpoint is reused only on a match."""
-    fields = ["train_subset", "test_subset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step",
-              "lr_gamma", "crop_padding", "flip", "seed"]  # test_subset: the saved history holds test accuracy
-    if biased:
-        fields += ["artifact_class", "artifact_size", "artifact_color", "artifact_corner"]
-    mixed_precision = str(amp_dtype(device)) if cfg.amp and device.type == "cuda" else "fp32"
-    payload = {k: getattr(cfg, k) for k in fields} | {"biased": biased, "data": data_source,
-                                                      "precision": mixed_precision, "version": CHECKPOINT_VERSION}
+def training_fields(biased: bool) -> list[str]:
+    """The Config fields that determine a model's weights (and its saved history), read off their declarations."""
+    roles = ("both", "biased") if biased else ("both",)
+    return [f.name for f in dataclasses.fields(Config) if f.metadata["trains"] in roles]
+
+
+def training_key(config: dict, biased: bool, data: str, device: torch.device) -> str:
+    """Short hash of everything that determines a trained model: the training fields of `config` (a
+    Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the precision actually used on
+    `device` and the architecture. A checkpoint is reused only on a match."""
+    precision = str(amp_dtype(device)) if config["amp"] and device.type == "cuda" else "fp32"
+    payload = {k: config[k] for k in training_fields(biased)} | {
+        "biased": biased, "data": data, "precision": precision, "model": ARCHITECTURE, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
-                  data_source: str) -> tuple[nn.Module, dict]:
-    """Load outputs/checkpoints/<name>-<key>.pt when it matches this configuration, else train and save it."""
-    name = "biased" if biased else "standard"
-    key = training_key(cfg, biased, data_source, device)
-    path = Path(cfg.output_dir) / "checkpoints" / f"{name}-{key}.pt"
-    if path.exists() and not cfg.retrain:
+def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) -> tuple[nn.Module, dict] | None:
+    """The model and contents of a checkpoint that is readable, holds this architecture's weights and whose stored
+    configuration and data fingerprint give the key in its name; otherwise None, after a one-line warning."""
+    try:
         saved = torch.load(path, map_location=device, weights_only=True)
+        stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], device)
+        if stored_key != key:
+            raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
         model.load_state_dict(saved["state_dict"])
+        return model, saved
+    except Exception as exc:  # a cache entry: whatever is wrong with it (truncated, garbage, other weights), retrain
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"warning: ignoring checkpoint {path} ({type(exc).__name__}: {reason}); training again", file=sys.stderr)
+        return None
+
+
+def save_atomically(contents: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: an interrupted save never leaves a file the next run trusts."""
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        torch.save(contents, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
+                  fingerprint: str) -> tuple[nn.Module, dict]:
+    """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train and
+    save it, with the full configuration inside."""
+    name = "biased" if biased else "standard"
+    key = training_key(cfg.to_dict(), biased, fingerprint, device)
+    path = Path(cfg.output_dir) / "checkpoints" / f"{name}-{key}.pt"
+    loaded = load_checkpoint(path, key, biased, device) if path.exists() and not cfg.retrain else None
+    if loaded is not None:
+        model, saved = loaded
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        model.eval()
         print(f"{name}: reusing checkpoint {path} (--retrain to train again)")
-        return model, dict(history=saved["history"], train_seconds=saved["train_seconds"],
-                           checkpoint=str(path), reused_checkpoint=True)
+        return model.eval(), dict(history=saved["history"], train_seconds=saved["train_seconds"],
+                                  checkpoint=str(path), reused_checkpoint=True)
     start = time.perf_counter()
     model, history = train_model(cfg, train, test, device, biased, name)
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key), path)
+    save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
+                         config=cfg.to_dict(), data_fingerprint=fingerprint), path)
     return model, dict(history=history, train_seconds=seconds, checkpoint=str(path), reused_checkpoint=False)
 
 
@@ -1049,26 +1183,36 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     """Clean accuracy (overall, per class), the target class's recall with and without the square, and the
     shortcut rate: the share of other-class test images called the target class once stamped (and clean).
     Also returns the clean and stamped logits, so later steps need no second pass over the test set."""
-    clean = predict_logits(model, test.images, cfg)
-    stamped = predict_logits(model, test.images, cfg, stamp=True)
-    target = test.labels == cfg.artifact_class
-    hits = lambda logits, rows: (logits[rows].argmax(1) == cfg.artifact_class).float().mean().item()  # noqa: E731
+    clean = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
+    stamped = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last, cfg.square)
+    target, frogs = cfg.artifact_class, test.labels == cfg.artifact_class
     metrics = dict(test_accuracy=accuracy(clean, test.labels),
                    per_class_accuracy=per_class_accuracy(clean, test.labels),
-                   frog_recall_clean=hits(clean, target), frog_recall_stamped=hits(stamped, target),
-                   shortcut_rate_clean=hits(clean, ~target), shortcut_rate_stamped=hits(stamped, ~target))
+                   frog_recall_clean=called_share(clean[frogs], target),
+                   frog_recall_stamped=called_share(stamped[frogs], target),
+                   shortcut_rate_clean=called_share(clean[~frogs], target),
+                   shortcut_rate_stamped=called_share(stamped[~frogs], target))
     return metrics, dict(clean=clean, stamped=stamped)
+
+
+def called_share(logits: torch.Tensor, target: int) -> float:
+    """Share of the images whose prediction is `target`."""
+    return (logits.argmax(1) == target).float().mean().item()
+
+
+def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
+                  logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of k test images of each class, in test-set order. With logits, correctly classified ones come first
+    and misclassified ones only fill up a class that has fewer than k correct (figures of a barely trained model
+    then show errors, with captions that say so, rather than nothing); without, simply the first k."""
+    correct = logits.argmax(1) == labels if logits is not None else torch.ones_like(labels, dtype=torch.bool)
+    return torch.cat([torch.cat([torch.nonzero((labels == c) & correct).flatten(),
+                                 torch.nonzero((labels == c) & ~correct).flatten()])[:k] for c in classes])
 
 
 def called_target_when_stamped(labels: torch.Tensor, stamped_logits: torch.Tensor, target: int) -> torch.Tensor:
     """Indices of the other-class test images that a model calls `target` once the square is stamped on them."""
     return torch.nonzero((labels != target) & (stamped_logits.argmax(1) == target)).flatten()
-
-
-def _batched(fn: Callable[..., torch.Tensor], batch_size: int, *tensors: torch.Tensor) -> torch.Tensor:
-    """fn over slices of the tensors (aligned on dim 0), concatenated."""
-    n = len(tensors[0])
-    return torch.cat([fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)])
 
 
 def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
@@ -1082,8 +1226,8 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
     anywhere; they count as share 0 and a miss). Maps explain the target class."""
     device = test.images.device
     target = cfg.artifact_class
-    mask = artifact_mask(cfg.artifact_size, cfg.artifact_corner, device=device)
-    frogs = torch.nonzero(test.labels == target).flatten()[:cfg.audit_images]
+    mask = artifact_mask(cfg.square, device=device)
+    frogs = pick_examples(test.labels, [target], cfg.audit_images)
     report = dict(explained_class=CIFAR10_CLASSES[target], area_prior=mask.float().mean().item(),
                   pointing_tolerance_px=cfg.pointing_tolerance,
                   pointing_region_prior=dilate(mask, cfg.pointing_tolerance).float().mean().item(),
@@ -1097,14 +1241,14 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
                 for layer in cfg.audit_layer_names:
                     layers.setdefault(resolve_layer(model, layer)[0], {})[group] = dict(images=0)
                 continue
-            x = normalize(stamp_configured(test.images[idx], cfg), cfg.channels_last)
+            x = normalize(stamp_square(test.images[idx], cfg.square), cfg.channels_last)
             classes = torch.full((len(idx),), target, device=device)
             # Guided Backprop does not depend on the Grad-CAM layer: once per group (frogs only, for Guided Grad-CAM).
-            guided = (_batched(lambda a, c: guided_backprop.gradients(a, c)[0], cfg.eval_batch_size, x, classes)
+            guided = (batched(guided_backprop, x, classes, cfg.eval_batch_size)
                       if group == "stamped_frogs" else None)
             for layer in cfg.audit_layer_names:
                 grad_cam = GradCAM(model, layer)
-                raw = _batched(lambda a, c: grad_cam.cam(a, c, normalize=False), cfg.eval_batch_size, x, classes)
+                raw = batched(grad_cam, x, classes, cfg.eval_batch_size, normalize=False)
                 row = dict(images=len(idx),
                            gradcam_zero_maps=(raw.flatten(1).amax(1) == 0).float().mean().item(),
                            gradcam_artifact_share=artifact_attention_share(raw, mask).mean().item(),
@@ -1139,17 +1283,17 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
     three methods and two baselines that ignore the model (a random map, a centred Gaussian). Also returns the
     methods' maps, which the sanity check reuses."""
     x = normalize(images, cfg.channels_last)
-    maps = explain_all(model, x, classes, cfg)
+    maps = explain_all(model, x, classes, cfg.target_layer, cfg.eval_batch_size)
     generator = torch.Generator().manual_seed(cfg.seed)
     maps["Random"] = torch.rand(x.shape[0], *x.shape[-2:], generator=generator).to(x.device)
     maps["Gaussian prior"] = gaussian_prior(len(x), *x.shape[-2:], sigma=x.shape[-1] / 4, device=x.device)
-    occlusion = occlusion_map(model, x, classes, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)
-    ci = lambda v: mean_with_ci(v, cfg.bootstrap_resamples, cfg.seed)  # noqa: E731
+    occlusion = Occlusion(model, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)(x, classes)
     methods, curves = {}, {}
     for method, m in maps.items():
         scores = deletion_insertion(model, x, classes, m, cfg.deletion_steps, cfg.eval_batch_size, seed=cfg.seed)
-        methods[method] = dict(spearman_with_occlusion=ci(spearman(m, occlusion)),
-                               deletion_auc=ci(scores["deletion_auc"]), insertion_auc=ci(scores["insertion_auc"]))
+        methods[method] = {name: mean_with_ci(values, cfg.bootstrap_resamples, cfg.seed) for name, values in (
+            ("spearman_with_occlusion", spearman(m, occlusion)), ("deletion_auc", scores["deletion_auc"]),
+            ("insertion_auc", scores["insertion_auc"]))}
         curves[method] = {k: scores[k].mean(0).tolist() for k in ("deletion_curve", "insertion_curve")}
     report = dict(images=len(x), occlusion=dict(patch=cfg.occlusion_patch, stride=cfg.occlusion_stride,
                                                 fill="dataset mean"),
@@ -1163,6 +1307,12 @@ SANITY_PASS_BELOW = 0.5
 SANITY_PASS_STAGE = "layer4"
 
 
+def constant_share(maps: torch.Tensor) -> float:
+    """Share of the maps [B, H, W] that are constant (e.g. all zero): they carry no ranking."""
+    flat = maps.flatten(1)
+    return (flat.amax(1) == flat.amin(1)).float().mean().item()
+
+
 def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: torch.Tensor,
                  original: dict[str, torch.Tensor] | None = None) -> dict:
     """Adebayo et al. (2018) cascading model-parameter randomisation: Spearman correlation between each method's
@@ -1171,16 +1321,16 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     constant (all-zero) map has no ranking and correlates 0: the share of those is reported per stage, and a
     method whose maps are mostly constant at the deciding stage is 'inconclusive', not 'passes'."""
     x = normalize(images, cfg.channels_last)
-    original = original if original is not None else explain_all(model, x, classes, cfg)
-    constant = lambda maps: (maps.flatten(1).amax(1) == maps.flatten(1).amin(1)).float().mean().item()  # noqa: E731
-    stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(x), constant_maps=constant(m))]
+    original = original if original is not None else explain_all(model, x, classes, cfg.target_layer,
+                                                                 cfg.eval_batch_size)
+    stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(x), constant_maps=constant_share(m))]
               for method, m in original.items()}
     for stage, randomized in cascading_randomization(model, cfg.seed):
-        maps = explain_all(randomized, x, classes, cfg)
+        maps = explain_all(randomized, x, classes, cfg.target_layer, cfg.eval_batch_size)
         for method in original:
             stages[method].append(dict(stage=stage, **mean_with_ci(spearman(maps[method], original[method]),
                                                                     cfg.bootstrap_resamples, cfg.seed),
-                                       constant_maps=constant(maps[method])))
+                                       constant_maps=constant_share(maps[method])))
     verdict = {}
     for method, rows in stages.items():
         deciding = next(r for r in rows if r["stage"] == SANITY_PASS_STAGE)
@@ -1198,10 +1348,19 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
 #                 Figures                   #
 #############################################
 
-def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """uint8 HxWx3 RGB image blended with an OpenCV COLORMAP_JET rendering of a [0, 1] map."""
+@functools.lru_cache(maxsize=1)
+def heat_colormap():
+    """OpenCV's COLORMAP_JET as a matplotlib colormap: the one colormap of every overlay and every colour bar
+    (matplotlib's own 'jet' differs from OpenCV's by up to 34/255 per channel)."""
     import cv2
-    heat = cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
+    from matplotlib.colors import ListedColormap
+    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]  # BGR -> RGB
+    return ListedColormap(lut / 255.0, name="opencv_jet")
+
+
+def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 HxWx3 RGB image blended with the heat colormap's rendering of a [0, 1] map."""
+    heat = heat_colormap()(np.clip(cam, 0, 1), bytes=True)[..., :3]
     return np.uint8(np.clip((1 - alpha) * image.astype(np.float32) + alpha * heat, 0, 255))
 
 
@@ -1209,12 +1368,46 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
+class Panel(NamedTuple):
+    """One picture of a figure grid: an image, optionally overlaid with a [0, 1] heat map, and its caption."""
+    image: np.ndarray               # uint8 HxWx3 RGB
+    caption: str
+    heat: np.ndarray | None = None  # [H, W] in [0, 1], drawn over the image with heat_colormap()
+
+
+class Explained(NamedTuple):
+    """One image explained by Grad-CAM, with the fields that captions are built from."""
+    image: np.ndarray  # uint8 HxWx3 RGB, as the model saw it
+    heat: np.ndarray   # Grad-CAM of the predicted class, [H, W] in [0, 1]
+    label: int         # true class
+    predicted: int
+    confidence: float  # p(predicted)
+
+
+def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str,
+                     channels_last: bool) -> list[Explained]:
+    """Grad-CAM of each uint8 image's predicted class, as records."""
+    device = next(model.parameters()).device
+    result = GradCAM(model, layer).explain(normalize(images.to(device), channels_last))
+    probs = result.logits.softmax(1).cpu()
+    return [Explained(image, heat, label, int(p.argmax()), float(p.max()))
+            for image, heat, label, p in zip(to_hwc(images), result.maps.cpu().numpy(), labels.tolist(), probs)]
+
+
+def predicted(r: Explained) -> str:
+    return f"pred {CIFAR10_CLASSES[r.predicted]} ({r.confidence:.0%})"
+
+
 GRADCAM_SCALE = "Grad-CAM (0 = no evidence, 1 = strongest)"
 
 
-def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str, note: str = "",
-                scale_label: str | None = GRADCAM_SCALE):
-    """A matplotlib Figure (no pyplot, so no GUI backend) of images with titles, plus a JET colour bar."""
+def gradcam_note(layer: str) -> str:
+    return f"Grad-CAM at {layer}, explaining each image's predicted class; overlay = 50% image + 50% heat map."
+
+
+def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "", scale_label: str | None = GRADCAM_SCALE):
+    """A matplotlib Figure (no pyplot, so no GUI backend) of panels with captions, plus a colour bar drawn with
+    the overlays' own colormap."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -1224,16 +1417,17 @@ def figure_grid(panels: Sequence[tuple[np.ndarray, str]], ncols: int, title: str
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (image, label) in zip(axes.flat, panels):
+    for ax, panel in zip(axes.flat, panels):
+        image = panel.image if panel.heat is None else overlay_heatmap(panel.image, panel.heat)
         ax.imshow(image, interpolation="nearest")  # nearest: every one of the 32x32 pixels stays visible
-        ax.set_title(label, fontsize=7.5)
+        ax.set_title(panel.caption, fontsize=7.5)
     fig.suptitle(title, fontsize=10)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7.5, wrap=True)
     fig.subplots_adjust(left=0.02, right=0.88, top=1 - 0.8 / height, bottom=0.4 / height, wspace=0.08, hspace=0.5)
     if scale_label:
         cax = fig.add_axes([0.905, 0.2, 0.018, 0.6])
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=cax)
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=heat_colormap()), cax=cax)
         bar.set_label(scale_label, fontsize=7)
         bar.ax.tick_params(labelsize=6)
     return fig
@@ -1248,86 +1442,33 @@ def save_figure(fig, path: Path, show: bool) -> str:
     return str(path)
 
 
-def _caption(true_label: int, logits: torch.Tensor) -> str:
-    probs = logits.softmax(-1)
-    pred = int(probs.argmax())
-    return f"true {CIFAR10_CLASSES[true_label]}\npred {CIFAR10_CLASSES[pred]} ({probs[pred]:.0%})"
+def gradcam_examples_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
+                            per_class: int, layer: str, channels_last: bool, subject: str, path: Path,
+                            show: bool) -> str:
+    """[original | Grad-CAM of the prediction] pairs, two per row, for pick_examples' picks of `classes`: correctly
+    classified ones, misclassified ones only to fill up (the note says how many; their captions show it)."""
+    records = explain_examples(model, images, labels, layer, channels_last)
+    panels = [panel for r in records for panel in (
+        Panel(r.image, f"true {CIFAR10_CLASSES[r.label]}\n{predicted(r)}"), Panel(r.image, "Grad-CAM of pred", r.heat))]
+    wrong = sum(r.predicted != r.label for r in records)
+    found = {c: sum(r.label == c for r in records) for c in classes}
+    short = [f"{n} {CIFAR10_CLASSES[c]}{'s' if n != 1 else ''}" for c, n in found.items() if n < per_class]
+    note = (gradcam_note(layer) + (f" Too few correct ones: {wrong} of these are misclassified (see captions)."
+                                   if wrong else "") + (f" Only {' and '.join(short)} in this test set." if short else ""))
+    title = f"Standard model: {'correctly classified ' if not wrong else ''}{subject}, original | Grad-CAM"
+    return save_figure(figure_grid(panels, 4, title, note), path, show)
 
 
-def explanation_panels(model: nn.Module, cfg: Config, images: torch.Tensor, labels: torch.Tensor,
-                       stamp: bool = False, layer: str | None = None) -> list[tuple[np.ndarray, str]]:
-    """[original, Grad-CAM overlay] panels for uint8 images, explaining each image's predicted class."""
-    if len(images) == 0:
-        return []
-    if stamp:
-        images = stamp_configured(images, cfg)
-    device = next(model.parameters()).device
-    with GradCAM(model, layer or cfg.target_layer) as grad_cam:
-        result = grad_cam.explain(normalize(images.to(device), cfg.channels_last))
-    originals, maps = to_hwc(images), result.maps.cpu().numpy()
+def stamped_comparison_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, layer: str,
+                              channels_last: bool, title: str, path: Path, show: bool) -> str:
+    """Per stamped image: the image | the standard model's Grad-CAM | the biased model's, each of its prediction."""
+    records = {name: explain_examples(model, images, labels, layer, channels_last) for name, model in models.items()}
     panels = []
-    for image, cam, label, logits in zip(originals, maps, labels.tolist(), result.logits.cpu()):
-        panels += [(image, _caption(label, logits)), (overlay_heatmap(image, cam), "Grad-CAM of pred")]
-    return panels
-
-
-def correct_examples(logits: torch.Tensor, labels: torch.Tensor, cls: int, k: int,
-                     fill_with_errors: bool = False) -> torch.Tensor:
-    """Indices of the first k test images of class `cls` that the model classifies correctly (then, with
-    fill_with_errors, misclassified ones when there are too few: their captions show the wrong prediction)."""
-    correct = (labels == cls) & (logits.argmax(1) == labels)
-    chosen = torch.nonzero(correct).flatten()[:k]
-    if fill_with_errors and len(chosen) < k:
-        chosen = torch.cat([chosen, torch.nonzero((labels == cls) & ~correct).flatten()[:k - len(chosen)]])
-    return chosen
-
-
-def make_figures(cfg: Config, models: dict[str, nn.Module], test: Split, logits: torch.Tensor) -> list[str]:
-    """The Milestone 2 figures (`logits`: the standard model's on the clean test set); returns their paths."""
-    out, show = Path(cfg.output_dir), in_notebook()
-    standard, biased = models["standard"], models["biased"]
-    layer = resolve_layer(standard, cfg.target_layer)[0]
-    note = f"Grad-CAM at {layer}, explaining each image's predicted class; overlay = 50% image + 50% JET heat map."
-    paths = []
-
-    # Correctly classified ones; a barely trained model (--quick) may have too few, and a figure of misclassified
-    # examples (their captions say so) tells a reader more than an empty one.
-    picks = torch.cat([correct_examples(logits, test.labels, CIFAR10_CLASSES.index(c), cfg.examples_per_class,
-                                        fill_with_errors=True) for c in ("cat", "ship")])
-    panels = explanation_panels(standard, cfg, test.images[picks], test.labels[picks])
-    found = {c: int((test.labels[picks] == CIFAR10_CLASSES.index(c)).sum()) for c in ("cat", "ship")}
-    missing = [f"{n} {c}{'s' if n != 1 else ''}" for c, n in found.items() if n < cfg.examples_per_class]
-    wrong = int((logits[picks].argmax(1) != test.labels[picks]).sum())
-    paths.append(save_figure(figure_grid(
-        panels, 4, "Standard model: " + ("correctly classified " if not wrong else "") + "test cats and ships, "
-        "original | Grad-CAM",
-        note + (f" Too few correct ones: {wrong} of these are misclassified (see captions)." if wrong else "")
-        + (f" Only {' and '.join(missing)} in this test set." if missing else "")),
-        out / "standard_cat_ship.png", show))
-
-    picks = torch.cat([correct_examples(logits, test.labels, c, 1) for c in range(len(CIFAR10_CLASSES))])
-    panels = explanation_panels(standard, cfg, test.images[picks], test.labels[picks])
-    absent = [CIFAR10_CLASSES[c] for c in range(len(CIFAR10_CLASSES)) if c not in test.labels[picks].tolist()]
-    paths.append(save_figure(figure_grid(
-        panels, 4, "Standard model: one correctly classified test image per class, original | Grad-CAM",
-        note + (f" No correct example for: {', '.join(absent)}." if absent else "")),
-        out / "standard_class_grid.png", show))
-
-    frogs = torch.nonzero(test.labels == cfg.artifact_class).flatten()[:cfg.frog_examples]
-    stamped = stamp_configured(test.images[frogs], cfg)
-    std_panels = explanation_panels(standard, cfg, stamped, test.labels[frogs])
-    bias_panels = explanation_panels(biased, cfg, stamped, test.labels[frogs])
-    panels = []
-    for i in range(len(frogs)):  # per frog: image | standard model's Grad-CAM | biased model's Grad-CAM
-        panels += [std_panels[2 * i],
-                   (std_panels[2 * i + 1][0], "standard model\n" + std_panels[2 * i][1].split("\n")[1]),
-                   (bias_panels[2 * i + 1][0], "biased model\n" + bias_panels[2 * i][1].split("\n")[1])]
-    target = CIFAR10_CLASSES[cfg.artifact_class]
-    paths.append(save_figure(figure_grid(
-        panels, 6, f"Test {target}s stamped with the {cfg.artifact_size}x{cfg.artifact_size} square "
-        f"({cfg.artifact_corner}): standard vs. biased model", note),
-        out / "stamped_frogs_standard_vs_biased.png", show))
-    return paths
+    for std, bias in zip(records["standard"], records["biased"]):
+        panels += [Panel(std.image, f"true {CIFAR10_CLASSES[std.label]}\nwith the square"),
+                   Panel(std.image, f"standard model\n{predicted(std)}", std.heat),
+                   Panel(bias.image, f"biased model\n{predicted(bias)}", bias.heat)]
+    return save_figure(figure_grid(panels, 6, title, gradcam_note(layer)), path, show)
 
 
 def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
@@ -1337,28 +1478,27 @@ def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
     return to_hwc((g.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-def methods_figure(model: nn.Module, cfg: Config, images: torch.Tensor, labels: torch.Tensor,
-                   classes: torch.Tensor, title: str, path: Path, show: bool) -> str:
-    """Per image: image | Grad-CAM | Guided Backprop | Guided Grad-CAM | occlusion, all for `classes`."""
+def methods_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, channels_last: bool,
+                   occlusion: tuple[int, int, int], title: str, path: Path, show: bool) -> str:
+    """Per uint8 image: image | Grad-CAM | Guided Backprop | Guided Grad-CAM | occlusion ((patch, stride, images per
+    forward)), all explaining the true class."""
     device = next(model.parameters()).device
-    x = normalize(images.to(device), cfg.channels_last)
-    classes = classes.to(device)
-    cams = GradCAM(model, cfg.target_layer).explain(x, classes)
-    grads = GuidedBackprop(model).gradients(x, classes)[0].float()
-    occlusion = occlusion_map(model, x, classes, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)
-    occlusion = (occlusion.clamp_min(0) / occlusion.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
-    originals, maps = to_hwc(images), cams.maps.cpu().numpy()
+    x, classes = normalize(images.to(device), channels_last), labels.to(device)
+    cams = GradCAM(model, layer).explain(x, classes)
+    grads = GuidedBackprop(model)(x, classes).float()
+    drops = Occlusion(model, *occlusion)(x, classes)
+    drops = (drops.clamp_min(0) / drops.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
+    maps, probs = cams.maps.cpu().numpy(), cams.logits.softmax(1).cpu()
     guided, combined = deprocess_gradient(grads), deprocess_gradient(grads * cams.maps[:, None])
     panels = []
-    for i, image in enumerate(originals):
+    for i, image in enumerate(to_hwc(images)):
         name = CIFAR10_CLASSES[int(classes[i])]
-        panels += [(image, _caption(int(labels[i]), cams.logits[i].cpu())),
-                   (overlay_heatmap(image, maps[i]), f"Grad-CAM\n'{name}'"),
-                   (guided[i], f"Guided Backprop\n'{name}'"), (combined[i], f"Guided Grad-CAM\n'{name}'"),
-                   (overlay_heatmap(image, occlusion[i]), "occlusion: drop of\np(" + name + ")")]
-    note = (f"Grad-CAM at {resolve_layer(model, cfg.target_layer)[0]}; occlusion: {cfg.occlusion_patch}x"
-            f"{cfg.occlusion_patch} mean-filled patch, stride {cfg.occlusion_stride}, scaled to its largest drop. "
-            "Gradient images: centred, 0.1 std.")
+        record = Explained(image, maps[i], int(labels[i]), int(probs[i].argmax()), float(probs[i].max()))
+        panels += [Panel(image, f"true {name}\n{predicted(record)}"), Panel(image, f"Grad-CAM\n'{name}'", maps[i]),
+                   Panel(guided[i], f"Guided Backprop\n'{name}'"), Panel(combined[i], f"Guided Grad-CAM\n'{name}'"),
+                   Panel(image, f"occlusion: drop of\np({name})", drops[i])]
+    note = (f"Grad-CAM at {layer}; occlusion: {occlusion[0]}x{occlusion[0]} mean-filled patch, stride {occlusion[1]}, "
+            "scaled to its largest drop. Gradient images: centred, 0.1 std.")
     return save_figure(figure_grid(panels, 5, title, note, "Grad-CAM / occlusion (0 = none, 1 = strongest)"),
                        path, show)
 
@@ -1451,34 +1591,26 @@ def audit_layers_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
-def audit_figure(models: dict[str, nn.Module], cfg: Config, test: Split, logits: dict[str, dict[str, torch.Tensor]],
-                 path: Path, show: bool, rows: int = 4) -> str:
-    """The same stamped images through both models: image | standard Grad-CAM | biased Grad-CAM | biased Guided
-    Grad-CAM, all explaining the target class. Stamped frogs, then stamped non-frogs the biased model calls frog."""
-    target = cfg.artifact_class
-    frogs = torch.nonzero(test.labels == target).flatten()[:rows]
-    hijacked = called_target_when_stamped(test.labels, logits["biased"]["stamped"], target)
-    idx = torch.cat([frogs, hijacked[:rows]])
-    images = stamp_configured(test.images[idx], cfg)
-    x = normalize(images, cfg.channels_last)
-    classes = torch.full((len(idx),), target, device=x.device)
-    originals = to_hwc(images)
-    results = {name: GradCAM(model, cfg.target_layer).explain(x, classes)
-               for name, model in models.items()}
-    grads = GuidedBackprop(models["biased"]).gradients(x, classes)[0].float()
+def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, target: int, frogs: int,
+                 layer: str, channels_last: bool, path: Path, show: bool) -> str:
+    """The same stamped uint8 images through both models: image | standard Grad-CAM | biased Grad-CAM | biased
+    Guided Grad-CAM, all explaining `target`. The first `frogs` images are of the target class, the rest others."""
+    x = normalize(images, channels_last)
+    classes = torch.full((len(images),), target, device=x.device)
+    results = {name: GradCAM(model, layer).explain(x, classes) for name, model in models.items()}
+    grads = GuidedBackprop(models["biased"])(x, classes).float()
     combined = deprocess_gradient(grads * results["biased"].maps[:, None])
     name = CIFAR10_CLASSES[target]
     panels = []
-    for i, image in enumerate(originals):
-        panels.append((image, f"true {CIFAR10_CLASSES[int(test.labels[idx[i]])]}"))
-        for model in ("standard", "biased"):
-            p = results[model].logits[i].softmax(-1)
-            panels.append((overlay_heatmap(image, results[model].maps[i].cpu().numpy()),
-                           f"{model}: Grad-CAM '{name}'\np({name}) = {p[target]:.0%}"))
-        panels.append((combined[i], f"biased: Guided Grad-CAM\n'{name}'"))
-    note = (f"Grad-CAM at {resolve_layer(models['biased'], cfg.target_layer)[0]}, explaining '{name}' for every image. "
-            f"Rows 1-{len(frogs)}: test {name}s with the square; then test images of other classes with the square "
-            f"that the biased model calls '{name}'.")
+    for i, image in enumerate(to_hwc(images)):
+        panels.append(Panel(image, f"true {CIFAR10_CLASSES[int(labels[i])]}"))
+        for model, result in results.items():
+            p = result.logits[i].softmax(-1)
+            panels.append(Panel(image, f"{model}: Grad-CAM '{name}'\np({name}) = {p[target]:.0%}",
+                                result.maps[i].cpu().numpy()))
+        panels.append(Panel(combined[i], f"biased: Guided Grad-CAM\n'{name}'"))
+    note = (f"Grad-CAM at {layer}, explaining '{name}' for every image. Rows 1-{frogs}: test {name}s with the square; "
+            f"then test images of other classes with the square that the biased model calls '{name}'.")
     return save_figure(figure_grid(panels, 4, f"Shortcut audit: where is the evidence for '{name}'?", note), path, show)
 
 
@@ -1511,114 +1643,171 @@ def _fmt_ci(r: dict) -> str:
 def print_summary(metrics: dict) -> None:
     """The tables a reader needs, from metrics.json's own numbers."""
     target = CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
-    print(f"\n| model    | test acc | {target} recall clean | {target} recall stamped | other classes called "
-          f"{target}: clean | stamped | train s |")
-    for name, m in metrics["models"].items():
-        print(f"| {name:<8} | {m['test_accuracy']:>8.4f} | {m['frog_recall_clean']:>17.4f} | "
-              f"{m['frog_recall_stamped']:>19.4f} | {m['shortcut_rate_clean']:>25.4f} | "
-              f"{m['shortcut_rate_stamped']:>7.4f} | {m['train_seconds']:>7.1f} |")
+    print()
+    print_table(["model", "test acc", f"{target} recall clean", f"{target} recall stamped",
+                 f"other classes called {target}: clean", "stamped", "train s"],
+                [[name, m["test_accuracy"], m["frog_recall_clean"], m["frog_recall_stamped"], m["shortcut_rate_clean"],
+                  m["shortcut_rate_stamped"], f"{m['train_seconds']:.1f}"] for name, m in metrics["models"].items()])
     audit = metrics["shortcut_audit"]
     print(f"\nShortcut audit: Grad-CAM of '{target}' on stamped test {target}s "
           f"(area prior {audit['area_prior']:.3f}; pointing within {audit['pointing_tolerance_px']} px: "
           f"chance {audit['pointing_region_prior']:.3f})")
-    print("| model    | layer          | artifact share | GGC share | pointing strict | pointing tolerant |"
-          f" all-zero maps | called {target}: n, share |")
+    keys = ["gradcam_artifact_share", "guided_gradcam_artifact_share", "gradcam_pointing_strict",
+            "gradcam_pointing_tolerant", "gradcam_zero_maps"]
+    rows = []
     for name, m in audit["models"].items():
         for layer, row in m["layers"].items():
             f, h = row["stamped_frogs"], row["stamped_nonfrogs_called_frog"]
             other = f"{h['images']}, {h['gradcam_artifact_share']:.3f}" if h["images"] else "0, -"
-            if not f["images"]:
-                print(f"| {name:<8} | {layer:<14} | no stamped test {target}s |")
-                continue
-            print(f"| {name:<8} | {layer:<14} | {f['gradcam_artifact_share']:>14.3f} | "
-                  f"{f['guided_gradcam_artifact_share']:>9.3f} | {f['gradcam_pointing_strict']:>15.3f} | "
-                  f"{f['gradcam_pointing_tolerant']:>17.3f} | {f['gradcam_zero_maps']:>13.3f} | {other:>19} |")
+            rows.append([name, layer, *([f"{f[k]:.3f}" for k in keys] if f["images"] else ["-"] * len(keys)), other])
+    print_table(["model", "layer", "artifact share", "GGC share", "pointing strict", "pointing tolerant",
+                 "all-zero maps", f"called {target}: n, share"], rows)
     faith = metrics["faithfulness"]
     print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
           "correctly classified, true class explained (mean [bootstrap 95% interval])")
-    print("| method          | Spearman with occlusion | deletion AUC (lower better) | insertion AUC (higher better) |")
-    for method, r in faith["methods"].items():
-        print(f"| {method:<15} | {_fmt_ci(r['spearman_with_occlusion']):>23} | {_fmt_ci(r['deletion_auc']):>27} | "
-              f"{_fmt_ci(r['insertion_auc']):>29} |")
+    print_table(["method", "Spearman with occlusion", "deletion AUC (lower better)", "insertion AUC (higher better)"],
+                [[method, _fmt_ci(r["spearman_with_occlusion"]), _fmt_ci(r["deletion_auc"]), _fmt_ci(r["insertion_auc"])]
+                 for method, r in faith["methods"].items()])
     sanity = metrics["sanity_check"]
     stages = [row["stage"] for row in next(iter(sanity["spearman_with_original"].values()))[1:]]
     print(f"\nSanity check: Spearman with the trained model's maps, {sanity['images']} images, weights re-initialised "
           f"cumulatively from the logits down ({sanity['pass_rule']})")
-    labels = [st if i == 0 else "+" + st for i, st in enumerate(stages)]
-    print("| method          | " + " | ".join(f"{label:>10}" for label in labels) + " | decorrelates at | verdict |")
-    for method, rows in sanity["spearman_with_original"].items():
-        print(f"| {method:<15} | " + " | ".join(f"{r['mean']:>10.3f}" for r in rows[1:])
-              + f" | {sanity['decorrelates_at'][method]:>15} | {sanity['verdict'][method]:<7} |")
+    print_table(["method", *(st if i == 0 else "+" + st for i, st in enumerate(stages)), "decorrelates at", "verdict"],
+                [[method, *(f"{r['mean']:.3f}" for r in rows[1:]), sanity["decorrelates_at"][method],
+                  sanity["verdict"][method]] for method, rows in sanity["spearman_with_original"].items()])
     print(f"\nwrote {metrics['output_dir']}/metrics.json and {len(metrics['figures'])} figures "
           f"in {metrics['timings']['total_seconds']:.1f} s")
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str):
+    """Records the block's wall time as timings[f"{stage}_seconds"]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[f"{stage}_seconds"] = time.perf_counter() - start
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create the output folder and check that it takes files, before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to --output-dir {path} ({exc.strerror or exc}); pass a writable folder") from None
+
+
+def check_layers(layers: Sequence[str]) -> None:
+    """Grad-CAM of every requested layer on an untrained model and one blank image: a layer that does not exist,
+    has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""
+    model = build_model(len(CIFAR10_CLASSES))
+    for layer in layers:
+        GradCAM(model, layer)(torch.zeros(1, 3, 32, 32))
 
 
 def run(cfg: Config) -> dict:
     """The whole experiment: data, both models, evaluation, explanations and their audits, figures,
     metrics.json. Returns the metrics."""
     start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    ##### Set-up: what the user can get wrong fails here, before data is loaded or a model trained
     device = resolve_device(cfg.device)
     out, show = Path(cfg.output_dir), in_notebook()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)
+    check_layers([cfg.target_layer, *cfg.audit_layer_names])
     seed_everything(cfg.seed)
-    reference = build_model()
-    for layer in [cfg.target_layer, *cfg.audit_layer_names]:  # fail on a bad layer name before training
-        resolve_layer(reference, layer)
-    timings = {}
-    train, test, source = load_cifar10(cfg, device)
-    timings["data_seconds"] = time.perf_counter() - start
-    print(f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images on {device}")
-    log_row()
-    models, results, logits = {}, {}, {}
+
+    ##### Data
+    with timed(timings, "data"):
+        train, test, source = load_cifar10(cfg, device)
+        fingerprint = data_fingerprint(train, test)
+    print(f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images on {device} "
+          f"(fingerprint {fingerprint})")
+
+    ##### Train both models, or reuse checkpoints of the same configuration and data
+    print_table(EPOCH_LOG)
+    models, results = {}, {}
     for name in ("standard", "biased"):
-        models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", source)
+        models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
     timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])
 
-    def timed(key: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        value = fn()
-        timings[key] = time.perf_counter() - t0
-        return value
-
+    ##### Evaluate: accuracy, and what the square does to each model's predictions
+    logits = {}
     for name, model in models.items():
-        metrics_part, logits[name] = timed(f"evaluate_{name}_seconds", lambda: evaluate_model(model, cfg, test))
-        results[name].update(metrics_part)
-    figures = timed("figures_seconds", lambda: make_figures(cfg, models, test, logits["standard"]["clean"]))
-    audit = timed("audit_seconds", lambda: shortcut_audit(models, cfg, test, logits))
-    picks, n_correct = sample_correct(logits["standard"]["clean"], test.labels, cfg.faithfulness_images, cfg.seed)
-    faith, faith_maps = timed("faithfulness_seconds", lambda: faithfulness(models["standard"], cfg,
-                                                                           test.images[picks], test.labels[picks]))
+        with timed(timings, f"evaluate_{name}"):
+            model_metrics, logits[name] = evaluate_model(model, cfg, test)
+        results[name].update(model_metrics)
+    std_logits = logits["standard"]["clean"]
+
+    ##### Milestone 2 figures: Grad-CAM of the standard model, and of both models on stamped frogs
+    layer = resolve_layer(models["standard"], cfg.target_layer)[0]
+    cat_ship = [CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("ship")]
+    with timed(timings, "figures"):
+        picks = pick_examples(test.labels, cat_ship, cfg.examples_per_class, std_logits)
+        figures = [gradcam_examples_figure(models["standard"], test.images[picks], test.labels[picks], cat_ship,
+                                           cfg.examples_per_class, layer, cfg.channels_last, "test cats and ships",
+                                           out / "standard_cat_ship.png", show)]
+        picks = pick_examples(test.labels, range(len(CIFAR10_CLASSES)), 1, std_logits)
+        figures.append(gradcam_examples_figure(models["standard"], test.images[picks], test.labels[picks],
+                                               range(len(CIFAR10_CLASSES)), 1, layer, cfg.channels_last,
+                                               "test images, one per class", out / "standard_class_grid.png", show))
+        frogs = pick_examples(test.labels, [cfg.artifact_class], cfg.frog_examples)
+        figures.append(stamped_comparison_figure(
+            models, stamp_square(test.images[frogs], cfg.square), test.labels[frogs], layer, cfg.channels_last,
+            f"Test {CIFAR10_CLASSES[cfg.artifact_class]}s stamped with the {cfg.artifact_size}x{cfg.artifact_size} "
+            f"square ({cfg.artifact_corner}): standard vs. biased model", out / "stamped_frogs_standard_vs_biased.png",
+            show))
+
+    ##### Shortcut audit: where each model's evidence for the target class lies on stamped images
+    with timed(timings, "audit"):
+        audit = shortcut_audit(models, cfg, test, logits)
+
+    ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
+    picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
+    with timed(timings, "faithfulness"):
+        faith, faith_maps = faithfulness(models["standard"], cfg, test.images[picks], test.labels[picks])
     faith["correctly_classified"] = n_correct
     if n_correct < len(picks):
         print(f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the maps "
               "explain their true class")
-    k = cfg.sanity_images  # the first k faithfulness images, whose trained-model maps are already computed
-    sanity = timed("sanity_seconds", lambda: sanity_check(models["standard"], cfg, test.images[picks[:k]],
-                                                          test.labels[picks[:k]],
-                                                          {m: v[:k] for m, v in faith_maps.items()}))
 
-    def m3_figures() -> list[str]:
-        paths = [faithfulness_figure(faith, out / "faithfulness.png", show),
-                 sanity_figure(sanity, out / "sanity_check.png", show),
-                 audit_layers_figure(audit, out / "shortcut_audit_layers.png", show),
-                 audit_figure(models, cfg, test, logits, out / "shortcut_audit.png", show)]
-        std_logits = logits["standard"]["clean"]
-        pick = torch.cat([correct_examples(std_logits, test.labels, CIFAR10_CLASSES.index(c), 2, fill_with_errors=True)
-                          for c in ("cat", "ship")])
-        paths.append(methods_figure(models["standard"], cfg, test.images[pick], test.labels[pick], test.labels[pick],
-                                    "Standard model: four explanation methods on test cats and ships (true class)",
-                                    out / "methods_standard.png", show))
-        frogs = torch.nonzero(test.labels == cfg.artifact_class).flatten()[:4]
-        stamped = stamp_configured(test.images[frogs], cfg)
-        paths.append(methods_figure(models["biased"], cfg, stamped, test.labels[frogs], test.labels[frogs],
-                                    f"Biased model: four explanation methods on stamped test "
-                                    f"{CIFAR10_CLASSES[cfg.artifact_class]}s", out / "methods_biased_frogs.png", show))
-        return paths
-    figures += timed("m3_figures_seconds", m3_figures)
+    ##### Sanity check on the first faithfulness images, whose trained-model maps are already computed
+    k = cfg.sanity_images
+    with timed(timings, "sanity"):
+        sanity = sanity_check(models["standard"], cfg, test.images[picks[:k]], test.labels[picks[:k]],
+                              {method: maps[:k] for method, maps in faith_maps.items()})
+
+    ##### Milestone 3 figures
+    target = CIFAR10_CLASSES[cfg.artifact_class]
+    with timed(timings, "m3_figures"):
+        figures += [faithfulness_figure(faith, out / "faithfulness.png", show),
+                    sanity_figure(sanity, out / "sanity_check.png", show),
+                    audit_layers_figure(audit, out / "shortcut_audit_layers.png", show)]
+        frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
+        hijacked = called_target_when_stamped(test.labels, logits["biased"]["stamped"], cfg.artifact_class)[:4]
+        shown = torch.cat([frogs, hijacked])
+        figures.append(audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
+                                    cfg.artifact_class, len(frogs), layer, cfg.channels_last,
+                                    out / "shortcut_audit.png", show))
+        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)
+        picks = pick_examples(test.labels, cat_ship, 2, std_logits)
+        figures.append(methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
+                                      cfg.channels_last, occlusion, "Standard model: four explanation methods on "
+                                      "test cats and ships (true class)", out / "methods_standard.png", show))
+        figures.append(methods_figure(models["biased"], stamp_square(test.images[frogs], cfg.square),
+                                      test.labels[frogs], layer, cfg.channels_last, occlusion,
+                                      f"Biased model: four explanation methods on stamped test {target}s",
+                                      out / "methods_biased_frogs.png", show))
+
+    ##### metrics.json and the summary tables
     timings["total_seconds"] = time.perf_counter() - start
     metrics = dict(config=cfg.to_dict(), environment=environment_info(device),
-                   data=dict(source=source, train_images=len(train.labels), test_images=len(test.labels),
-                             class_names=list(CIFAR10_CLASSES)),
+                   data=dict(source=source, fingerprint=fingerprint, train_images=len(train.labels),
+                             test_images=len(test.labels), class_names=list(CIFAR10_CLASSES)),
                    models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
                    figures=figures, timings=timings, output_dir=str(out))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -1638,6 +1827,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except torch.cuda.OutOfMemoryError:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: stopped before the end; a model still in training was not saved, finished ones were",
+              file=sys.stderr)
+        return 130
     return 0
 
 

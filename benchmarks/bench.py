@@ -108,7 +108,8 @@ def project_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, bat
         for _ in range(steps):
             idx = torch.randint(0, len(train.labels), (batch_size,), device=device, generator=generator)
             labels = train.labels[idx]
-            inputs = gce.training_batch(train.images[idx], labels, cfg, generator, biased=True)
+            inputs = gce.training_batch(train.images[idx], labels, generator, cfg.crop_padding, cfg.flip,
+                                        cfg.channels_last, (cfg.artifact_class, cfg.square))
             gce.training_step(step_model, optimizer, scaler, inputs, labels, cfg.amp)
     return run
 
@@ -165,10 +166,10 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
             model(x)
     results["forward_inference_floor"] = rate(n, time_it(floor, device, repeats))
     ours = gce.GradCAM(model, layer)  # fp32, as pytorch-grad-cam runs: the ratio compares implementations
-    results["project_gradcam"] = rate(n, time_it(lambda: ours.cam(x), device, repeats))
+    results["project_gradcam"] = rate(n, time_it(lambda: ours(x), device, repeats))
     if device.type == "cuda" and cfg.amp:  # and what autocast adds on a GPU, as a separate row
         fast = gce.GradCAM(model, layer, autocast=True)
-        results["method_Grad-CAM with bf16/fp16 autocast"] = rate(n, time_it(lambda: fast.cam(x), device, repeats))
+        results["method_Grad-CAM with bf16/fp16 autocast"] = rate(n, time_it(lambda: fast(x), device, repeats))
     try:
         from pytorch_grad_cam import GradCAM as PeerGradCAM
         peer_model = copy.deepcopy(model)
@@ -183,14 +184,15 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
                                    / results["forward_inference_floor"]["images_per_s_best"])
     classes = torch.zeros(n, dtype=torch.long, device=device)
     guided = gce.GuidedBackprop(model)
-    results["method_Guided Backprop"] = rate(n, time_it(lambda: guided.gradients(x, classes), device, repeats))
+    results["method_Guided Backprop"] = rate(n, time_it(lambda: guided(x, classes), device, repeats))
     results["method_Guided Grad-CAM (both passes)"] = rate(n, time_it(
-        lambda: gce.guided_grad_cam(guided.gradients(x, classes)[0], ours.cam(x, classes)), device, repeats))
+        lambda: gce.guided_grad_cam(guided(x, classes), ours(x, classes)), device, repeats))
     # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
     k = min(slow_images, n)
+    occlusion = gce.Occlusion(model, 8, 2, cfg.eval_batch_size)
     results["method_occlusion (8x8, stride 2: 169 forwards per image)"] = rate(k, time_it(
-        lambda: gce.occlusion_map(model, x[:k], classes[:k], 8, 2, cfg.eval_batch_size), device, repeats))
-    maps = ours.cam(x[:k], classes[:k])
+        lambda: occlusion(x[:k], classes[:k]), device, repeats))
+    maps = ours(x[:k], classes[:k])
     results["method_deletion+insertion (32 steps: 66 forwards per image)"] = rate(k, time_it(
         lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size),
         device, repeats))
@@ -222,8 +224,7 @@ def naive_train_accuracy(cfg: gce.Config, train: gce.Split, test: gce.Split, dev
             loss.backward()
             optimizer.step()
         scheduler.step()
-    plain = gce.dataclasses.replace(cfg, amp=False, channels_last=False)
-    return gce.accuracy(gce.predict_logits(model, test.images, plain), test.labels)
+    return gce.accuracy(gce.predict_logits(model, test.images, cfg.eval_batch_size), test.labels)  # fp32
 
 
 def bench_accuracy(args, device: torch.device) -> dict:
@@ -234,7 +235,8 @@ def bench_accuracy(args, device: torch.device) -> dict:
     for seed in range(args.accuracy_seeds):
         seeded = gce.dataclasses.replace(cfg, seed=seed)
         model, _ = gce.train_model(seeded, train, test, device, biased=False, name=f"seed{seed}")
-        project = gce.accuracy(gce.predict_logits(model, test.images, seeded), test.labels)
+        project = gce.accuracy(gce.predict_logits(model, test.images, seeded.eval_batch_size, seeded.amp,
+                                                  seeded.channels_last), test.labels)
         naive = naive_train_accuracy(seeded, train, test, device, args.workers)
         runs.append(dict(seed=seed, project_test_accuracy=project, naive_test_accuracy=naive))
         print(f"accuracy seed {seed}: project {project:.4f}  naive {naive:.4f}", flush=True)
@@ -246,30 +248,28 @@ def bench_accuracy(args, device: torch.device) -> dict:
                 naive_std=statistics.stdev(n) if len(n) > 1 else None)
 
 
-def print_table(report: dict) -> None:
+def print_report(report: dict) -> None:
     print(f"\ndevice: {report['environment']['device']} ({report['environment']['device_name']}), "
           f"torch {report['environment']['torch']}, {report['environment']['cpu_threads']} CPU threads")
-    print("| measurement | project img/s | baseline img/s | ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for bs, r in report["training"].items():
-        print(f"| training step, batch {bs} (baseline: DataLoader+PIL, fp32) | {r['project']['images_per_s_best']:.1f} "
-              f"| {r['naive']['images_per_s_best']:.1f} | {r['speedup']:.2f}x |")
+    rows = [[f"training step, batch {bs} (baseline: DataLoader+PIL, fp32)", f"{r['project']['images_per_s_best']:.1f}",
+             f"{r['naive']['images_per_s_best']:.1f}", f"{r['speedup']:.2f}x"] for bs, r in report["training"].items()]
     e = report["explanations"]
     floor = e["forward_inference_floor"]["images_per_s_best"]
     ours = e["project_gradcam"]["images_per_s_best"]
     if isinstance(e.get("pytorch_grad_cam"), dict):
-        print(f"| Grad-CAM, batch {report['gradcam_batch']} (baseline: pytorch-grad-cam) | {ours:.1f} | "
-              f"{e['pytorch_grad_cam']['images_per_s_best']:.1f} | {e['project_vs_pytorch_grad_cam']:.2f}x |")
-    print(f"| Grad-CAM vs forward-only floor (inference_mode) | {ours:.1f} | {floor:.1f} | {e['project_vs_floor']:.2f}x |")
-    for name, r in e.items():
-        if name.startswith("method_"):
-            print(f"| {name[7:]}, {r['images']} images per call | {r['images_per_s_best']:.1f} | | |")
-    for name, r in report["wall_times"].items():
-        print(f"| wall time: {name} | {r.get('seconds', float('nan')):.1f} s | | {r.get('error', '')} |")
+        rows.append([f"Grad-CAM, batch {report['gradcam_batch']} (baseline: pytorch-grad-cam)", f"{ours:.1f}",
+                     f"{e['pytorch_grad_cam']['images_per_s_best']:.1f}", f"{e['project_vs_pytorch_grad_cam']:.2f}x"])
+    rows.append(["Grad-CAM vs forward-only floor (inference_mode)", f"{ours:.1f}", f"{floor:.1f}",
+                 f"{e['project_vs_floor']:.2f}x"])
+    rows += [[f"{name[7:]}, {r['images']} images per call", f"{r['images_per_s_best']:.1f}", "", ""]
+             for name, r in e.items() if name.startswith("method_")]
+    rows += [[f"wall time: {name}", f"{r.get('seconds', float('nan')):.1f} s", "", r.get("error", "")]
+             for name, r in report["wall_times"].items()]
     if report.get("accuracy"):
         a = report["accuracy"]
-        print(f"| test accuracy, {a['train_images']} train imgs, {a['epochs']} epochs, {len(a['runs'])} seeds "
-              f"| {a['project_mean']:.4f} | {a['naive_mean']:.4f} | |")
+        rows.append([f"test accuracy, {a['train_images']} train imgs, {a['epochs']} epochs, {len(a['runs'])} seeds",
+                     f"{a['project_mean']:.4f}", f"{a['naive_mean']:.4f}", ""])
+    gce.print_table(["measurement", "project img/s", "baseline img/s", "ratio"], rows)
 
 
 def main() -> int:
@@ -332,7 +332,7 @@ def main() -> int:
     out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"bench-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print_table(report)
+    print_report(report)
     print(f"\nwrote {out}")
     return 0
 

@@ -19,18 +19,19 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
 def test_stamp_square_exact_pixels(corner, rows, cols):
     images = random_images(3)
     original = images.clone()
-    out = gce.stamp_square(images, 6, (255, 255, 0), corner)
+    out = gce.stamp_square(images, gce.Square(6, (255, 255, 0), corner))
     assert torch.equal(images, original)  # the input is not modified
     assert torch.equal(out[:, :, rows, cols], YELLOW.expand(3, 3, 6, 6))
     outside = torch.ones(32, 32, dtype=torch.bool)
     outside[rows, cols] = False
     assert torch.equal(out[:, :, outside], original[:, :, outside])
-    assert gce.artifact_mask(6, corner).sum() == 36 and gce.artifact_mask(6, corner)[rows, cols].all()
+    mask = gce.artifact_mask(gce.Square(6, (255, 255, 0), corner))
+    assert mask.sum() == 36 and mask[rows, cols].all()
 
 
 def test_inject_artifact_only_on_target_class():
     images, labels = random_images(20), torch.arange(20) % 10
-    out = gce.inject_artifact(images, labels, target_class=6, size=4, color=(10, 20, 30))
+    out = gce.inject_artifact(images, labels, target_class=6, square=gce.Square(4, (10, 20, 30)))
     stamped = (out[:, :, :4, :4] == torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1)).flatten(1).all(1)
     assert torch.equal(stamped, labels == 6)
     assert torch.equal(out[labels != 6], images[labels != 6])
@@ -59,11 +60,12 @@ def test_square_survives_augmentation_and_only_frogs_carry_it():
     images = random_images(40)
     for seed in range(10):
         g = torch.Generator().manual_seed(seed)
-        batch = gce.training_batch(images, labels, cfg, g, biased=True)
+        batch = gce.training_batch(images, labels, g, cfg.crop_padding, cfg.flip, False,
+                                   (cfg.artifact_class, cfg.square))
         has_square = torch.isclose(batch[:, :, :6, :6], square).flatten(1).all(1)
         assert torch.equal(has_square, labels == cfg.artifact_class)
         g = torch.Generator().manual_seed(seed)
-        clean = gce.training_batch(images, labels, cfg, g, biased=False)
+        clean = gce.training_batch(images, labels, g, cfg.crop_padding, cfg.flip, False)
         assert not torch.isclose(clean[:, :, :6, :6], square).flatten(1).all(1).any()
         # Same generator state: the biased batch differs from the clean one only by the square.
         region = torch.zeros(32, 32, dtype=torch.bool)

@@ -19,9 +19,17 @@ def test_flags_override_fields_and_quick_never_beats_an_explicit_flag():
     assert (cfg.epochs, cfg.artifact_color, cfg.flip, cfg.lr) == (3, (0, 0, 255), False, 0.1)
     quick = gce.parse_config(["--quick", "--epochs", "2"])
     assert quick.epochs == 2 and quick.train_subset == gce.QUICK_PRESET["train_subset"]
+    assert gce.parse_config(["--quick", "--epochs", "5"]).epochs == 5  # explicit, even when equal to the default
     # a pipeline check must not overwrite a real run's committed outputs, unless asked to
     assert quick.output_dir == "outputs/quick" and gce.parse_config([]).output_dir == "outputs"
     assert gce.parse_config(["--quick", "--output-dir", "elsewhere"]).output_dir == "elsewhere"
+
+
+def test_config_quick_means_the_same_as_the_flag():
+    assert gce.Config(quick=True) == gce.parse_config(["--quick"])
+    assert gce.Config(quick=True).epochs == 1 and gce.Config(quick=True, epochs=3).epochs == 3
+    assert gce.Config().epochs == 5 and gce.Config(quick=True).to_dict()["output_dir"] == "outputs/quick"
+    assert gce.QUICK_PRESET["train_subset"] == 300 and "lr" not in gce.QUICK_PRESET  # read off the fields
 
 
 def test_every_field_has_a_documented_flag(capsys):
@@ -55,6 +63,15 @@ def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
     (["--test-subset", "6"], "--test-subset must be 0 \\(all\\) or >= 10"),
     (["--sanity-images", "600"], "--sanity-images must be 2..--faithfulness-images"),
     (["--audit-layers", "layer3,layer4.1,layer3"], "lists a layer twice"),
+    # non-finite or out-of-range hyperparameters: these used to train to the end and write NaN metrics
+    (["--lr", "inf"], "must be finite numbers"), (["--momentum", "nan"], "must be finite numbers"),
+    (["--weight-decay", "inf"], "must be finite numbers"), (["--lr-gamma", "inf"], "must be finite numbers"),
+    (["--momentum", "-0.5"], "--momentum must be 0..1"), (["--momentum", "1.5"], "--momentum must be 0..1"),
+    (["--weight-decay", "-1"], "--weight-decay >= 0"), (["--lr", "0"], "--lr, --lr-step, --lr-gamma must be > 0"),
+    (["--seed", "-1"], "--seed must be 0..4294967295"), (["--seed", str(2 ** 32)], "--seed must be 0..4294967295"),
+    (["--output-dir", ""], "must name a folder"), (["--data-dir", " "], "must name a folder"),
+    (["--frog-examples", "100000"], "--frog-examples must be 1..100"),
+    (["--deletion-steps", "5000"], "--deletion-steps must be 1..1024"),
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(gce.UserError, match=message):
@@ -80,19 +97,6 @@ def test_explicit_argv_is_strict_even_in_a_notebook(monkeypatch, capsys):
 def test_only_a_kernel_connection_file_counts_as_kernel_argv():
     assert gce._is_kernel_argv(["-f", "/x/kernel-1.json"]) and gce._is_kernel_argv(["--f=/x/kernel-1.json"])
     assert not gce._is_kernel_argv(["settings.json"]) and not gce._is_kernel_argv(["-f", "/x/kernel-1.json", "-v"])
-
-
-def test_checkpoint_key_covers_what_determines_the_model():
-    cpu = gce.torch.device("cpu")
-    key = lambda cfg, biased=False: gce.training_key(cfg, biased, "data", cpu)  # noqa: E731
-    base = gce.Config()
-    assert key(base) == key(gce.Config(target_layer="layer3", output_dir="elsewhere"))  # explanation-only fields
-    assert key(base) == key(gce.Config(artifact_size=4))  # the standard model never sees the square
-    assert key(base, True) != key(gce.Config(artifact_size=4), True)
-    for change in [dict(epochs=4), dict(lr=0.02), dict(seed=1), dict(train_subset=100), dict(test_subset=100),
-                   dict(flip=False)]:
-        assert key(base) != key(gce.Config(**change)), change
-    assert key(base) != gce.training_key(base, False, "other data", cpu)
 
 
 def test_config_is_frozen():

@@ -86,7 +86,7 @@ def test_wrong_size_wrong_classes_and_empty_class_are_clear_errors(tmp_path):
     with pytest.raises(gce.UserError, match=r"train/dog holds no images"):
         load(tmp_path)
     (tmp_path / "train" / "dog").rename(tmp_path / "train" / "puppy")
-    with pytest.raises(gce.UserError, match="must hold the 10 CIFAR-10 class folders"):
+    with pytest.raises(gce.UserError, match=r"must hold exactly the 10 CIFAR-10 .*folder\(s\) puppy; missing dog"):
         load(tmp_path)
 
 
@@ -95,3 +95,66 @@ def test_data_dir_that_is_a_file(tmp_path):
     archive.write_bytes(b"")
     with pytest.raises(gce.UserError, match="is a file, not a folder"):
         load(archive)
+
+
+@pytest.mark.parametrize("bad", ["zero-byte", "broken symlink", "folder named like an image"])
+def test_unreadable_image_files_are_one_line(tmp_path, bad):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    path = tmp_path / "train" / "deer" / "x.jpg"
+    if bad == "zero-byte":
+        path.write_bytes(b"")
+    elif bad == "broken symlink":
+        path.symlink_to(tmp_path / "nowhere.jpg")
+    else:
+        path.mkdir()
+    with pytest.raises(gce.UserError, match=f"{path}.*remove or replace") as error:
+        load(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_train_without_test_names_the_missing_folder(tmp_path):
+    write_image_folder(tmp_path / "cifar10-jpeg", {"train": 1})
+    with pytest.raises(gce.UserError, match="cifar10-jpeg has train/ but no test/"):
+        load(tmp_path)  # used to fall through to torchvision and a download attempt
+
+
+def test_hidden_and_system_folders_are_ignored_and_case_does_not_matter(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "train" / "__MACOSX").mkdir()
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "train" / "cat" / "._0000.png").write_bytes(b"AppleDouble")  # macOS metadata, not an image
+    (tmp_path / "test" / "cat").rename(tmp_path / "test" / "Cat")
+    train, test, _ = load(tmp_path)
+    assert len(train.labels) == 10 and test.labels.tolist() == list(range(10))
+
+
+def test_an_odd_class_folder_is_named(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    (tmp_path / "train" / "notes").mkdir()
+    with pytest.raises(gce.UserError, match=r"train must hold exactly the 10 .*; unexpected folder\(s\) notes "):
+        load(tmp_path)
+    (tmp_path / "train" / "notes").rmdir()
+    (tmp_path / "train" / "CAT").mkdir()  # cat and CAT: which one is meant?
+    with pytest.raises(gce.UserError, match=r"unexpected folder\(s\) CAT, cat"):
+        load(tmp_path)
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(root, **kwargs):  # what torchvision does: create the folder, then fail to download into it
+        (gce.Path(root) / "cifar-10-python.tar.gz").parent.mkdir(parents=True, exist_ok=True)
+        raise URLError("no network")
+
+    monkeypatch.setattr(gce.torchvision.datasets, "CIFAR10", offline)
+    typo = tmp_path / "dtaa"
+    with pytest.raises(gce.UserError, match="torchvision could not provide it"):
+        gce.load_cifar10(gce.Config(data_dir=str(typo)), torch.device("cpu"))
+    assert not typo.exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("user data")
+    with pytest.raises(gce.UserError):
+        gce.load_cifar10(gce.Config(data_dir=str(kept)), torch.device("cpu"))
+    assert (kept / "notes.txt").read_text() == "user data"  # a folder the run did not create stays

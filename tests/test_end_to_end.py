@@ -72,8 +72,9 @@ def test_source_runs_as_a_notebook_cell_with_kernel_argv(tmp_path, monkeypatch, 
 
 
 def test_figure_examples_are_correct_ones_first_and_misclassified_only_to_fill_up():
-    labels = gce.torch.tensor([3, 3, 3, 8, 3])
-    logits = gce.torch.nn.functional.one_hot(gce.torch.tensor([3, 0, 3, 8, 1]), 10).float()  # images 1, 4 wrong
-    assert gce.correct_examples(logits, labels, 3, 3).tolist() == [0, 2]
-    assert gce.correct_examples(logits, labels, 3, 3, fill_with_errors=True).tolist() == [0, 2, 1]
-    assert gce.correct_examples(logits, labels, 3, 2, fill_with_errors=True).tolist() == [0, 2]  # enough correct
+    labels = gce.torch.tensor([3, 3, 3, 8, 3, 8])
+    logits = gce.torch.nn.functional.one_hot(gce.torch.tensor([3, 0, 3, 8, 1, 8]), 10).float()  # images 1, 4 wrong
+    assert gce.pick_examples(labels, [3], 3, logits).tolist() == [0, 2, 1]
+    assert gce.pick_examples(labels, [3], 2, logits).tolist() == [0, 2]  # enough correct ones
+    assert gce.pick_examples(labels, [3, 8], 5, logits).tolist() == [0, 2, 1, 4, 3, 5]  # per class, in class order
+    assert gce.pick_examples(labels, [8, 3], 1).tolist() == [3, 0]  # without logits: simply the first k

@@ -15,7 +15,7 @@ def classes_with_evidence(model, layer, images) -> list[int]:
     """Per image, the class whose Grad-CAM has the most positive evidence: with random weights some classes give
     all-zero maps, and comparing all-zero maps with a peer's would prove nothing."""
     grad_cam = gce.GradCAM(model, layer)
-    peaks = torch.stack([grad_cam.cam(images, c, normalize=False).flatten(1).amax(1) for c in range(10)], 1)
+    peaks = torch.stack([grad_cam(images, c, normalize=False).flatten(1).amax(1) for c in range(10)], 1)
     return peaks.argmax(1).tolist()
 
 
@@ -23,7 +23,7 @@ def test_block_output_grad_cam_equals_cam(model, images):
     # After layer4 come global average pooling and fc, so dy^c/dA^k_ij = fc.weight[c, k] / (h*w) and Grad-CAM's
     # channel weights are exactly CAM's (Zhou et al. 2016) divided by h*w = 16.
     classes = torch.tensor([0, 3, 6, 9, 2])
-    raw = gce.GradCAM(model, "layer4").cam(images, classes, normalize=False)
+    raw = gce.GradCAM(model, "layer4")(images, classes, normalize=False)
     features = {}
     handle = model.layer4.register_forward_hook(lambda m, i, o: features.update(a=o.detach()))
     with torch.no_grad():
@@ -44,7 +44,7 @@ def test_matches_pytorch_grad_cam(model, images, layer, batch):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     x = images[:batch]
     classes = classes_with_evidence(model, layer, x)
-    ours = gce.GradCAM(model, layer).cam(x, classes)
+    ours = gce.GradCAM(model, layer)(x, classes)
     peer_model = copy.deepcopy(model)  # pytorch-grad-cam puts the model in eval mode and leaves it hooked
     with PeerGradCAM(peer_model, [peer_model.get_submodule(layer)]) as peer:
         theirs = peer(x, targets=[ClassifierOutputTarget(c) for c in classes])
@@ -61,7 +61,7 @@ def test_matches_captum_layer_grad_cam(model, images, layer, batch):
     from captum.attr import LayerGradCam
     x = images[:batch]
     classes = torch.tensor(classes_with_evidence(model, layer, x))
-    ours = gce.GradCAM(model, layer).cam(x, classes)
+    ours = gce.GradCAM(model, layer)(x, classes)
     attribution = LayerGradCam(model, model.get_submodule(layer)).attribute(x, target=classes)
     theirs = F.interpolate(F.relu(attribution), size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
     assert (ours.flatten(1).amax(1) == 1.0).all()
@@ -74,8 +74,8 @@ def test_batched_equals_per_image(model, images):
     model, images = model.double(), images.double()
     classes = torch.tensor([1, 2, 3, 4, 5])
     grad_cam = gce.GradCAM(model, "layer4.1.conv2")
-    batched = grad_cam.cam(images, classes)
-    single = torch.cat([grad_cam.cam(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])
+    batched = grad_cam(images, classes)
+    single = torch.cat([grad_cam(images[i:i + 1], classes[i:i + 1]) for i in range(len(images))])
     assert batched.dtype == torch.float64
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
 
@@ -86,9 +86,9 @@ def test_default_class_is_the_prediction(model, images):
     with torch.no_grad():
         predicted = model(images).argmax(1)
     assert torch.equal(result.classes, predicted)
-    torch.testing.assert_close(result.maps, grad_cam.cam(images, predicted))
-    one = grad_cam.cam(images, 3)  # one int explains that class for every image
-    torch.testing.assert_close(one, grad_cam.cam(images, [3] * len(images)))
+    torch.testing.assert_close(result.maps, grad_cam(images, predicted))
+    one = grad_cam(images, 3)  # one int explains that class for every image
+    torch.testing.assert_close(one, grad_cam(images, [3] * len(images)))
 
 
 def test_in_place_op_after_target_layer_does_not_corrupt_activations(model, images):
@@ -114,7 +114,7 @@ def test_in_place_op_after_target_layer_does_not_corrupt_activations(model, imag
     (grads,) = torch.autograd.grad(y[:, 4].sum(), a)
     expected = F.relu(torch.einsum("bk,bkhw->bhw", grads.mean((2, 3)), a.detach()))
     expected = F.interpolate(expected[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
-    ours = gce.GradCAM(model, "layer4.0.bn2").cam(images, 4, normalize=False)
+    ours = gce.GradCAM(model, "layer4.0.bn2")(images, 4, normalize=False)
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -124,11 +124,11 @@ def test_model_input_and_grad_mode_untouched(model, images):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     modes = {name: m.training for name, m in model.named_modules()}
     x = images.clone()
-    with gce.GradCAM(model, "layer4.1.conv2") as grad_cam:
-        grad_cam.cam(x, 3)
-        with torch.no_grad():  # a caller's no_grad block: the method works and grad mode stays off after
-            grad_cam.cam(x)
-            assert not torch.is_grad_enabled()
+    grad_cam = gce.GradCAM(model, "layer4.1.conv2")
+    grad_cam(x, 3)
+    with torch.no_grad():  # a caller's no_grad block: the method works and grad mode stays off after
+        grad_cam(x)
+        assert not torch.is_grad_enabled()
     assert torch.is_grad_enabled()
     assert torch.equal(x, images)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # incl. BN running stats
@@ -140,7 +140,7 @@ def test_model_input_and_grad_mode_untouched(model, images):
 def test_hooks_removed_even_when_the_call_fails(model, images):
     grad_cam = gce.GradCAM(model, "layer3")
     with pytest.raises(ValueError):
-        grad_cam.cam(images, 99)
+        grad_cam(images, 99)
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -159,9 +159,9 @@ def test_bracket_and_negative_index_layer_names(model):
 
 def test_layers_without_a_feature_map_or_run_twice_are_rejected(model, images):
     with pytest.raises(gce.UserError, match=r"'fc' outputs \(5, 10\).*\[B, C, H, W\]"):
-        gce.GradCAM(model, "fc").cam(images)
+        gce.GradCAM(model, "fc")(images)
     with pytest.raises(gce.UserError, match="runs more than once"):
-        gce.GradCAM(model, "layer4.1.relu").cam(images)
+        gce.GradCAM(model, "layer4.1.relu")(images)
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -173,12 +173,12 @@ def test_layers_without_a_feature_map_or_run_twice_are_rejected(model, images):
 ])
 def test_bad_class_indices_are_clear_errors(model, images, classes, message):
     with pytest.raises(ValueError, match=message):
-        gce.GradCAM(model).cam(images, classes)
+        gce.GradCAM(model)(images, classes)
 
 
 def test_inference_mode_is_a_clear_error(model, images):
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
-        gce.GradCAM(model).cam(images)
+        gce.GradCAM(model)(images)
 
 
 def test_minmax_normalize_keeps_constant_maps_at_zero():
@@ -193,8 +193,35 @@ def test_autocast_bf16_gives_float32_maps_close_to_float32(model, images):
     # What GradCAM(autocast=True) does on a GPU, here with CPU autocast: bf16 activations and gradients must come
     # back as float32 maps that rank pixels like the float32 ones.
     classes = classes_with_evidence(model, "layer3", images)
-    reference = gce.GradCAM(model, "layer3").cam(images, classes)
+    reference = gce.GradCAM(model, "layer3")(images, classes)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = gce.GradCAM(model, "layer3").cam(images, classes)
+        low = gce.GradCAM(model, "layer3")(images, classes)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert (gce.spearman(low, reference) > 0.8).all()
+
+
+def test_a_cam_variant_overrides_only_how_activations_and_gradients_become_a_map(model, images):
+    # The extension point the CAM family plugs into. An element-wise variant (HiResCAM's rule,
+    # sum_k dy/dA^k * A^k) overrides `combine`; a channel-weight variant overrides `channel_weights`. Both are
+    # checked against autograd by hand, and a class that overrides neither says so.
+    class ElementWise(gce.CAMBase):
+        def combine(self, activations, grads):
+            return (grads * activations).sum(1)
+
+    class ChannelSums(gce.CAMBase):
+        def channel_weights(self, activations, grads):
+            return grads.sum((2, 3))
+
+    a = {}
+    handle = model.layer3.register_forward_hook(lambda m, i, o: a.update(a=o))
+    x = images.clone().requires_grad_(True)
+    logits = model.eval()(x)
+    handle.remove()
+    (grads,) = torch.autograd.grad(logits[:, 7].sum(), a["a"])
+    upsample = lambda cam: F.interpolate(F.relu(cam)[:, None], size=(32, 32), mode="bilinear")[:, 0]  # noqa: E731
+    torch.testing.assert_close(ElementWise(model, "layer3")(images, 7, normalize=False),
+                               upsample((grads * a["a"]).sum(1)), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ChannelSums(model, "layer3")(images, 7, normalize=False),
+                               upsample(torch.einsum("bk,bkhw->bhw", grads.sum((2, 3)), a["a"])), rtol=1e-4, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="overrides neither"):
+        gce.CAMBase(model, "layer3")(images)

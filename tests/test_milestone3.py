@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import grad_cam_experiment as gce
 
-SQUARE = gce.artifact_mask(6, "top-left")
+SQUARE = gce.artifact_mask(gce.Square(6, (255, 255, 0), "top-left"))
 
 
 # ---------------------------------------------------------------- Guided Backprop and Guided Grad-CAM
@@ -16,11 +16,8 @@ SQUARE = gce.artifact_mask(6, "top-left")
 def test_guided_backprop_matches_captum(model, images):
     from captum.attr import GuidedBackprop as CaptumGuidedBackprop
     classes = torch.tensor([1, 6, 6, 0, 9])
-    ours = gce.GuidedBackprop(model).gradients(images, classes)[0]
-    peer_model = copy.deepcopy(model)
-    for m in peer_model.modules():  # Captum's backward hooks cannot handle in-place ReLUs
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    ours = gce.GuidedBackprop(model)(images, classes)
+    peer_model = copy.deepcopy(model)  # Captum hooks the model's ReLUs (and removes the hooks after)
     theirs = CaptumGuidedBackprop(peer_model).attribute(images.clone().requires_grad_(), target=classes)
     assert ours.abs().max() > 0
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
@@ -34,8 +31,8 @@ def test_guided_backprop_matches_pytorch_grad_cam(model, images, dtype):
     from pytorch_grad_cam import GuidedBackpropReLUModel
     model, images = model.to(dtype), images.to(dtype)
     guided = gce.GuidedBackprop(model)
-    ours = guided.gradients(images, 3)[0] if dtype == torch.float64 else \
-        torch.cat([guided.gradients(images[i:i + 1], 3)[0] for i in range(len(images))])
+    ours = guided(images, 3) if dtype == torch.float64 else \
+        torch.cat([guided(images[i:i + 1], 3) for i in range(len(images))])
     peer = GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu")  # it swaps the model's ReLUs
     for i in range(len(images)):  # the peer explains one image per call
         theirs = torch.from_numpy(peer(images[i:i + 1].clone(), target_category=3)).permute(2, 0, 1)
@@ -47,7 +44,7 @@ def test_guided_backprop_is_the_guided_rule_on_a_tiny_network():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8, bias=False), nn.ReLU(), nn.Linear(8, 2, bias=False)).double()
     x = torch.randn(3, 3, 2, 2, dtype=torch.float64)
-    ours = gce.GuidedBackprop(net).gradients(x, 1)[0].flatten(1)
+    ours = gce.GuidedBackprop(net)(x, 1).flatten(1)
     w1, w2 = net[1].weight, net[3].weight[1]
     active = (x.flatten(1) @ w1.T > 0).double()
     expected = (active * w2.clamp(min=0)) @ w1
@@ -62,8 +59,8 @@ def test_guided_backprop_batched_equals_per_image_and_leaves_no_trace(model, ima
     model.train()
     x = images.clone()
     guided = gce.GuidedBackprop(model)
-    batched = guided.gradients(x, 2)[0]
-    single = torch.cat([guided.gradients(x[i:i + 1], 2)[0] for i in range(len(x))])
+    batched = guided(x, 2)
+    single = torch.cat([guided(x[i:i + 1], 2) for i in range(len(x))])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
     assert torch.equal(x, images) and x.grad is None
     assert [(n, m, m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == relus_before
@@ -78,8 +75,8 @@ def test_guided_backprop_needs_relu_modules():
 
 
 def test_guided_grad_cam_is_the_pointwise_product(model, images):
-    grads = gce.GuidedBackprop(model).gradients(images, 4)[0]
-    cams = gce.GradCAM(model).cam(images, 4)
+    grads = gce.GuidedBackprop(model)(images, 4)
+    cams = gce.GradCAM(model)(images, 4)
     expected = (grads * cams[:, None]).abs().amax(1)
     torch.testing.assert_close(gce.guided_grad_cam(grads, cams), expected)
     assert gce.guided_grad_cam(grads, cams).shape == (5, 32, 32)
@@ -91,7 +88,7 @@ def test_guided_grad_cam_is_the_pointwise_product(model, images):
 def test_occlusion_matches_captum(model, images, patch, stride):
     from captum.attr import Occlusion
     classes = torch.tensor([3, 3, 8, 1, 0])
-    ours = gce.occlusion_map(model, images, classes, patch=patch, stride=stride, images_per_forward=200)
+    ours = gce.Occlusion(model, patch=patch, stride=stride, images_per_forward=200)(images, classes)
     theirs = Occlusion(lambda x: model(x).softmax(1)).attribute(
         images, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride), baselines=0.0, target=classes)
     assert ours.shape == (5, 32, 32) and ours.abs().max() > 0

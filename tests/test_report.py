@@ -73,3 +73,12 @@ def test_ci_runs_the_readme_commands():
     block = re.search(r"## Set up and run\s+```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
     assert len(block) == 2, "the README promises exactly two set-up commands"
     assert block[1] in (ROOT / ".ci" / "run").read_text(), ".ci/run must run the README's test command"
+
+
+def test_the_readme_python_example_runs(model, images):
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"### The explanation methods from Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    scope = {"model": model, "x": images[:2], "classes": [3, 5]}
+    exec(code, scope)
+    assert scope["maps"].shape == (2, 32, 32) and scope["grads"].shape == (2, 3, 32, 32)
+    assert scope["drops"].shape == (2, 32, 32) and scope["result"].classes.shape == (2,)

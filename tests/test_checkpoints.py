@@ -1,0 +1,157 @@
+"""Checkpoints are trusted only when they match: the key comes from the Config's own field marks and the data's
+fingerprint, a bad file is retrained with one warning, a save is atomic, and a run stops on what it cannot fix."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import grad_cam_experiment as gce
+from conftest import write_image_folder
+
+CPU = torch.device("cpu")
+
+# What determines each model's weights (and its saved history, which holds test accuracy), written out here
+# independently of the fields' own `trains` marks: a field marked wrongly fails the test below.
+TRAINS_BOTH = {"train_subset", "test_subset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step",
+               "lr_gamma", "crop_padding", "flip", "seed", "amp", "channels_last", "compile"}
+TRAINS_BIASED = TRAINS_BOTH | {"artifact_class", "artifact_size", "artifact_color", "artifact_corner"}
+# A valid value different from the default, for every field. A new Config field has none until someone adds it
+# here and so decides, in TRAINS_*, whether it affects training.
+PERTURBED = dict(
+    data_dir="/elsewhere", output_dir="elsewhere", train_subset=100, test_subset=100, download=False,
+    artifact_class=3, artifact_size=4, artifact_color=(0, 0, 255), artifact_corner="bottom-right", epochs=4,
+    batch_size=64, lr=0.02, momentum=0.5, weight_decay=1e-3, lr_step=3, lr_gamma=0.5, crop_padding=2, flip=False,
+    seed=1, retrain=True, device="cpu", amp=False, channels_last=False, eval_batch_size=64, compile=True,
+    target_layer="layer3", examples_per_class=2, frog_examples=3, faithfulness_images=600, occlusion_patch=4,
+    occlusion_stride=1, deletion_steps=16, bootstrap_resamples=100, sanity_images=10, audit_layers="layer3",
+    audit_images=10, pointing_tolerance=4, progress=False)
+
+
+def key(cfg: gce.Config, biased: bool, data: str = "fingerprint") -> str:
+    return gce.training_key(cfg.to_dict(), biased, data, CPU)
+
+
+@pytest.mark.parametrize("biased", [False, True])
+def test_checkpoint_key_changes_exactly_for_the_fields_that_affect_training(biased):
+    fields = [f.name for f in dataclasses.fields(gce.Config) if f.name != "quick"]
+    assert set(fields) == set(PERTURBED), "give every Config field a perturbed value (and decide if it trains)"
+    base = gce.Config()
+    changed = {name for name in fields if key(gce.Config(**{name: PERTURBED[name]}), biased) != key(base, biased)}
+    assert changed == (TRAINS_BIASED if biased else TRAINS_BOTH)
+    # --quick changes the key only through the fields it sets: pinned to their defaults, nothing changes
+    pinned = {name: gce.Config.__dataclass_fields__[name].metadata["default"] for name in gce.QUICK_PRESET}
+    assert key(gce.Config(quick=True, **pinned), biased) == key(base, biased)
+    assert key(gce.Config(quick=True), biased) != key(base, biased)
+    # The data are keyed by what was loaded: another fingerprint is another model, whatever the folder is called.
+    assert key(base, biased, "other data") != key(base, biased)
+    assert key(base, True) != key(base, False)
+
+
+def test_data_fingerprint_follows_the_loaded_data_not_the_folder_name(tmp_path):
+    write_image_folder(tmp_path / "a", {"train": 2, "test": 1})
+    cfg = gce.Config(data_dir=str(tmp_path / "a"), download=False)
+    first = gce.data_fingerprint(*gce.load_cifar10(cfg, CPU)[:2])
+    (tmp_path / "a").rename(tmp_path / "b")  # the same images elsewhere: the same model
+    moved = gce.data_fingerprint(*gce.load_cifar10(dataclasses.replace(cfg, data_dir=str(tmp_path / "b")), CPU)[:2])
+    assert moved == first
+    write_image_folder(tmp_path / "extra", {"train": 3, "test": 1}, seed=7)  # images added to a class folder
+    (tmp_path / "extra" / "train" / "cat" / "0002.png").rename(tmp_path / "b" / "train" / "cat" / "0002.png")
+    grown = gce.data_fingerprint(*gce.load_cifar10(dataclasses.replace(cfg, data_dir=str(tmp_path / "b")), CPU)[:2])
+    assert grown != first
+
+
+@pytest.fixture
+def quick_argv(tiny_dataset, tmp_path):
+    return ["--quick", "--data-dir", str(tiny_dataset), "--output-dir", str(tmp_path / "out"), "--train-subset", "20",
+            "--test-subset", "20", "--no-progress", "--faithfulness-images", "2", "--sanity-images", "2",
+            "--audit-images", "4", "--bootstrap-resamples", "10", "--audit-layers", "layer4.1.conv2"]
+
+
+@pytest.fixture
+def tiny_training(tiny_dataset, tmp_path):
+    cfg = gce.Config(data_dir=str(tiny_dataset), output_dir=str(tmp_path), train_subset=20, test_subset=20, epochs=1,
+                     progress=False)
+    train, test, _ = gce.load_cifar10(cfg, CPU)
+    return cfg, train, test, gce.data_fingerprint(train, test)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs"])
+def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, damage):
+    cfg, train, test, fingerprint = tiny_training
+    model, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    path = gce.Path(first["checkpoint"])
+    data = path.read_bytes()
+    if damage == "truncated":  # also what Ctrl-C during a plain torch.save used to leave
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint" * 100)
+    else:
+        saved = torch.load(path, weights_only=True)
+        if damage == "other architecture":
+            saved["state_dict"] = torch.nn.Linear(3, 2).state_dict()
+        else:  # a file renamed or copied under another configuration's key
+            saved["config"] = {**saved["config"], "lr": 0.5}
+        torch.save(saved, path)
+    capsys.readouterr()
+    retrained, again = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: ignoring checkpoint {path} (") and err.count("\n") == 1, err
+    assert not again["reused_checkpoint"] and again["checkpoint"] == first["checkpoint"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), retrained.state_dict().values()))
+    saved = torch.load(path, weights_only=True)  # rewritten, with the full configuration inside
+    assert saved["config"] == cfg.to_dict() and saved["data_fingerprint"] == fingerprint
+    assert gce.train_or_load(cfg, train, test, CPU, True, fingerprint)[1]["reused_checkpoint"]
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"an older checkpoint")
+
+    def interrupted(obj, f):
+        open(f, "wb").write(b"half a chec")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gce.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gce.save_atomically({"state_dict": {}}, path)
+    assert path.read_bytes() == b"an older checkpoint" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_diverging_run_stops_with_an_error_and_saves_nothing(quick_argv, tmp_path, capsys):
+    assert gce.main([*quick_argv, "--lr", "1e12"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: standard model diverged in epoch 1") and "\n" not in err, err
+    assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))
+
+
+def test_ctrl_c_prints_one_line(quick_argv, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gce, "train_model", interrupted)
+    assert gce.main(quick_argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted:") and "\n" not in err
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("fc", "'fc' outputs (1, 10)"), ("layer4.1.relu", "runs more than once"), ("avgpool", "larger than 1x1"),
+    ("layer9", "unknown target layer 'layer9'")])
+def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, monkeypatch, capsys, layer, message):
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the layers were checked")
+    monkeypatch.setattr(gce, "load_cifar10", no_data)
+    for flag in ("--target-layer", "--audit-layers"):
+        assert gce.main([*quick_argv, flag, layer]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_an_output_dir_that_cannot_be_written_is_one_line(quick_argv, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("user data")
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: cannot write to --output-dir {out}") and "\n" not in err, err
+    assert (tmp_path / "a-file").read_text() == "user data"

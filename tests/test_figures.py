@@ -1,0 +1,41 @@
+"""Figures say what they show: the colour bar is drawn in the overlays' own colours."""
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+import grad_cam_experiment as gce
+
+
+def overlay_colour(value: float) -> np.ndarray:
+    """The colour an overlay gives a map value, with the image fully covered (alpha 1)."""
+    return gce.overlay_heatmap(np.zeros((1, 1, 3), np.uint8), np.array([[value]]), alpha=1.0)[0, 0]
+
+
+def test_colour_bar_pixels_are_the_overlay_colours_of_their_values():
+    # Render a figure and read the colour bar back pixel by pixel, bottom (0) to top (1). Each pixel must be the
+    # overlay's colour for its value (one 1/256 colour step either side: a pixel spans about 1/200 of the bar).
+    # With matplotlib's own 'jet' in the bar, which is what it used to be, this fails by up to 34/255.
+    fig = gce.figure_grid([gce.Panel(np.zeros((32, 32, 3), np.uint8), "caption", np.zeros((32, 32)))], 1, "title")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    bar = fig.axes[-1].get_window_extent()
+    column = int((bar.x0 + bar.x1) / 2)
+    rows = range(int(bar.y0) + 2, int(bar.y1) - 2)
+    assert len(rows) > 100
+    jet_distance = 0.0
+    for y in rows:
+        value = (y + 0.5 - bar.y0) / (bar.y1 - bar.y0)
+        pixel = rgba[rgba.shape[0] - 1 - y, column, :3]
+        near = [overlay_colour(min(max(value + step / 256, 0.0), 1.0)) for step in (-1, 0, 1)]
+        assert any((pixel == colour).all() for colour in near), (value, pixel, near)
+        jet_distance = max(jet_distance, np.abs(np.array(matplotlib.colormaps["jet"](value)[:3]) * 255 - pixel).max())
+    assert jet_distance > 20  # the test tells the two colormaps apart
+
+
+def test_overlay_uses_opencv_jet():
+    import cv2
+    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    for index in (0, 37, 128, 200, 255):
+        assert (overlay_colour(index / 255) == lut[index]).all()
