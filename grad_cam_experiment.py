@@ -62,10 +62,8 @@ class UserError(Exception):
 
 
 def _opt(default: Any, help: str, trains: str = "", quick: Any = None) -> Any:
-    """A Config field. `help` (unit and meaning) is shown by --help. `trains` says whose weights the field
-    determines: "both" models, the "biased" one only, or "" (none: evaluation, figures, paths); the checkpoint key
-    hashes exactly the marked fields, so a new training field is keyed by being declared. `quick` is the field's
-    value under --quick (or Config(quick=True)) unless it is given explicitly."""
+    """A Config field: `help` (unit, meaning) for --help; `trains`: whose weights it determines ("both", "biased",
+    or "": none), the checkpoint key hashes exactly these; `quick`: its value under --quick unless given."""
     metadata = dict(help=help, trains=trains, default=default)
     if quick is None:
         return field(default=default, metadata=metadata)
@@ -353,14 +351,12 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     for p in sorted(split_dir.iterdir()):
         if p.is_dir() and not _is_hidden(p):
             folders.setdefault(p.name.lower(), []).append(p)
-    expected = f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}"
-    odd = sorted(p.name for name, paths in folders.items() for p in paths
-                 if name not in CIFAR10_CLASSES or len(paths) > 1)
+    odd = sorted(p.name for name, paths in folders.items() for p in paths if name not in CIFAR10_CLASSES or len(paths) > 1)
     missing = [name for name in CIFAR10_CLASSES if name not in folders]
     if odd or missing:
-        found = (f"unexpected folder(s) {', '.join(odd)}" if odd else "") + \
-                ("; " if odd and missing else "") + (f"missing {', '.join(missing)}" if missing else "")
-        raise UserError(f"{expected}; {found} (move or rename them)")
+        found = [f"unexpected folder(s) {', '.join(odd)}"] * bool(odd) + [f"missing {', '.join(missing)}"] * bool(missing)
+        raise UserError(f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
+                        f"{'; '.join(found)} (move or rename them)")
     files, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_dir = folders[name][0]
@@ -791,21 +787,17 @@ class Occlusion:
         self.model, self.patch, self.stride = model, patch, stride
         self.images_per_forward, self.autocast = images_per_forward, autocast
 
-    def windows(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """Boolean [P, H, W]: True inside each occluding patch. Window corners every `stride` pixels; where they
-        do not tile the image, one more window clipped at the border covers the last pixels (as Captum does)."""
-        patch, stride = self.patch, self.stride
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
+        (b, _, h, w), patch, stride, device = images.shape, self.patch, self.stride, images.device
+        # Window corners every `stride` pixels; where they do not tile the image, one more window clipped at the
+        # border covers the last pixels (as Captum does), so every pixel gets a value.
         tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=device)
         lefts = torch.arange(0, -(-(w - patch) // stride) * stride + 1, stride, device=device)
         rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
         win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
         win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
-        return (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)
-
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
-        b, _, h, w = images.shape
-        windows = self.windows(h, w, images.device)
+        windows = (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)      # [P, H, W]
         coverage = windows.sum(0).float()  # >= 1 everywhere
         keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
         per_chunk = max(1, self.images_per_forward // (len(windows) + 1))  # >= one image and its windows per pass
