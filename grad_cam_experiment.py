@@ -162,16 +162,16 @@ class Config:
             (0 <= self.crop_padding <= 16, f"--crop-padding must be 0..16 pixels, got {self.crop_padding}"),
             (1 <= self.examples_per_class <= 100 and 1 <= self.frog_examples <= 100,
              "--examples-per-class and --frog-examples must be 1..100 (images in one figure)"),
-            (1 <= self.occlusion_stride <= self.occlusion_patch <= 32,
-             "--occlusion-stride must be 1..--occlusion-patch (else some pixels are never occluded), patch <= 32"),
+            (1 <= self.occlusion_stride <= self.occlusion_patch < 32, "--occlusion-stride must be 1..--occlusion-patch "
+             "(else some pixels are never occluded), and the patch < 32 (a whole-image patch gives a constant map)"),
             (2 <= self.sanity_images <= self.faithfulness_images and self.audit_images >= 1,
              "--sanity-images must be 2..--faithfulness-images (they are a subset), --audit-images >= 1"),
-            (1 <= self.deletion_steps <= 1024 and 10 <= self.bootstrap_resamples <= 100_000
-             and 0 <= self.pointing_tolerance <= 32,
-             "--deletion-steps must be 1..1024 (pixels), --bootstrap-resamples 10..100000, --pointing-tolerance 0..32"),
+            (1 <= self.deletion_steps <= 1024 and 10 <= self.bootstrap_resamples <= 100_000,
+             "--deletion-steps must be 1..1024 (pixels), --bootstrap-resamples 10..100000"),
+            (0 <= self.pointing_tolerance < 32 - self.artifact_size, f"--pointing-tolerance must be 0.."
+             f"{31 - self.artifact_size} with a {self.artifact_size}-pixel square (a region grown over the whole "
+             "image is hit by every map)"),
             (bool(self.audit_layer_names), "--audit-layers needs at least one layer"),
-            (len(set(map(canonical_layer_name, self.audit_layer_names))) == len(self.audit_layer_names),
-             f"--audit-layers lists a layer twice: {self.audit_layers}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -204,7 +204,7 @@ def _parse_rgb(text: str) -> tuple:
 
 class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of argparse's full usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -331,17 +331,22 @@ def _is_hidden(path: Path) -> bool:
 
 
 def _find_image_folder(root: Path) -> Path | None:
-    """root itself or one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/); a folder
-    with only one of the two is an error that names the missing one."""
+    """root itself or the one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/). A folder
+    with only one of the two, or several children with both, is an error that says which."""
+    found = []
     for candidate in [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))]:
         present = [split for split in ("train", "test") if (candidate / split).is_dir()]
-        if len(present) == 2:
-            return candidate
-        if present:
+        if len(present) == 1:
             missing = "test" if present == ["train"] else "train"
             raise UserError(f"{candidate} has {present[0]}/ but no {missing}/; an image-folder copy needs both "
                             f"{candidate}/train/<class>/*.jpg and {candidate}/test/<class>/*.jpg")
-    return None
+        if present and candidate == root:
+            return root
+        found += [candidate] * bool(present)
+    if len(found) > 1:
+        raise UserError(f"{root} holds several image-folder copies ({', '.join(p.name for p in found)}); "
+                        "pass the one to use as --data-dir")
+    return found[0] if found else None
 
 
 def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
@@ -789,7 +794,7 @@ class Occlusion:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
-        (b, _, h, w), patch, stride, device = images.shape, self.patch, self.stride, images.device
+        (_, _, h, w), patch, stride, device = images.shape, self.patch, self.stride, images.device
         # Window corners every `stride` pixels; where they do not tile the image, one more window clipped at the
         # border covers the last pixels (as Captum does), so every pixel gets a value.
         tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=device)
@@ -1681,23 +1686,32 @@ def timed(timings: dict[str, float], stage: str):
         timings[f"{stage}_seconds"] = time.perf_counter() - start
 
 
-def prepare_output_dir(path: Path) -> None:
-    """Create the output folder and check that it takes files, before any work is done."""
+def check_output_dir(path: Path, data_dir: Path) -> None:
+    """Before any work: the output folder (or the nearest folder that exists above it, where it will be made)
+    takes files, and it is not inside the data's train/ or test/ folders, which it would change."""
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is a file" if not existing.is_dir() else f"{existing} is not writable"
+        raise UserError(f"cannot write to --output-dir {path} ({problem}); pass a writable folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-check-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to --output-dir {path} ({exc.strerror or exc}); pass a writable folder") from None
+        inside = path.resolve().relative_to(data_dir.expanduser().resolve()).parts[:2]
+    except ValueError:  # not below the data folder
+        return
+    if {"train", "test"} & set(inside):
+        raise UserError(f"--output-dir {path} is inside the data in --data-dir {data_dir}; pass a folder outside it")
 
 
-def check_layers(layers: Sequence[str]) -> None:
+def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     """Grad-CAM of every requested layer on an untrained model and one blank image: a layer that does not exist,
     has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""
     model = build_model(len(CIFAR10_CLASSES))
-    for layer in layers:
-        GradCAM(model, layer)(torch.zeros(1, 3, 32, 32))
+    names = []
+    for layer in [target_layer, *audit_layers]:
+        grad_cam = GradCAM(model, layer)
+        grad_cam(torch.zeros(1, 3, 32, 32))
+        names.append(grad_cam.layer_name)
+    if len(set(names[1:])) < len(audit_layers):
+        raise UserError(f"--audit-layers lists a layer twice: {', '.join(audit_layers)} are {', '.join(names[1:])}")
 
 
 def run(cfg: Config) -> dict:
@@ -1709,8 +1723,8 @@ def run(cfg: Config) -> dict:
     ##### Set-up: what the user can get wrong fails here, before data is loaded or a model trained
     device = resolve_device(cfg.device)
     out, show = Path(cfg.output_dir), in_notebook()
-    prepare_output_dir(out)
-    check_layers([cfg.target_layer, *cfg.audit_layer_names])
+    check_output_dir(out, Path(cfg.data_dir))
+    check_layers(cfg.target_layer, cfg.audit_layer_names)
     seed_everything(cfg.seed)
 
     ##### Data
@@ -1802,6 +1816,7 @@ def run(cfg: Config) -> dict:
                              test_images=len(test.labels), class_names=list(CIFAR10_CLASSES)),
                    models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
                    figures=figures, timings=timings, output_dir=str(out))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     print_summary(metrics)
     return metrics
@@ -1818,6 +1833,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except torch.cuda.OutOfMemoryError:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused: disk full, a name too long, a folder that cannot be made
+        print(f"error: {exc}; check the path and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: stopped before the end; a model still in training was not saved, finished ones were",

@@ -138,7 +138,7 @@ def test_ctrl_c_prints_one_line(quick_argv, monkeypatch, capsys):
 @pytest.mark.parametrize("layer, message", [
     ("fc", "'fc' outputs (1, 10)"), ("layer4.1.relu", "runs more than once"), ("avgpool", "larger than 1x1"),
     ("layer9", "unknown target layer 'layer9'")])
-def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, monkeypatch, capsys, layer, message):
+def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, tmp_path, monkeypatch, capsys, layer, message):
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded before the layers were checked")
     monkeypatch.setattr(gce, "load_cifar10", no_data)
@@ -146,12 +146,17 @@ def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, monkeypatch
         assert gce.main([*quick_argv, flag, layer]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert gce.main([*quick_argv, "--audit-layers", "layer4.1,layer4[-1]"]) == 2  # one layer, two names
+    assert "lists a layer twice" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # an early error leaves no empty output folder behind
 
 
-def test_an_output_dir_that_cannot_be_written_is_one_line(quick_argv, tmp_path, capsys):
+def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(quick_argv, tiny_dataset, tmp_path,
+                                                                                 capsys):
     (tmp_path / "a-file").write_text("user data")
-    for out in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+    for out, problem in [(tmp_path / "a-file", "a-file is a file"), (tmp_path / "a-file" / "below", "a-file is a file"),
+                         (tiny_dataset / "train" / "outputs", "is inside the data")]:
         assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith(f"error: cannot write to --output-dir {out}") and "\n" not in err, err
-    assert (tmp_path / "a-file").read_text() == "user data"
+        assert err.startswith("error: ") and problem in err and "\n" not in err, err
+    assert (tmp_path / "a-file").read_text() == "user data" and not (tiny_dataset / "train" / "outputs").exists()

@@ -158,3 +158,11 @@ def test_a_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(gce.UserError):
         gce.load_cifar10(gce.Config(data_dir=str(kept)), torch.device("cpu"))
     assert (kept / "notes.txt").read_text() == "user data"  # a folder the run did not create stays
+
+
+def test_several_copies_below_the_data_dir_are_an_error_not_a_guess(tmp_path):
+    write_image_folder(tmp_path / "a_copy", {"train": 1, "test": 1})
+    write_image_folder(tmp_path / "b_copy", {"train": 1, "test": 1})
+    with pytest.raises(gce.UserError, match="holds several image-folder copies \\(a_copy, b_copy\\)"):
+        load(tmp_path)
+    assert len(load(tmp_path / "b_copy")[0].labels) == 10
