@@ -104,7 +104,7 @@ class Config:
     # Hardware
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     amp: bool = _opt(True, "mixed precision for training and predictions on GPU: bf16 autocast (fp16 + GradScaler "
-                     "before Ampere); CPU, explanations and their metrics stay fp32", trains="both")
+                     "before Ampere); CPU, explanations and their metrics stay fp32")  # keyed as training_precision
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
                                trains="both")  # other conv kernels: other rounding, other weights
     eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
@@ -142,7 +142,7 @@ class Config:
             (self.train_subset == 0 or self.train_subset >= 10, "--train-subset must be 0 (all) or >= 10 images"),
             (self.test_subset == 0 or self.test_subset >= 10,
              "--test-subset must be 0 (all) or >= 10 images (every class, the square's class included)"),
-            (bool(self.data_dir.strip()) and bool(self.output_dir.strip()),
+            (bool(str(self.data_dir).strip()) and bool(str(self.output_dir).strip()),
              "--data-dir and --output-dir must name a folder (got an empty string)"),
             (0 <= self.artifact_class < len(CIFAR10_CLASSES),
              f"--artifact-class must be a class index 0..9, got {self.artifact_class}"),
@@ -331,22 +331,19 @@ def _is_hidden(path: Path) -> bool:
 
 
 def _find_image_folder(root: Path) -> Path | None:
-    """root itself or the one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/). A folder
-    with only one of the two, or several children with both, is an error that says which."""
-    found = []
-    for candidate in [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))]:
-        present = [split for split in ("train", "test") if (candidate / split).is_dir()]
-        if len(present) == 1:
-            missing = "test" if present == ["train"] else "train"
-            raise UserError(f"{candidate} has {present[0]}/ but no {missing}/; an image-folder copy needs both "
-                            f"{candidate}/train/<class>/*.jpg and {candidate}/test/<class>/*.jpg")
-        if present and candidate == root:
-            return root
-        found += [candidate] * bool(present)
-    if len(found) > 1:
-        raise UserError(f"{root} holds several image-folder copies ({', '.join(p.name for p in found)}); "
+    """root itself or the one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/). Several
+    such children are an error; so is a folder with only one of the two when nothing else here is usable."""
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))]
+    complete = [c for c in candidates if (c / "train").is_dir() and (c / "test").is_dir()]
+    if len(complete) > 1 and complete[0] != root:
+        raise UserError(f"{root} holds several image-folder copies ({', '.join(p.name for p in complete)}); "
                         "pass the one to use as --data-dir")
-    return found[0] if found else None
+    partial = [c for c in candidates if (c / "train").is_dir() != (c / "test").is_dir()]
+    if not complete and partial and not (root / "cifar-10-batches-py").is_dir():
+        present, missing = ("train", "test") if (partial[0] / "train").is_dir() else ("test", "train")
+        raise UserError(f"{partial[0]} has {present}/ but no {missing}/; an image-folder copy needs both "
+                        f"{partial[0]}/train/<class>/*.jpg and {partial[0]}/test/<class>/*.jpg")
+    return complete[0] if complete else None
 
 
 def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
@@ -356,10 +353,12 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     for p in sorted(split_dir.iterdir()):
         if p.is_dir() and not _is_hidden(p):
             folders.setdefault(p.name.lower(), []).append(p)
-    odd = sorted(p.name for name, paths in folders.items() for p in paths if name not in CIFAR10_CLASSES or len(paths) > 1)
+    odd = sorted(p.name for name, paths in folders.items() for p in paths
+                 if name not in CIFAR10_CLASSES or len(paths) > 1)  # cat and Cat: which one is meant?
     missing = [name for name in CIFAR10_CLASSES if name not in folders]
     if odd or missing:
-        found = [f"unexpected folder(s) {', '.join(odd)}"] * bool(odd) + [f"missing {', '.join(missing)}"] * bool(missing)
+        found = [f"unexpected folder(s) {', '.join(odd)}"] * bool(odd) + \
+                [f"missing {', '.join(missing)}"] * bool(missing)
         raise UserError(f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
                         f"{'; '.join(found)} (move or rename them)")
     files, labels = [], []
@@ -429,19 +428,20 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         have_batches = (root / "cifar-10-batches-py").is_dir()
         if not have_batches and not cfg.download:
             raise UserError(f"no CIFAR-10 found in {root} and --no-download is set; {how_to_fix}")
-        created = not root.exists()
+        created = ([p for p in [root, *root.parents] if not p.exists()] or [None])[-1]  # topmost folder made here
+        loaded = False
         try:
             train = _load_torchvision_split(root, True, cfg.download, cfg.train_subset, cfg.seed)
             test = _load_torchvision_split(root, False, cfg.download, cfg.test_subset, cfg.seed + 1)
-        except UserError:
-            raise
+            loaded = True
         except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             # URLError (an OSError), a failed checksum or a truncated pickle: all mean "no usable data here"
-            if created:
-                shutil.rmtree(root, ignore_errors=True)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"no CIFAR-10 found in {root} and torchvision could not provide it ({reason}); "
                             f"{how_to_fix}") from None
+        finally:  # also on Ctrl-C during a download
+            if not loaded and created is not None:
+                shutil.rmtree(created, ignore_errors=True)
         source = f"torchvision CIFAR10 in {root}"
     return (Split(train.images.to(device), train.labels.to(device)),
             Split(test.images.to(device), test.labels.to(device)), source)
@@ -614,7 +614,7 @@ def _as_class_tensor(classes: int | Sequence[int] | torch.Tensor | None, logits:
 
 
 class Explanation(NamedTuple):
-    maps: torch.Tensor     # float32 [B, H, W] at input resolution (Guided Backprop: [B, 3, H, W] gradients)
+    maps: torch.Tensor     # float32 [B, H, W] at input resolution
     logits: torch.Tensor   # float32 [B, num_classes], detached
     classes: torch.Tensor  # int64 [B], the class each map explains
 
@@ -732,8 +732,8 @@ def _guide_relu(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch
 
 class GuidedBackprop:
     """Guided Backpropagation (Springenberg et al. 2015): dy^c/dx where every ReLU's backward passes only
-    positive gradients at positions where its forward input was positive. Maps are the guided gradients
-    [B, 3, H, W] w.r.t. the input (`saliency` reduces them to [B, H, W]).
+    positive gradients at positions where its forward input was positive. Its map is the saliency of the guided
+    gradients (largest |.| over the colour channels); `gradients` gives them as they are, [B, 3, H, W].
 
     The model is not edited: for one call, a forward hook on each nn.ReLU module wraps its output in
     `_PositiveGradientOnly`, so the ReLU's own backward (mask: input > 0) followed by the clamp (gradient > 0)
@@ -748,8 +748,8 @@ class GuidedBackprop:
                             "cannot be guided without editing the model)")
         self.model = model
 
-    def explain(self, images: torch.Tensor, classes=None) -> Explanation:
-        """Guided gradients [B, 3, H, W] w.r.t. the input, with the logits and the explained classes."""
+    def _backward(self, images: torch.Tensor, classes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One guided forward and backward: gradients [B, 3, H, W] w.r.t. the input, logits, explained classes."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("GuidedBackprop needs autograd; call it outside torch.inference_mode()")
         handles = [relu.register_forward_hook(_guide_relu) for relu in self.relus]
@@ -762,10 +762,19 @@ class GuidedBackprop:
         finally:
             for handle in handles:
                 handle.remove()
-        return Explanation(grads, logits.detach().float(), targets)
+        return grads, logits.detach().float(), targets
+
+    def gradients(self, images: torch.Tensor, classes=None) -> torch.Tensor:
+        """Guided gradients [B, 3, H, W] w.r.t. the input (what Guided Grad-CAM multiplies with Grad-CAM)."""
+        return self._backward(images, classes)[0]
+
+    def explain(self, images: torch.Tensor, classes=None) -> Explanation:
+        grads, logits, targets = self._backward(images, classes)
+        return Explanation(saliency(grads), logits, targets)
 
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
-        return self.explain(images, classes).maps
+        """Saliency maps [B, H, W]."""
+        return saliency(self.gradients(images, classes))
 
 
 def saliency(gradients: torch.Tensor) -> torch.Tensor:
@@ -808,7 +817,8 @@ class Occlusion:
         per_chunk = max(1, self.images_per_forward // (len(windows) + 1))  # >= one image and its windows per pass
         drops = []
         with eval_mode(self.model):
-            with autocast_for(images.device, self.autocast):  # the logits only pick and check the classes
+            # One plain forward per image (1/(P+1) of the work) picks and checks the classes before any occluded pass.
+            with autocast_for(images.device, self.autocast):
                 logits = torch.cat([self.model(x) for x in images.split(self.images_per_forward)])
             targets = _as_class_tensor(classes, logits.float())
             for x, c in zip(images.split(per_chunk), targets.split(per_chunk)):
@@ -848,7 +858,7 @@ def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, l
                 batch_size: int) -> dict[str, torch.Tensor]:
     """Grad-CAM, Guided Backprop and Guided Grad-CAM maps [B, H, W] for the given classes, batched."""
     cams = batched(GradCAM(model, layer), images, classes, batch_size)
-    grads = batched(GuidedBackprop(model), images, classes, batch_size).float()
+    grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     return {"Grad-CAM": cams, "Guided Backprop": saliency(grads), "Guided Grad-CAM": guided_grad_cam(grads, cams)}
 
 
@@ -865,7 +875,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), head
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))) + " |"
+        padded = (v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "| " + " | ".join(padded) + " |"
     if header:
         print(line(headers))
         print("| " + " | ".join((":" + "-" * (w - 1)) if i == 0 else ("-" * (w - 1) + ":")
@@ -980,8 +991,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
-CHECKPOINT_VERSION = 3  # bump when training code changes what a checkpoint means
-ARCHITECTURE = "torchvision resnet18, 3x3 stride-1 stem, no max-pool"
+CHECKPOINT_VERSION = 3  # bump when the code changes what a checkpoint means (model, recipe, data handling)
 
 
 def training_fields(biased: bool) -> list[str]:
@@ -990,22 +1000,27 @@ def training_fields(biased: bool) -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.metadata["trains"] in roles]
 
 
-def training_key(config: dict, biased: bool, data: str, device: torch.device) -> str:
+def training_precision(device: torch.device, amp: bool) -> str:
+    """The precision training actually uses: --amp matters on a GPU only (the CPU trains in fp32 either way)."""
+    return str(amp_dtype(device)).removeprefix("torch.") if amp and device.type == "cuda" else "fp32"
+
+
+def training_key(config: dict, biased: bool, data: str, precision: str) -> str:
     """Short hash of everything that determines a trained model: the training fields of `config` (a
-    Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the precision actually used on
-    `device` and the architecture. A checkpoint is reused only on a match."""
-    precision = str(amp_dtype(device)) if config["amp"] and device.type == "cuda" else "fp32"
+    Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the training precision and the
+    checkpoint version. A checkpoint is reused only on a match."""
     payload = {k: config[k] for k in training_fields(biased)} | {
-        "biased": biased, "data": data, "precision": precision, "model": ARCHITECTURE, "version": CHECKPOINT_VERSION}
+        "biased": biased, "data": data, "precision": precision, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) -> tuple[nn.Module, dict] | None:
     """The model and contents of a checkpoint that is readable, holds this architecture's weights and whose stored
-    configuration and data fingerprint give the key in its name; otherwise None, after a one-line warning."""
+    configuration, data fingerprint and precision give the key in its name; otherwise None, after a one-line
+    warning."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], device)
+        stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"])
         if stored_key != key:
             raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
@@ -1032,7 +1047,8 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train and
     save it, with the full configuration inside."""
     name = "biased" if biased else "standard"
-    key = training_key(cfg.to_dict(), biased, fingerprint, device)
+    precision = training_precision(device, cfg.amp)
+    key = training_key(cfg.to_dict(), biased, fingerprint, precision)
     path = Path(cfg.output_dir) / "checkpoints" / f"{name}-{key}.pt"
     loaded = load_checkpoint(path, key, biased, device) if path.exists() and not cfg.retrain else None
     if loaded is not None:
@@ -1047,7 +1063,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
-                         config=cfg.to_dict(), data_fingerprint=fingerprint), path)
+                         config=cfg.to_dict(), data_fingerprint=fingerprint, precision=precision), path)
     return model, dict(history=history, train_seconds=seconds, checkpoint=str(path), reused_checkpoint=False)
 
 
@@ -1197,14 +1213,18 @@ def called_share(logits: torch.Tensor, target: int) -> float:
     return (logits.argmax(1) == target).float().mean().item()
 
 
+def correct_first(indices: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """The indices, correctly classified ones first, each part in its given order: the one rule by which every
+    sample of examples is made (misclassified ones only fill up when too few are correct)."""
+    return torch.cat([indices[correct[indices]], indices[~correct[indices]]])
+
+
 def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
                   logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of k test images of each class, in test-set order. With logits, correctly classified ones come first
-    and misclassified ones only fill up a class that has fewer than k correct (figures of a barely trained model
-    then show errors, with captions that say so, rather than nothing); without, simply the first k."""
+    """Indices of k test images of each class, in test-set order: with logits, correct_first (figures of a barely
+    trained model then show errors, with captions that say so, rather than nothing); without, simply the first k."""
     correct = logits.argmax(1) == labels if logits is not None else torch.ones_like(labels, dtype=torch.bool)
-    return torch.cat([torch.cat([torch.nonzero((labels == c) & correct).flatten(),
-                                 torch.nonzero((labels == c) & ~correct).flatten()])[:k] for c in classes])
+    return torch.cat([correct_first(torch.nonzero(labels == c).flatten(), correct)[:k] for c in classes])
 
 
 def called_target_when_stamped(labels: torch.Tensor, stamped_logits: torch.Tensor, target: int) -> torch.Tensor:
@@ -1241,7 +1261,7 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
             x = normalize(stamp_square(test.images[idx], cfg.square), cfg.channels_last)
             classes = torch.full((len(idx),), target, device=device)
             # Guided Backprop does not depend on the Grad-CAM layer: once per group (frogs only, for Guided Grad-CAM).
-            guided = (batched(guided_backprop, x, classes, cfg.eval_batch_size)
+            guided = (batched(guided_backprop.gradients, x, classes, cfg.eval_batch_size)
                       if group == "stamped_frogs" else None)
             for layer in cfg.audit_layer_names:
                 grad_cam = GradCAM(model, layer)
@@ -1265,9 +1285,9 @@ def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int
     hence the shuffle). Only when fewer than n are correct (a barely trained model) are misclassified images added;
     the second value says how many of the sample are correct."""
     shuffle = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
-    correct = (logits.argmax(1) == labels)[shuffle]
-    ordered = torch.cat([shuffle[correct], shuffle[~correct]])[:n]
-    return ordered, int(correct.sum().clamp(max=len(ordered)))
+    correct = logits.argmax(1) == labels
+    ordered = correct_first(shuffle, correct)[:n]
+    return ordered, int(correct[ordered].sum())
 
 
 BASELINES = ("Random", "Gaussian prior")
@@ -1374,11 +1394,10 @@ class Panel(NamedTuple):
 
 class Explained(NamedTuple):
     """One image explained by Grad-CAM, with the fields that captions are built from."""
-    image: np.ndarray  # uint8 HxWx3 RGB, as the model saw it
-    heat: np.ndarray   # Grad-CAM of the predicted class, [H, W] in [0, 1]
-    label: int         # true class
-    predicted: int
-    confidence: float  # p(predicted)
+    image: np.ndarray    # uint8 HxWx3 RGB, as the model saw it
+    heat: np.ndarray     # Grad-CAM of the predicted class, [H, W] in [0, 1]
+    label: int           # true class
+    probs: torch.Tensor  # the model's class probabilities [num_classes]
 
 
 def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str,
@@ -1386,13 +1405,13 @@ def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     """Grad-CAM of each uint8 image's predicted class, as records."""
     device = next(model.parameters()).device
     result = GradCAM(model, layer).explain(normalize(images.to(device), channels_last))
-    probs = result.logits.softmax(1).cpu()
-    return [Explained(image, heat, label, int(p.argmax()), float(p.max()))
-            for image, heat, label, p in zip(to_hwc(images), result.maps.cpu().numpy(), labels.tolist(), probs)]
+    return [Explained(*record) for record in zip(to_hwc(images), result.maps.cpu().numpy(), labels.tolist(),
+                                                 result.logits.softmax(1).cpu())]
 
 
-def predicted(r: Explained) -> str:
-    return f"pred {CIFAR10_CLASSES[r.predicted]} ({r.confidence:.0%})"
+def predicted(probs: torch.Tensor) -> str:
+    """Caption line for class probabilities [num_classes]: 'pred cat (87%)'."""
+    return f"pred {CIFAR10_CLASSES[int(probs.argmax())]} ({probs.max():.0%})"
 
 
 GRADCAM_SCALE = "Grad-CAM (0 = no evidence, 1 = strongest)"
@@ -1446,8 +1465,9 @@ def gradcam_examples_figure(model: nn.Module, images: torch.Tensor, labels: torc
     classified ones, misclassified ones only to fill up (the note says how many; their captions show it)."""
     records = explain_examples(model, images, labels, layer, channels_last)
     panels = [panel for r in records for panel in (
-        Panel(r.image, f"true {CIFAR10_CLASSES[r.label]}\n{predicted(r)}"), Panel(r.image, "Grad-CAM of pred", r.heat))]
-    wrong = sum(r.predicted != r.label for r in records)
+        Panel(r.image, f"true {CIFAR10_CLASSES[r.label]}\n{predicted(r.probs)}"),
+        Panel(r.image, "Grad-CAM of pred", r.heat))]
+    wrong = sum(int(r.probs.argmax()) != r.label for r in records)
     found = {c: sum(r.label == c for r in records) for c in classes}
     short = [f"{n} {CIFAR10_CLASSES[c]}{'s' if n != 1 else ''}" for c, n in found.items() if n < per_class]
     note = (gradcam_note(layer) + (f" Too few correct ones: {wrong} of these are misclassified (see captions)."
@@ -1463,8 +1483,8 @@ def stamped_comparison_figure(models: dict[str, nn.Module], images: torch.Tensor
     panels = []
     for std, bias in zip(records["standard"], records["biased"]):
         panels += [Panel(std.image, f"true {CIFAR10_CLASSES[std.label]}\nwith the square"),
-                   Panel(std.image, f"standard model\n{predicted(std)}", std.heat),
-                   Panel(bias.image, f"biased model\n{predicted(bias)}", bias.heat)]
+                   Panel(std.image, f"standard model\n{predicted(std.probs)}", std.heat),
+                   Panel(bias.image, f"biased model\n{predicted(bias.probs)}", bias.heat)]
     return save_figure(figure_grid(panels, 6, title, gradcam_note(layer)), path, show)
 
 
@@ -1482,7 +1502,7 @@ def methods_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     device = next(model.parameters()).device
     x, classes = normalize(images.to(device), channels_last), labels.to(device)
     cams = GradCAM(model, layer).explain(x, classes)
-    grads = GuidedBackprop(model)(x, classes).float()
+    grads = GuidedBackprop(model).gradients(x, classes).float()
     drops = Occlusion(model, *occlusion)(x, classes)
     drops = (drops.clamp_min(0) / drops.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
     maps, probs = cams.maps.cpu().numpy(), cams.logits.softmax(1).cpu()
@@ -1490,8 +1510,7 @@ def methods_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     panels = []
     for i, image in enumerate(to_hwc(images)):
         name = CIFAR10_CLASSES[int(classes[i])]
-        record = Explained(image, maps[i], int(labels[i]), int(probs[i].argmax()), float(probs[i].max()))
-        panels += [Panel(image, f"true {name}\n{predicted(record)}"), Panel(image, f"Grad-CAM\n'{name}'", maps[i]),
+        panels += [Panel(image, f"true {name}\n{predicted(probs[i])}"), Panel(image, f"Grad-CAM\n'{name}'", maps[i]),
                    Panel(guided[i], f"Guided Backprop\n'{name}'"), Panel(combined[i], f"Guided Grad-CAM\n'{name}'"),
                    Panel(image, f"occlusion: drop of\np({name})", drops[i])]
     note = (f"Grad-CAM at {layer}; occlusion: {occlusion[0]}x{occlusion[0]} mean-filled patch, stride {occlusion[1]}, "
@@ -1595,7 +1614,7 @@ def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: tor
     x = normalize(images, channels_last)
     classes = torch.full((len(images),), target, device=x.device)
     results = {name: GradCAM(model, layer).explain(x, classes) for name, model in models.items()}
-    grads = GuidedBackprop(models["biased"])(x, classes).float()
+    grads = GuidedBackprop(models["biased"]).gradients(x, classes).float()
     combined = deprocess_gradient(grads * results["biased"].maps[:, None])
     name = CIFAR10_CLASSES[target]
     panels = []
@@ -1688,11 +1707,12 @@ def timed(timings: dict[str, float], stage: str):
 
 def check_output_dir(path: Path, data_dir: Path) -> None:
     """Before any work: the output folder (or the nearest folder that exists above it, where it will be made)
-    takes files, and it is not inside the data's train/ or test/ folders, which it would change."""
-    existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is a file" if not existing.is_dir() else f"{existing} is not writable"
-        raise UserError(f"cannot write to --output-dir {path} ({problem}); pass a writable folder")
+    takes files (checkpoints/ too), and it is not inside the data's train/ or test/ folders, which it would change."""
+    for folder in (path, path / "checkpoints"):
+        existing = next(p for p in [folder, *folder.parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            problem = f"{existing} is a file" if not existing.is_dir() else f"{existing} is not writable"
+            raise UserError(f"cannot write to --output-dir {path} ({problem}); pass a writable folder")
     try:
         inside = path.resolve().relative_to(data_dir.expanduser().resolve()).parts[:2]
     except ValueError:  # not below the data folder
@@ -1838,7 +1858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}; check the path and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: stopped before the end; a model still in training was not saved, finished ones were",
+        print("interrupted: stopped before the end; checkpoints already saved are complete and will be reused",
               file=sys.stderr)
         return 130
     return 0

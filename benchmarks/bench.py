@@ -184,9 +184,9 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
                                    / results["forward_inference_floor"]["images_per_s_best"])
     classes = torch.zeros(n, dtype=torch.long, device=device)
     guided = gce.GuidedBackprop(model)
-    results["method_Guided Backprop"] = rate(n, time_it(lambda: guided(x, classes), device, repeats))
+    results["method_Guided Backprop"] = rate(n, time_it(lambda: guided.gradients(x, classes), device, repeats))
     results["method_Guided Grad-CAM (both passes)"] = rate(n, time_it(
-        lambda: gce.guided_grad_cam(guided(x, classes), ours(x, classes)), device, repeats))
+        lambda: gce.guided_grad_cam(guided.gradients(x, classes), ours(x, classes)), device, repeats))
     # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
     k = min(slow_images, n)
     occlusion = gce.Occlusion(model, 8, 2, cfg.eval_batch_size)

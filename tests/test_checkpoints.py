@@ -13,8 +13,9 @@ CPU = torch.device("cpu")
 
 # What determines each model's weights (and its saved history, which holds test accuracy), written out here
 # independently of the fields' own `trains` marks: a field marked wrongly fails the test below.
+# (--amp is keyed through the precision training actually uses: on a CPU it changes nothing.)
 TRAINS_BOTH = {"train_subset", "test_subset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step",
-               "lr_gamma", "crop_padding", "flip", "seed", "amp", "channels_last", "compile"}
+               "lr_gamma", "crop_padding", "flip", "seed", "channels_last", "compile"}
 TRAINS_BIASED = TRAINS_BOTH | {"artifact_class", "artifact_size", "artifact_color", "artifact_corner"}
 # A valid value different from the default, for every field. A new Config field has none until someone adds it
 # here and so decides, in TRAINS_*, whether it affects training.
@@ -28,8 +29,8 @@ PERTURBED = dict(
     audit_images=10, pointing_tolerance=4, progress=False)
 
 
-def key(cfg: gce.Config, biased: bool, data: str = "fingerprint") -> str:
-    return gce.training_key(cfg.to_dict(), biased, data, CPU)
+def key(cfg: gce.Config, biased: bool, data: str = "fingerprint", precision: str = "fp32") -> str:
+    return gce.training_key(cfg.to_dict(), biased, data, precision)
 
 
 @pytest.mark.parametrize("biased", [False, True])
@@ -46,6 +47,9 @@ def test_checkpoint_key_changes_exactly_for_the_fields_that_affect_training(bias
     # The data are keyed by what was loaded: another fingerprint is another model, whatever the folder is called.
     assert key(base, biased, "other data") != key(base, biased)
     assert key(base, True) != key(base, False)
+    # The precision actually used: --amp trains in bf16/fp16 on a GPU only.
+    assert key(base, biased, precision="bfloat16") != key(base, biased)
+    assert gce.training_precision(CPU, True) == gce.training_precision(CPU, False) == "fp32"
 
 
 def test_data_fingerprint_follows_the_loaded_data_not_the_folder_name(tmp_path):
@@ -76,7 +80,8 @@ def tiny_training(tiny_dataset, tmp_path):
     return cfg, train, test, gce.data_fingerprint(train, test)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs",
+                                    "stored data differ"])
 def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, damage):
     cfg, train, test, fingerprint = tiny_training
     model, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
@@ -92,8 +97,10 @@ def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, d
         saved = torch.load(path, weights_only=True)
         if damage == "other architecture":
             saved["state_dict"] = torch.nn.Linear(3, 2).state_dict()
-        else:  # a file renamed or copied under another configuration's key
+        elif damage == "stored config differs":  # a file renamed or copied under another configuration's key
             saved["config"] = {**saved["config"], "lr": 0.5}
+        else:
+            saved["data_fingerprint"] = "another dataset"
         torch.save(saved, path)
     capsys.readouterr()
     retrained, again = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
@@ -154,7 +161,10 @@ def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, tmp_path, m
 def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(quick_argv, tiny_dataset, tmp_path,
                                                                                  capsys):
     (tmp_path / "a-file").write_text("user data")
+    (tmp_path / "out-with-file" / "checkpoints").parent.mkdir()
+    (tmp_path / "out-with-file" / "checkpoints").write_text("not a folder")  # found before training, not after
     for out, problem in [(tmp_path / "a-file", "a-file is a file"), (tmp_path / "a-file" / "below", "a-file is a file"),
+                         (tmp_path / "out-with-file", "checkpoints is a file"),
                          (tiny_dataset / "train" / "outputs", "is inside the data")]:
         assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()

@@ -100,6 +100,11 @@ def test_only_a_kernel_connection_file_counts_as_kernel_argv():
     assert not gce._is_kernel_argv(["settings.json"]) and not gce._is_kernel_argv(["-f", "/x/kernel-1.json", "-v"])
 
 
+def test_folders_may_be_paths():
+    cfg = gce.Config(data_dir=gce.Path("/data/cifar"), output_dir=gce.Path("out"))  # as a notebook user writes them
+    assert str(cfg.data_dir) == "/data/cifar"
+
+
 def test_config_is_frozen():
     with pytest.raises(gce.dataclasses.FrozenInstanceError):
         gce.Config().epochs = 3

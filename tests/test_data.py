@@ -150,6 +150,14 @@ def test_a_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(gce.torchvision.datasets, "CIFAR10", offline)
     typo = tmp_path / "dtaa"
     with pytest.raises(gce.UserError, match="torchvision could not provide it"):
+        gce.load_cifar10(gce.Config(data_dir=str(typo / "cifar")), torch.device("cpu"))
+    assert not typo.exists()  # every folder the download made, not only the last one
+
+    def interrupted(root, **kwargs):
+        gce.Path(root).mkdir(parents=True)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gce.torchvision.datasets, "CIFAR10", interrupted)
+    with pytest.raises(KeyboardInterrupt):
         gce.load_cifar10(gce.Config(data_dir=str(typo)), torch.device("cpu"))
     assert not typo.exists()
     kept = tmp_path / "mine"
@@ -166,3 +174,9 @@ def test_several_copies_below_the_data_dir_are_an_error_not_a_guess(tmp_path):
     with pytest.raises(gce.UserError, match="holds several image-folder copies \\(a_copy, b_copy\\)"):
         load(tmp_path)
     assert len(load(tmp_path / "b_copy")[0].labels) == 10
+
+
+def test_a_complete_copy_wins_over_an_unrelated_half_one(tmp_path):
+    write_image_folder(tmp_path / "cifar10-jpeg", {"train": 1, "test": 1})
+    (tmp_path / "another-dataset" / "train").mkdir(parents=True)
+    assert load(tmp_path)[2].endswith("cifar10-jpeg")

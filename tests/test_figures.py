@@ -34,8 +34,24 @@ def test_colour_bar_pixels_are_the_overlay_colours_of_their_values():
     assert jet_distance > 20  # the test tells the two colormaps apart
 
 
-def test_overlay_uses_opencv_jet():
+def test_overlay_uses_opencv_jet_binned_like_the_colour_bar():
+    # OpenCV's 256 JET colours, value v in colour floor(256 v) (the top one from 255/256 up), exactly as the
+    # colour bar's colormap bins them. (cv2.applyColorMap(uint8(255 v)), the old overlay, put 0.5 in colour 127.)
     import cv2
     lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
-    for index in (0, 37, 128, 200, 255):
-        assert (overlay_colour(index / 255) == lut[index]).all()
+    for value, index in [(0.0, 0), (0.5, 128), (0.4999, 127), (37.5 / 256, 37), (255.5 / 256, 255), (1.0, 255)]:
+        assert (overlay_colour(value) == lut[index]).all(), value
+    values = np.random.default_rng(0).random(1000)
+    overlay = gce.overlay_heatmap(np.zeros((1, 1000, 3), np.uint8), values[None], alpha=1.0)[0]
+    assert (overlay == gce.heat_colormap()(values, bytes=True)[:, :3]).all()
+
+
+def test_table_columns_are_as_wide_as_their_header_or_widest_cell(capsys):
+    gce.print_table(["run name", "epoch", "loss"], [["standard", 1, 2.5], ["biased", 12, 0.123456]])
+    gce.print_table(["run name", "epoch", "loss"], [["biased", 2, 1.0]], header=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "| run name | epoch |   loss |",
+        "| :------- | ----: | -----: |",
+        "| standard |     1 | 2.5000 |",
+        "| biased   |    12 | 0.1235 |",
+        "| biased   |     2 | 1.0000 |"]

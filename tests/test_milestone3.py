@@ -16,7 +16,7 @@ SQUARE = gce.artifact_mask(gce.Square(6, (255, 255, 0), "top-left"))
 def test_guided_backprop_matches_captum(model, images):
     from captum.attr import GuidedBackprop as CaptumGuidedBackprop
     classes = torch.tensor([1, 6, 6, 0, 9])
-    ours = gce.GuidedBackprop(model)(images, classes)
+    ours = gce.GuidedBackprop(model).gradients(images, classes)
     peer_model = copy.deepcopy(model)  # Captum hooks the model's ReLUs (and removes the hooks after)
     theirs = CaptumGuidedBackprop(peer_model).attribute(images.clone().requires_grad_(), target=classes)
     assert ours.abs().max() > 0
@@ -31,8 +31,8 @@ def test_guided_backprop_matches_pytorch_grad_cam(model, images, dtype):
     from pytorch_grad_cam import GuidedBackpropReLUModel
     model, images = model.to(dtype), images.to(dtype)
     guided = gce.GuidedBackprop(model)
-    ours = guided(images, 3) if dtype == torch.float64 else \
-        torch.cat([guided(images[i:i + 1], 3) for i in range(len(images))])
+    ours = guided.gradients(images, 3) if dtype == torch.float64 else \
+        torch.cat([guided.gradients(images[i:i + 1], 3) for i in range(len(images))])
     peer = GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu")  # it swaps the model's ReLUs
     for i in range(len(images)):  # the peer explains one image per call
         theirs = torch.from_numpy(peer(images[i:i + 1].clone(), target_category=3)).permute(2, 0, 1)
@@ -44,7 +44,7 @@ def test_guided_backprop_is_the_guided_rule_on_a_tiny_network():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 8, bias=False), nn.ReLU(), nn.Linear(8, 2, bias=False)).double()
     x = torch.randn(3, 3, 2, 2, dtype=torch.float64)
-    ours = gce.GuidedBackprop(net)(x, 1).flatten(1)
+    ours = gce.GuidedBackprop(net).gradients(x, 1).flatten(1)
     w1, w2 = net[1].weight, net[3].weight[1]
     active = (x.flatten(1) @ w1.T > 0).double()
     expected = (active * w2.clamp(min=0)) @ w1
@@ -59,8 +59,8 @@ def test_guided_backprop_batched_equals_per_image_and_leaves_no_trace(model, ima
     model.train()
     x = images.clone()
     guided = gce.GuidedBackprop(model)
-    batched = guided(x, 2)
-    single = torch.cat([guided(x[i:i + 1], 2) for i in range(len(x))])
+    batched = guided.gradients(x, 2)
+    single = torch.cat([guided.gradients(x[i:i + 1], 2) for i in range(len(x))])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-12)
     assert torch.equal(x, images) and x.grad is None
     assert [(n, m, m.inplace) for n, m in model.named_modules() if isinstance(m, nn.ReLU)] == relus_before
@@ -74,8 +74,17 @@ def test_guided_backprop_needs_relu_modules():
         gce.GuidedBackprop(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)))
 
 
+def test_guided_backprop_maps_are_the_saliency_of_its_gradients(model, images):
+    guided = gce.GuidedBackprop(model)
+    grads = guided.gradients(images, 4)
+    result = guided.explain(images, 4)
+    assert result.maps.shape == guided(images, 4).shape == (5, 32, 32)
+    torch.testing.assert_close(result.maps, grads.abs().amax(1), rtol=0, atol=0)
+    assert result.classes.tolist() == [4] * 5 and result.logits.shape == (5, 10)
+
+
 def test_guided_grad_cam_is_the_pointwise_product(model, images):
-    grads = gce.GuidedBackprop(model)(images, 4)
+    grads = gce.GuidedBackprop(model).gradients(images, 4)
     cams = gce.GradCAM(model)(images, 4)
     expected = (grads * cams[:, None]).abs().amax(1)
     torch.testing.assert_close(gce.guided_grad_cam(grads, cams), expected)

@@ -80,5 +80,5 @@ def test_the_readme_python_example_runs(model, images):
     code = re.search(r"### The explanation methods from Python.*?```python\n(.*?)```", readme, re.S).group(1)
     scope = {"model": model, "x": images[:2], "classes": [3, 5]}
     exec(code, scope)
-    assert scope["maps"].shape == (2, 32, 32) and scope["grads"].shape == (2, 3, 32, 32)
+    assert scope["maps"].shape == scope["guided"].shape == (2, 32, 32) and scope["grads"].shape == (2, 3, 32, 32)
     assert scope["drops"].shape == (2, 32, 32) and scope["result"].classes.shape == (2,)
