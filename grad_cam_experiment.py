@@ -131,6 +131,7 @@ class Config:
     progress: bool = _opt(True, "tqdm progress bars")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
                        "minute on CPU, written to outputs/quick/ (explicit flags still win)")
+    # Config(quick=True, ...) applies the preset; dataclasses.replace(cfg, quick=True) keeps cfg's values.
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # fields left at None take --quick's value or their default
@@ -320,7 +321,8 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
         pool = torch.nonzero(labels == c).flatten()
         take = n // num_classes + (1 if c < n % num_classes else 0)
         if take > len(pool):
-            raise UserError(f"subset of {n} images needs {take} of class {c}, but the data has only {len(pool)}")
+            raise UserError(f"a subset of {n} images needs {take} of class {CIFAR10_CLASSES[c]}, but the data has "
+                            f"only {len(pool)}; lower --train-subset / --test-subset (0 = all images)")
         chosen.append(pool[torch.randperm(len(pool), generator=generator)[:take]])
     return torch.cat(chosen).sort().values
 
@@ -1025,6 +1027,8 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
             raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
         model.load_state_dict(saved["state_dict"])
+        if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+            raise ValueError("it holds non-finite weights")
         return model, saved
     except Exception as exc:  # a cache entry: whatever is wrong with it (truncated, garbage, other weights), retrain
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -1706,21 +1710,28 @@ def timed(timings: dict[str, float], stage: str):
 
 
 def check_output_dir(path: Path, data_dir: Path) -> None:
-    """Before any work: the output folder (or the nearest folder that exists above it, where it will be made)
-    takes files (checkpoints/ too), and it is not inside the data's train/ or test/ folders, which it would change."""
-    for folder in (path, path / "checkpoints"):
-        existing = next(p for p in [folder, *folder.parents] if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            problem = f"{existing} is a file" if not existing.is_dir() else f"{existing} is not writable"
-            raise UserError(f"cannot write to --output-dir {path} ({problem}); pass a writable folder")
+    """Before any work: the output folder is not inside the data's train/ or test/ folders, which it would change,
+    and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed)."""
     try:
         inside = path.resolve().relative_to(data_dir.expanduser().resolve()).parts[:2]
     except ValueError:  # not below the data folder
-        return
+        inside = ()
     if {"train", "test"} & set(inside):
         raise UserError(f"--output-dir {path} is inside the data in --data-dir {data_dir}; pass a folder outside it")
-
-
+    for folder in (path, path / "checkpoints"):
+        existing = next(p for p in [folder, *folder.parents] if p.exists())
+        if not existing.is_dir():
+            raise UserError(f"cannot write to --output-dir {path} ({existing} is a file); pass a writable folder")
+    made = ([p for p in [path / "checkpoints", *(path / "checkpoints").parents] if not p.exists()] or [None])[-1]
+    try:  # a real probe (root passes os.access checks everywhere); what it made is removed again
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints" / f".probe-{os.getpid()}").write_bytes(b"")
+        (path / "checkpoints" / f".probe-{os.getpid()}").unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to --output-dir {path} ({exc.strerror or exc}); pass a writable folder") from None
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     """Grad-CAM of every requested layer on an untrained model and one blank image: a layer that does not exist,
     has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""

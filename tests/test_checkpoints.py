@@ -81,7 +81,7 @@ def tiny_training(tiny_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs",
-                                    "stored data differ"])
+                                    "stored data differ", "non-finite weights"])
 def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, damage):
     cfg, train, test, fingerprint = tiny_training
     model, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
@@ -97,6 +97,8 @@ def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, d
         saved = torch.load(path, weights_only=True)
         if damage == "other architecture":
             saved["state_dict"] = torch.nn.Linear(3, 2).state_dict()
+        elif damage == "non-finite weights":  # loads fine, predicts NaN: used to be reused silently
+            saved["state_dict"]["fc.weight"][0, 0] = float("nan")
         elif damage == "stored config differs":  # a file renamed or copied under another configuration's key
             saved["config"] = {**saved["config"], "lr": 0.5}
         else:
@@ -165,6 +167,7 @@ def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(
     (tmp_path / "out-with-file" / "checkpoints").write_text("not a folder")  # found before training, not after
     for out, problem in [(tmp_path / "a-file", "a-file is a file"), (tmp_path / "a-file" / "below", "a-file is a file"),
                          (tmp_path / "out-with-file", "checkpoints is a file"),
+                         *([(gce.Path("/proc/no-such-dir"), "cannot write")] if gce.Path("/proc/self").exists() else []),
                          (tiny_dataset / "train" / "outputs", "is inside the data")]:
         assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()
