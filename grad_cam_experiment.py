@@ -332,6 +332,12 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith((".", "__"))
 
 
+def _topmost_missing(path: Path) -> Path | None:
+    """The highest folder on the way to `path` that does not exist yet: what removing everything a failed
+    attempt created means (None when `path` exists)."""
+    return ([p for p in [path, *path.parents] if not p.exists()] or [None])[-1]
+
+
 def _find_image_folder(root: Path) -> Path | None:
     """root itself or the one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/). Several
     such children are an error; so is a folder with only one of the two when nothing else here is usable."""
@@ -430,7 +436,7 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         have_batches = (root / "cifar-10-batches-py").is_dir()
         if not have_batches and not cfg.download:
             raise UserError(f"no CIFAR-10 found in {root} and --no-download is set; {how_to_fix}")
-        created = ([p for p in [root, *root.parents] if not p.exists()] or [None])[-1]  # topmost folder made here
+        created = _topmost_missing(root)
         loaded = False
         try:
             train = _load_torchvision_split(root, True, cfg.download, cfg.train_subset, cfg.seed)
@@ -973,9 +979,10 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
             correct += (logits.detach().argmax(1) == labels).sum()
         train_loss = loss_sum.item() / n
         test_logits = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
-        if not (math.isfinite(train_loss) and test_logits.isfinite().all()):
+        finite_predictions = bool(test_logits.isfinite().all())
+        if not (math.isfinite(train_loss) and finite_predictions):
             raise UserError(f"{name} model diverged in epoch {epoch} (training loss {train_loss:.4g}, non-finite "
-                            f"predictions: {not test_logits.isfinite().all()}); lower --lr (now {cfg.lr}) or "
+                            f"predictions: {not finite_predictions}); lower --lr (now {cfg.lr}) or "
                             f"--momentum (now {cfg.momentum}); no checkpoint was written")
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -1722,11 +1729,12 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         existing = next(p for p in [folder, *folder.parents] if p.exists())
         if not existing.is_dir():
             raise UserError(f"cannot write to --output-dir {path} ({existing} is a file); pass a writable folder")
-    made = ([p for p in [path / "checkpoints", *(path / "checkpoints").parents] if not p.exists()] or [None])[-1]
+    probe = path / "checkpoints" / f".probe-{os.getpid()}"
+    made = _topmost_missing(probe.parent)
     try:  # a real probe (root passes os.access checks everywhere); what it made is removed again
-        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (path / "checkpoints" / f".probe-{os.getpid()}").write_bytes(b"")
-        (path / "checkpoints" / f".probe-{os.getpid()}").unlink()
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write to --output-dir {path} ({exc.strerror or exc}); pass a writable folder") from None
     finally:
