@@ -126,7 +126,11 @@ class Config:
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
                               "ones)", quick=4)
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
-    audit_images: int = _opt(1000, "at most this many images per group for the map-based audit measures", quick=50)
+    audit_images: int = _opt(500, "test images per audit group, seeded: target-class images, and as many drawn evenly "
+                             "from the other classes; each is explained with the square at every corner and without",
+                             quick=8)
+    audit_occlusion_images: int = _opt(100, "the first this many images of each audit group also get occlusion maps "
+                                       "(patch and stride as --occlusion-*; 0 = none)", quick=2)
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
     progress: bool = _opt(True, "tqdm progress bars")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
@@ -165,8 +169,10 @@ class Config:
              "--examples-per-class and --frog-examples must be 1..100 (images in one figure)"),
             (1 <= self.occlusion_stride <= self.occlusion_patch < 32, "--occlusion-stride must be 1..--occlusion-patch "
              "(else some pixels are never occluded), and the patch < 32 (a whole-image patch gives a constant map)"),
-            (2 <= self.sanity_images <= self.faithfulness_images and self.audit_images >= 1,
-             "--sanity-images must be 2..--faithfulness-images (they are a subset), --audit-images >= 1"),
+            (2 <= self.sanity_images <= self.faithfulness_images and self.audit_images >= 2,
+             "--sanity-images must be 2..--faithfulness-images (they are a subset), --audit-images >= 2"),
+            (0 <= self.audit_occlusion_images <= self.audit_images,
+             "--audit-occlusion-images must be 0..--audit-images (they are the first of each audit group)"),
             (1 <= self.deletion_steps <= 1024 and 10 <= self.bootstrap_resamples <= 100_000,
              "--deletion-steps must be 1..1024 (pixels), --bootstrap-resamples 10..100000"),
             (0 <= self.pointing_tolerance < 32 - self.artifact_size, f"--pointing-tolerance must be 0.."
@@ -705,13 +711,25 @@ class CAMBase:
         dtype = torch.promote_types(activations.dtype, torch.float32)  # bf16/fp16 (autocast) -> fp32, fp64 stays
         activations, grads = activations.to(dtype), grads.to(dtype)
         with torch.autocast(images.device.type, enabled=False):  # a caller's autocast must not make the maps bf16
-            cam = F.relu(self.combine(activations, grads))                          # [B, h, w]
-            cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            cam = cam_upsample(F.relu(self.combine(activations, grads)), images.shape[-2:])  # [B, h, w] -> [B, H, W]
             return Explanation(minmax_normalize(cam) if normalize else cam, logits, targets)
 
     def __call__(self, images: torch.Tensor, classes=None, normalize: bool = True) -> torch.Tensor:
         """Maps [B, H, W] for `classes` (None: each image's predicted class; an int: that class for all)."""
         return self.explain(images, classes, normalize).maps
+
+
+def cam_upsample(cams: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Maps [B, h, w] at a layer's resolution -> [B, H, W] at the input's: bilinear, align_corners=False (every CAM
+    method's upsampling; the audit's chance levels are simulated through this same function)."""
+    return F.interpolate(cams[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def feature_size(model: nn.Module, layer: str, height: int = 32, width: int = 32) -> tuple[int, int]:
+    """Spatial size (h, w) of `layer`'s output for a height x width input: a CAM's native resolution."""
+    device = next(model.parameters()).device
+    activations = GradCAM(model, layer)._activations_and_grads(torch.zeros(1, 3, height, width, device=device), 0)[0]
+    return tuple(activations.shape[-2:])
 
 
 class GradCAM(CAMBase):
@@ -811,16 +829,7 @@ class Occlusion:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
-        (_, _, h, w), patch, stride, device = images.shape, self.patch, self.stride, images.device
-        # Window corners every `stride` pixels; where they do not tile the image, one more window clipped at the
-        # border covers the last pixels (as Captum does), so every pixel gets a value.
-        tops = torch.arange(0, -(-(h - patch) // stride) * stride + 1, stride, device=device)
-        lefts = torch.arange(0, -(-(w - patch) // stride) * stride + 1, stride, device=device)
-        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-        win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
-        win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
-        windows = (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)      # [P, H, W]
-        coverage = windows.sum(0).float()  # >= 1 everywhere
+        windows = occlusion_windows(*images.shape[-2:], self.patch, self.stride, images.device)  # [P, H, W]
         keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
         per_chunk = max(1, self.images_per_forward // (len(windows) + 1))  # >= one image and its windows per pass
         drops = []
@@ -835,7 +844,23 @@ class Occlusion:
                     probs = self.model(batch).float().softmax(1)
                 p = probs.gather(1, torch.cat([c, c.repeat_interleave(len(windows))])[:, None])[:, 0]
                 drops.append(p[:len(x), None] - p[len(x):].view(len(x), len(windows)))      # [b, P]
-        return torch.einsum("bp,phw->bhw", torch.cat(drops), windows.float()) / coverage
+        return occlusion_map(torch.cat(drops), windows)
+
+
+def occlusion_windows(height: int, width: int, patch: int, stride: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean [P, H, W]: the pixels each occlusion window covers. Window corners every `stride` pixels; where they
+    do not tile the image, one more window clipped at the border covers the last pixels (as Captum's Occlusion)."""
+    tops = torch.arange(0, -(-(height - patch) // stride) * stride + 1, stride, device=device)
+    lefts = torch.arange(0, -(-(width - patch) // stride) * stride + 1, stride, device=device)
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    win_rows = (rows[None, :] >= tops[:, None]) & (rows[None, :] < tops[:, None] + patch)    # [Pt, H]
+    win_cols = (cols[None, :] >= lefts[:, None]) & (cols[None, :] < lefts[:, None] + patch)  # [Pl, W]
+    return (win_rows[:, None, :, None] & win_cols[None, :, None, :]).flatten(0, 1)
+
+
+def occlusion_map(drops: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """Per-window values [B, P] -> maps [B, H, W]: each pixel's mean over the windows [P, H, W] that cover it."""
+    return torch.einsum("bp,phw->bhw", drops, windows.to(drops.dtype)) / windows.sum(0).to(drops.dtype)
 
 
 def batched(method: Callable[..., torch.Tensor], images: torch.Tensor, classes: torch.Tensor, batch_size: int,
@@ -860,6 +885,12 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
         for name in stage.split("+"):
             randomized.get_submodule(name).load_state_dict(fresh.get_submodule(name).state_dict())
         yield stage, randomized
+
+
+def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
+    """A copy of the model with every CASCADE stage from the logits down to `down_to` re-initialised (the audit's
+    control: the biased model with fc and layer4 random keeps the square's features only below layer4)."""
+    return next(randomized for stage, randomized in cascading_randomization(model, seed) if stage == down_to)
 
 
 def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str,
@@ -1238,57 +1269,248 @@ def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
     return torch.cat([correct_first(torch.nonzero(labels == c).flatten(), correct)[:k] for c in classes])
 
 
-def called_target_when_stamped(labels: torch.Tensor, stamped_logits: torch.Tensor, target: int) -> torch.Tensor:
-    """Indices of the other-class test images that a model calls `target` once the square is stamped on them."""
-    return torch.nonzero((labels != target) & (stamped_logits.argmax(1) == target)).flatten()
+# The shortcut audit: does each explanation follow the square when the square moves?
+
+CONTROL_MODEL = "biased, fc+layer4 re-initialised"
+AUDIT_CONDITIONS = ("none", *CORNERS)  # the same images without the square, then with it at each corner
+AUDIT_MEASURES = ("share", "pointing_strict", "pointing_tolerant", "similarity")
+CHANCE_SAMPLES = 4000  # random maps per method for the simulated chance levels
 
 
-def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split,
-                   logits: dict[str, dict[str, torch.Tensor]]) -> dict:
-    """Where each model's evidence for the target class lies on stamped test images, per Grad-CAM layer.
+def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
+                 num_classes: int = len(CIFAR10_CLASSES)) -> dict[str, torch.Tensor]:
+    """Seeded audit images: up to n of the target class ('frogs'), and n drawn evenly from the other classes
+    ('nonfrogs': n // 9 each, one more for the first n % 9), each class in test-set order after a seeded shuffle."""
+    generator = torch.Generator().manual_seed(seed)
+    others = [c for c in range(num_classes) if c != target]
+    quotas = {target: n, **{c: n // len(others) + (1 if i < n % len(others) else 0) for i, c in enumerate(others)}}
+    picked = {}
+    for c, quota in quotas.items():
+        pool = torch.nonzero(labels.cpu() == c).flatten()
+        picked[c] = pool[torch.randperm(len(pool), generator=generator)[:quota]].sort().values
+    return dict(frogs=picked[target].to(labels.device),
+                nonfrogs=torch.cat([picked[c] for c in others]).to(labels.device))
 
-    Groups: test images of the target class with the square; other-class test images with the square that the
-    model calls the target class. Measures: artifact attention share (Grad-CAM mass inside the square, raw
-    non-negative upsampled maps; same for |Guided Grad-CAM|), the pointing game (a maximum inside the square,
-    strictly and within the tolerance), and the share of Grad-CAM maps that are all zero (no positive evidence
-    anywhere; they count as share 0 and a miss). Maps explain the target class."""
-    device = test.images.device
-    target = cfg.artifact_class
-    mask = artifact_mask(cfg.square, device=device)
-    frogs = pick_examples(test.labels, [target], cfg.audit_images)
-    report = dict(explained_class=CIFAR10_CLASSES[target], area_prior=mask.float().mean().item(),
-                  pointing_tolerance_px=cfg.pointing_tolerance,
-                  pointing_region_prior=dilate(mask, cfg.pointing_tolerance).float().mean().item(),
-                  stamped_target_images=len(frogs), models={})
-    for name, model in models.items():
-        hijacked = called_target_when_stamped(test.labels, logits[name]["stamped"], target)
-        guided_backprop = GuidedBackprop(model)
-        layers: dict[str, dict] = {}
-        for group, idx in {"stamped_frogs": frogs, "stamped_nonfrogs_called_frog": hijacked[:cfg.audit_images]}.items():
-            if len(idx) == 0:
-                for layer in cfg.audit_layer_names:
-                    layers.setdefault(resolve_layer(model, layer)[0], {})[group] = dict(images=0)
-                continue
-            x = normalize(stamp_square(test.images[idx], cfg.square), cfg.channels_last)
-            classes = torch.full((len(idx),), target, device=device)
-            # Guided Backprop does not depend on the Grad-CAM layer: once per group (frogs only, for Guided Grad-CAM).
-            guided = (batched(guided_backprop.gradients, x, classes, cfg.eval_batch_size)
-                      if group == "stamped_frogs" else None)
-            for layer in cfg.audit_layer_names:
-                grad_cam = GradCAM(model, layer)
-                raw = batched(grad_cam, x, classes, cfg.eval_batch_size, normalize=False)
-                row = dict(images=len(idx),
-                           gradcam_zero_maps=(raw.flatten(1).amax(1) == 0).float().mean().item(),
-                           gradcam_artifact_share=artifact_attention_share(raw, mask).mean().item(),
-                           gradcam_pointing_strict=pointing_game(raw, mask, 0).float().mean().item(),
-                           gradcam_pointing_tolerant=pointing_game(raw, mask, cfg.pointing_tolerance).float().mean().item())
-                if guided is not None:
-                    ggc = guided_grad_cam(guided, minmax_normalize(raw))
-                    row["guided_gradcam_artifact_share"] = artifact_attention_share(ggc, mask).mean().item()
-                    row["guided_gradcam_pointing_strict"] = pointing_game(ggc, mask, 0).float().mean().item()
-                layers.setdefault(grad_cam.layer_name, {})[group] = row
-        report["models"][name] = dict(layers=layers, stamped_nonfrogs_called_frog_total=len(hijacked))
-    return report
+
+def corner_masks(size: int, height: int = 32, width: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean [4, H, W]: the square's pixels at each of the CORNERS."""
+    return torch.stack([artifact_mask(Square(size, (0, 0, 0), corner), height, width, device) for corner in CORNERS])
+
+
+def as_distribution(maps: torch.Tensor) -> torch.Tensor:
+    """Non-negative maps [B, H, W] as distributions over the pixels [B, H*W] (float64, each summing to 1); a map
+    with no mass (all zero: no evidence anywhere) carries no location and becomes the uniform distribution."""
+    flat = maps.flatten(1).double()
+    total = flat.sum(1, keepdim=True)
+    return torch.where(total > 0, flat / total.clamp_min(torch.finfo(flat.dtype).tiny), 1.0 / flat.shape[1])
+
+
+def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
+    """SIM, the histogram intersection of two non-negative maps [B, H, W] as distributions (Swain & Ballard 1991;
+    Bylinskii et al. 2019 for saliency): sum_i min(p_i, q_i) -> [B] in [0, 1]; 1 = the same distribution, 0 =
+    disjoint. Scale-free, and defined for constant and all-zero maps (uniform), unlike a rank correlation; SSIM
+    was not used because with a 6x6 square it mostly measures agreement on the empty background."""
+    return torch.minimum(as_distribution(maps_a), as_distribution(maps_b)).sum(1)
+
+
+def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> dict[str, torch.Tensor]:
+    """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]), [B, 4]:
+    share = mass inside the square, pointing_strict / _tolerant = a maximum inside it / within `tolerance` px,
+    similarity = SIM of the map and the square's mask (Adebayo et al. 2022's known-spurious-signal detection)."""
+    return dict(share=torch.stack([artifact_attention_share(maps, m) for m in masks], 1).double(),
+                pointing_strict=torch.stack([pointing_game(maps, m, 0) for m in masks], 1).double(),
+                pointing_tolerant=torch.stack([pointing_game(maps, m, tolerance) for m in masks], 1).double(),
+                similarity=torch.stack([similarity(maps, m.expand_as(maps)) for m in masks], 1))
+
+
+def chance_levels(random_maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> dict[str, float]:
+    """Each AUDIT_MEASURE of maps that know nothing of the square (uniform random values at the method's native
+    resolution, brought to the image by the method's own upsampling), averaged over the corners."""
+    return {measure: values.mean().item() for measure, values in score_at_corners(random_maps, masks, tolerance).items()}
+
+
+def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequence[str], batch_size: int,
+               occlusion: Occlusion | None, occlusion_images: int) -> dict[str, torch.Tensor]:
+    """Every audited method's non-negative map [B, H, W] of class `target` for normalised images: Guided Backprop
+    (saliency), raw Grad-CAM and Guided Grad-CAM at each layer, and the occlusion drop (positive part) of the first
+    `occlusion_images` images."""
+    classes = torch.full((len(images),), target, device=images.device)
+    grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
+    maps = {"Guided Backprop": saliency(grads)}
+    for layer in layers:
+        raw = batched(GradCAM(model, layer), images, classes, batch_size, normalize=False)
+        maps[f"Grad-CAM@{layer}"] = raw
+        maps[f"Guided Grad-CAM@{layer}"] = guided_grad_cam(grads, minmax_normalize(raw))
+    if occlusion is not None and occlusion_images > 0:
+        maps["Occlusion"] = occlusion(images[:occlusion_images], classes[:occlusion_images]).clamp_min(0)
+    return maps
+
+
+def method_chance(model: nn.Module, method: str, masks: torch.Tensor, tolerance: int, occlusion: tuple[int, int],
+                  seed: int) -> dict[str, float]:
+    """chance_levels for one audited method, simulated at its native resolution through its own upsampling: a
+    CAM's layer grid (bilinear), occlusion's windows (mean over covering windows), pixels for the gradient methods."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = masks.shape[-2:]
+    if method.startswith("Grad-CAM@"):
+        native = torch.rand(CHANCE_SAMPLES, *feature_size(model, method.split("@", 1)[1], height, width),
+                            generator=generator)
+        random_maps = cam_upsample(native, (height, width))
+    elif method == "Occlusion":
+        windows = occlusion_windows(height, width, *occlusion)
+        random_maps = occlusion_map(torch.rand(CHANCE_SAMPLES, len(windows), generator=generator), windows)
+    else:  # Guided Backprop and Guided Grad-CAM have one value per pixel
+        random_maps = torch.rand(CHANCE_SAMPLES, height, width, generator=generator)
+    return chance_levels(random_maps, masks.cpu(), tolerance)
+
+
+def relocation_summary(scores: dict[str, dict[str, torch.Tensor]], fixed: dict[str, torch.Tensor],
+                       chance: dict[str, float], resamples: int, seed: int) -> dict:
+    """Per measure, from scores[condition][measure] = [B, 4] (each image's map scored at every corner) and the
+    image-independent map's scores fixed[measure] = [1, 4]: at_square (the map at the square's actual corner, mean
+    over the four placements), elsewhere (at the three other corners), follows_square = at - elsewhere (exactly 0
+    for a map that does not move with the square), clean (the unstamped map at the same corners), stamped_minus_clean,
+    and the differences from the image-independent map and from random maps; paired bootstrap intervals."""
+    out = {}
+    for measure in AUDIT_MEASURES:
+        at = torch.stack([scores[c][measure][:, k] for k, c in enumerate(CORNERS)], 1).mean(1)
+        elsewhere = torch.stack([torch.cat([scores[c][measure][:, :k], scores[c][measure][:, k + 1:]], 1).mean(1)
+                                 for k, c in enumerate(CORNERS)], 1).mean(1)
+        clean = scores["none"][measure].mean(1)
+        image_independent = fixed[measure].mean().item()
+        out[measure] = dict(at_square=mean_with_ci(at, resamples, seed), elsewhere=elsewhere.mean().item(),
+                            follows_square=mean_with_ci(at - elsewhere, resamples, seed), clean=clean.mean().item(),
+                            stamped_minus_clean=mean_with_ci(at - clean, resamples, seed),
+                            image_independent=image_independent,
+                            minus_image_independent=mean_with_ci(at - image_independent, resamples, seed),
+                            random=chance[measure], minus_random=mean_with_ci(at - chance[measure], resamples, seed))
+    out["by_corner"] = {c: {m: scores[c][m][:, k].mean().item() for m in AUDIT_MEASURES} for k, c in enumerate(CORNERS)}
+    return out
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of scores [R, N] (each row one ranking) for the positives [N]: the Mann-Whitney
+    probability that a positive outranks a negative, ties counted half -> [R] (float64)."""
+    ranks = average_ranks(scores.double())
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def auroc_with_ci(scores: dict[str, torch.Tensor], positive: torch.Tensor, resamples: int, seed: int) -> dict:
+    """AUROC of each model's scores [N] with a stratified bootstrap 95% interval (positives and negatives
+    resampled separately, the same resamples for every model), and each model's difference from the first."""
+    generator = torch.Generator().manual_seed(seed)
+    pos, neg = torch.nonzero(positive.cpu()).flatten(), torch.nonzero(~positive.cpu()).flatten()
+    idx = torch.cat([pos[torch.randint(0, len(pos), (resamples, len(pos)), generator=generator)],
+                     neg[torch.randint(0, len(neg), (resamples, len(neg)), generator=generator)]], 1)
+    labels = torch.arange(idx.shape[1]) < len(pos)
+    boot = {name: auroc(s.cpu().double()[idx], labels) for name, s in scores.items()}
+    out = {}
+    first = next(iter(scores))
+    for name, s in scores.items():
+        out[name] = dict(mean=auroc(s.cpu()[None], positive.cpu()).item(), n=len(s),
+                         ci95=[boot[name].quantile(0.025).item(), boot[name].quantile(0.975).item()])
+        if name != first:
+            diff = boot[name] - boot[first]
+            out[f"{name} - {first}"] = dict(mean=out[name]["mean"] - out[first]["mean"],
+                                            ci95=[diff.quantile(0.025).item(), diff.quantile(0.975).item()])
+    return out
+
+
+def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tuple[dict, dict[str, np.ndarray]]:
+    """Does each method's map of the target class follow the square when the square moves? (Counterfactual relocation.)
+
+    The same seeded test images (audit_groups: frogs, and non-frogs drawn evenly from the other classes) are explained
+    without the square and with it at each corner, by every model in `models` (the first is the reference every other
+    is compared with, e.g. the standard model) and every method of audit_maps. Each map is scored at all four corners
+    (score_at_corners), which gives, per image: the score at the square's actual position, at the other corners, on
+    the clean image, and for the change (stamped - clean) the share inside the square. Baselines, all computed: random
+    maps at each method's native resolution (method_chance), each model's image-independent map (its mean clean map of
+    the group), the area prior. Adebayo et al. (2022): detection (SIM with the square's mask), cause for concern and
+    false alarm (1 - SIM between a model's and the reference's maps on stamped and on clean images). Predictions: the
+    share called the target class and mean p(target) per condition; AUROC of the target logit on the clean images.
+    Returns the summary (means with paired bootstrap intervals) and every per-image score (see audit_per_image.npz)."""
+    device, target, tolerance = test.images.device, cfg.artifact_class, cfg.pointing_tolerance
+    resamples, seed = cfg.bootstrap_resamples, cfg.seed
+    masks = corner_masks(cfg.artifact_size, device=device)
+    groups = audit_groups(test.labels, target, cfg.audit_images, seed)
+    occlusion_setting = (cfg.occlusion_patch, cfg.occlusion_stride)
+    reference = next(iter(models))
+    per_image: dict[str, np.ndarray] = {f"indices/{g}": idx.cpu().numpy() for g, idx in groups.items()}
+    scores, fixed, change, constant, dissimilarity, predictions, target_logits = {}, {}, {}, {}, {}, {}, {}
+    for group, idx in groups.items():
+        clean_maps: dict[str, dict[str, torch.Tensor]] = {}
+        for condition in AUDIT_CONDITIONS:
+            images = test.images[idx]
+            if condition != "none":
+                images = stamp_square(images, Square(cfg.artifact_size, tuple(cfg.artifact_color), condition))
+            x = normalize(images, cfg.channels_last)
+            maps = {}
+            for name, model in models.items():
+                logits = predict_logits(model, images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
+                predictions.setdefault(name, {}).setdefault(group, {})[condition] = dict(
+                    called_target=called_share(logits, target), p_target=logits.softmax(1)[:, target].mean().item())
+                per_image[f"p_target/{name}/{group}/{condition}"] = logits.softmax(1)[:, target].cpu().numpy()
+                if condition == "none":
+                    target_logits.setdefault(name, []).append(logits[:, target])
+                occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size)
+                maps[name] = audit_maps(model, x, target, cfg.audit_layer_names, cfg.eval_batch_size, occlusion,
+                                        cfg.audit_occlusion_images)
+                for method, m in maps[name].items():
+                    key = (name, method, group)
+                    scored = score_at_corners(m, masks, tolerance)
+                    scores.setdefault(key, {})[condition] = scored
+                    constant.setdefault(key, []).append(constant_share(m))
+                    for measure, values in scored.items():  # pointing hits as uint8 0/1, the rest float32
+                        kind = np.uint8 if measure.startswith("pointing") else np.float32
+                        per_image[f"scores/{name}/{method}/{group}/{condition}/{measure}"] = values.cpu().numpy().astype(kind)
+                    if condition == "none":
+                        clean_maps.setdefault(name, {})[method] = m
+                        fixed[key] = score_at_corners(m.mean(0, keepdim=True), masks, tolerance)
+                    else:  # the change the square makes: its share inside the square
+                        delta = (m - clean_maps[name][method]).abs()
+                        share = artifact_attention_share(delta, masks[CORNERS.index(condition)]).double()
+                        change.setdefault(key, []).append(share)
+                        per_image[f"change_in_square/{name}/{method}/{group}/{condition}"] = share.float().cpu().numpy()
+            for name in list(models)[1:]:  # Adebayo et al. 2022: how different are the two models' explanations?
+                for method, m in maps[name].items():
+                    values = 1 - similarity(m, maps[reference][method])
+                    dissimilarity.setdefault((name, method, group), {})[condition] = values
+                    per_image[f"dissimilarity/{name}/{method}/{group}/{condition}"] = values.float().cpu().numpy()
+
+    methods = list(maps[reference])
+    chance = {method: method_chance(models[reference], method, masks, tolerance, occlusion_setting, seed)
+              for method in methods}
+    report = dict(explained_class=CIFAR10_CLASSES[target], trained_corner=cfg.artifact_corner,
+                  conditions=list(AUDIT_CONDITIONS), reference_model=reference, pointing_tolerance_px=tolerance,
+                  area_prior=masks[0].float().mean().item(), chance=chance,
+                  groups={g: dict(images=len(idx), per_class={CIFAR10_CLASSES[c]: int((test.labels[idx] == c).sum())
+                                                              for c in test.labels[idx].unique().tolist()})
+                          for g, idx in groups.items()},
+                  occlusion=dict(images=min(cfg.audit_occlusion_images, cfg.audit_images), patch=cfg.occlusion_patch,
+                                 stride=cfg.occlusion_stride),
+                  predictions=predictions, models={})
+    positive = torch.cat([torch.ones(len(groups["frogs"]), dtype=torch.bool),
+                          torch.zeros(len(groups["nonfrogs"]), dtype=torch.bool)])
+    report["target_logit_auroc"] = auroc_with_ci({name: torch.cat(v) for name, v in target_logits.items()}, positive,
+                                                 resamples, seed)
+    for (name, method, group), by_condition in scores.items():
+        row = relocation_summary(by_condition, fixed[(name, method, group)], chance[method], resamples, seed)
+        row["images"] = len(by_condition["none"]["share"])
+        row["constant_maps"] = float(np.mean(constant[(name, method, group)]))  # e.g. all-zero Grad-CAMs
+        row["change_in_square"] = mean_with_ci(torch.stack(change[(name, method, group)], 1).mean(1), resamples, seed)
+        if name != reference:
+            for measure in AUDIT_MEASURES:
+                at = {n: torch.stack([scores[(n, method, group)][c][measure][:, k] for k, c in enumerate(CORNERS)],
+                                     1).mean(1) for n in (name, reference)}
+                row[measure][f"minus_{reference}"] = mean_with_ci(at[name] - at[reference], resamples, seed)
+            d = dissimilarity[(name, method, group)]
+            stamped = torch.stack([d[c] for c in CORNERS], 1).mean(1)
+            row["vs_reference"] = dict(cause_for_concern=mean_with_ci(stamped, resamples, seed),
+                                       false_alarm=mean_with_ci(d["none"], resamples, seed),
+                                       concern_minus_false_alarm=mean_with_ci(stamped - d["none"], resamples, seed))
+        report["models"].setdefault(name, {}).setdefault(method, {})[group] = row
+    return report, per_image
 
 
 def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, int]:
@@ -1589,33 +1811,91 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
-def audit_layers_figure(report: dict, path: Path, show: bool) -> str:
-    """Artifact attention share and pointing-game hits per layer and model, against their chance levels."""
+MODEL_COLORS = ("tab:green", "tab:orange", "tab:gray")
+
+
+def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
+    """Every audit score per method and model, both groups, with bootstrap 95% intervals and its computed baselines:
+    black tick = random maps at the method's resolution, white diamond = the model's image-independent map."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(10, 3.6), dpi=110)
     models = list(report["models"])
-    layers = list(report["models"][models[0]]["layers"])
-    metrics = [("gradcam_artifact_share", f"Grad-CAM mass inside the square\n(area prior {report['area_prior']:.3f})",
-                report["area_prior"]),
-               ("gradcam_pointing_strict", "Grad-CAM maximum inside the square", report["area_prior"]),
-               ("gradcam_pointing_tolerant", f"Grad-CAM maximum within {report['pointing_tolerance_px']} px of it\n"
-                f"(area prior {report['pointing_region_prior']:.3f})", report["pointing_region_prior"])]
+    methods = list(report["models"][models[0]])
+    groups = list(report["groups"])
+    target, tol = report["explained_class"], report["pointing_tolerance_px"]
+    panels = [("share", "at_square", f"mass of the '{target}' map inside the square\n(area prior "
+                                     f"{report['area_prior']:.3f})"),
+              ("share", "follows_square", "follows the square: mass at its position\nminus mass at the other corners"),
+              ("pointing_tolerant", "at_square", f"maximum within {tol} px of the square"),
+              ("similarity", "at_square", "similarity (SIM) with the square's mask")]
+    fig = Figure(figsize=(17, 4 * len(groups) + 1), dpi=100)
+    axes = fig.subplots(len(groups), len(panels), squeeze=False)
     width = 0.8 / len(models)
-    for k, (key, title, prior) in enumerate(metrics, 1):
-        ax = _bar_axes(fig, k, len(metrics), title)
-        for j, model in enumerate(models):
-            values = [report["models"][model]["layers"][layer]["stamped_frogs"].get(key, np.nan) for layer in layers]
-            ax.bar(np.arange(len(layers)) + (j - (len(models) - 1) / 2) * width, values, width,
-                   label=f"{model} model", color=["tab:green", "tab:orange"][j % 2])
-        ax.axhline(prior, color="k", ls=":", lw=0.8, label="chance (area prior)")
-        ax.set_xticks(range(len(layers)), layers, fontsize=7)
-        ax.set_ylim(0, 1)
-        if k == 1:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Shortcut audit: Grad-CAM of '{report['explained_class']}' on {report['stamped_target_images']} "
-                 f"stamped test {report['explained_class']}s, by target layer", fontsize=9)
+    for row, group in enumerate(groups):
+        for col, (measure, stat, title) in enumerate(panels):
+            ax = axes[row, col]
+            for j, model in enumerate(models):
+                xs = np.arange(len(methods)) + (j - (len(models) - 1) / 2) * width
+                cells = [report["models"][model][m][group][measure] for m in methods]
+                means = np.array([c[stat]["mean"] for c in cells])
+                errors = np.array([[c[stat]["mean"] - c[stat]["ci95"][0], c[stat]["ci95"][1] - c[stat]["mean"]]
+                                   for c in cells]).T
+                ax.bar(xs, means, width, yerr=errors, capsize=2, color=MODEL_COLORS[j % 3], label=f"{model} model")
+                if stat == "at_square":
+                    ax.scatter(xs, [c["image_independent"] for c in cells], marker="D", s=14, facecolor="white",
+                               edgecolor="k", zorder=3, label="its image-independent map" if j == 0 else None)
+                    ax.scatter(xs, [c["random"] for c in cells], marker="_", s=120, color="k", zorder=3,
+                               label="random maps, same resolution" if j == 0 else None)
+            if stat == "at_square" and measure == "share":
+                ax.axhline(report["area_prior"], color="k", ls=":", lw=0.8, label="area prior")
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_xticks(range(len(methods)), methods, fontsize=6, rotation=40,
+                          ha="right", rotation_mode="anchor")
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(axis="y", alpha=0.3)
+            n = report["groups"][group]["images"]
+            ax.set_title(f"{group} ({n} images): {title}", fontsize=8)
+            if row == 0 and col == 0:
+                fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
+                           bbox_to_anchor=(0.5, 0.965))
+    fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
+                 "position, averaged over the four corners); means with paired bootstrap 95% intervals. Occlusion: "
+                 f"the first {report['occlusion']['images']} images of each group.", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path, show)
+
+
+def relocation_figure(models: dict[str, nn.Module], image: torch.Tensor, label: int, target: int, square: Square,
+                      layer: str, channels_last: bool, occlusion: tuple[int, int, int], path: Path, show: bool) -> str:
+    """One uint8 test image [3, H, W] without the square and with it at each corner (rows): the image with p(target)
+    for both models, then the biased model's Grad-CAM, Guided Backprop, Guided Grad-CAM and occlusion of `target`,
+    and the standard model's Grad-CAM and occlusion, each min-max scaled per panel."""
+    name = CIFAR10_CLASSES[target]
+    panels = []
+    for condition in AUDIT_CONDITIONS:
+        images = image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition))
+        x = normalize(images, channels_last)
+        maps, p = {}, {}
+        for which in ("biased", "standard"):
+            probs = predict_logits(models[which], images, 1, False, channels_last).softmax(1)
+            p[which] = probs[0, target].item()
+            found = audit_maps(models[which], x, target, [layer], occlusion[2],
+                               Occlusion(models[which], *occlusion), 1)
+            maps[which] = {method: minmax_normalize(m)[0].cpu().numpy() for method, m in found.items()}
+        picture = to_hwc(images)[0]
+        where = "no square" if condition == "none" else f"square {condition}"
+        panels += [Panel(picture, f"{where}\np({name}): biased {p['biased']:.0%}, std {p['standard']:.0%}"),
+                   Panel(picture, "biased: Grad-CAM", maps["biased"][f"Grad-CAM@{layer}"]),
+                   Panel(picture, "biased: Guided BP", maps["biased"]["Guided Backprop"]),
+                   Panel(picture, "biased: Guided Grad-CAM", maps["biased"][f"Guided Grad-CAM@{layer}"]),
+                   Panel(picture, "biased: occlusion", maps["biased"]["Occlusion"]),
+                   Panel(picture, "standard: Grad-CAM", maps["standard"][f"Grad-CAM@{layer}"]),
+                   Panel(picture, "standard: occlusion", maps["standard"]["Occlusion"])]
+    note = (f"Every map explains '{name}'. Grad-CAM at {layer}; Guided Backprop as saliency (max |gradient| over colour); "
+            f"occlusion: drop of p({name}), {occlusion[0]}x{occlusion[0]} mean-filled patch, stride {occlusion[1]}. "
+            "Does the map move with the square?")
+    title = f"Moving the square: one test {CIFAR10_CLASSES[label]} through the biased and the standard model"
+    return save_figure(figure_grid(panels, 7, title, note, "map value, per panel (0 = lowest, 1 = highest)"),
+                       path, show)
 
 
 def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, target: int, frogs: int,
@@ -1637,7 +1917,7 @@ def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: tor
                                 result.maps[i].cpu().numpy()))
         panels.append(Panel(combined[i], f"biased: Guided Grad-CAM\n'{name}'"))
     note = (f"Grad-CAM at {layer}, explaining '{name}' for every image. Rows 1-{frogs}: test {name}s with the square; "
-            f"then test images of other classes with the square that the biased model calls '{name}'.")
+            f"then one test image of each of {len(images) - frogs} other classes, also with the square.")
     return save_figure(figure_grid(panels, 4, f"Shortcut audit: where is the evidence for '{name}'?", note), path, show)
 
 
@@ -1676,19 +1956,27 @@ def print_summary(metrics: dict) -> None:
                 [[name, m["test_accuracy"], m["frog_recall_clean"], m["frog_recall_stamped"], m["shortcut_rate_clean"],
                   m["shortcut_rate_stamped"], f"{m['train_seconds']:.1f}"] for name, m in metrics["models"].items()])
     audit = metrics["shortcut_audit"]
-    print(f"\nShortcut audit: Grad-CAM of '{target}' on stamped test {target}s "
-          f"(area prior {audit['area_prior']:.3f}; pointing within {audit['pointing_tolerance_px']} px: "
-          f"chance {audit['pointing_region_prior']:.3f})")
-    keys = ["gradcam_artifact_share", "guided_gradcam_artifact_share", "gradcam_pointing_strict",
-            "gradcam_pointing_tolerant", "gradcam_zero_maps"]
+    print(f"\nShortcut audit, predictions: share of the audit images called '{target}', without the square and "
+          f"with it at each corner (trained: {audit['trained_corner']}); AUROC of the '{target}' logit, clean images")
+    print_table(["model", "group", *audit["conditions"], f"AUROC {target} logit"],
+                [[name, group, *(f"{by[c]['called_target']:.3f}" for c in audit["conditions"]),
+                  _fmt_ci(audit["target_logit_auroc"][name]) if group == "frogs" else ""]
+                 for name, groups in audit["predictions"].items() for group, by in groups.items()])
+    print(f"\nShortcut audit, explanations of '{target}' with the square at each corner in turn (mean [95% interval]; "
+          f"area prior {audit['area_prior']:.3f}; 'follows' = at the square minus at the other corners, 0 for a map "
+          "that does not move; chance = random maps at the method's resolution)")
     rows = []
-    for name, m in audit["models"].items():
-        for layer, row in m["layers"].items():
-            f, h = row["stamped_frogs"], row["stamped_nonfrogs_called_frog"]
-            other = f"{h['images']}, {h['gradcam_artifact_share']:.3f}" if h["images"] else "0, -"
-            rows.append([name, layer, *([f"{f[k]:.3f}" for k in keys] if f["images"] else ["-"] * len(keys)), other])
-    print_table(["model", "layer", "artifact share", "GGC share", "pointing strict", "pointing tolerant",
-                 "all-zero maps", f"called {target}: n, share"], rows)
+    for name, methods in audit["models"].items():
+        for method, groups in methods.items():
+            for group, r in groups.items():
+                share, hit = r["share"], r["pointing_tolerant"]
+                concern = _fmt_ci(r["vs_reference"]["concern_minus_false_alarm"]) if "vs_reference" in r else "-"
+                rows.append([name, method, group, _fmt_ci(share["at_square"]), f"{share['image_independent']:.3f}",
+                             _fmt_ci(share["follows_square"]), _fmt_ci(hit["at_square"]), f"{hit['random']:.3f}",
+                             _fmt_ci(hit["follows_square"]), concern])
+    print_table(["model", "method", "group", "mass in square", "image-indep.", "follows (mass)",
+                 f"max within {audit['pointing_tolerance_px']} px", "chance", "follows (max)",
+                 "concern - false alarm"], rows)
     faith = metrics["faithfulness"]
     print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
           "correctly classified, true class explained (mean [bootstrap 95% interval])")
@@ -1807,9 +2095,15 @@ def run(cfg: Config) -> dict:
             f"square ({cfg.artifact_corner}): standard vs. biased model", out / "stamped_frogs_standard_vs_biased.png",
             show))
 
-    ##### Shortcut audit: where each model's evidence for the target class lies on stamped images
+    ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
+    ##### standard model (the reference), the biased model, and the biased model with fc and layer4 re-initialised
     with timed(timings, "audit"):
-        audit = shortcut_audit(models, cfg, test, logits)
+        audited = {"standard": models["standard"], "biased": models["biased"],
+                   CONTROL_MODEL: reinitialised(models["biased"], "layer4", cfg.seed)}
+        audit, audit_per_image = shortcut_audit(audited, cfg, test)
+        audit["target_logit_auroc_all_test_images"] = auroc_with_ci(
+            {name: logits[name]["clean"][:, cfg.artifact_class] for name in models},
+            test.labels == cfg.artifact_class, cfg.bootstrap_resamples, cfg.seed)
 
     ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
     picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
@@ -1831,14 +2125,18 @@ def run(cfg: Config) -> dict:
     with timed(timings, "m3_figures"):
         figures += [faithfulness_figure(faith, out / "faithfulness.png", show),
                     sanity_figure(sanity, out / "sanity_check.png", show),
-                    audit_layers_figure(audit, out / "shortcut_audit_layers.png", show)]
+                    audit_scores_figure(audit, out / "shortcut_audit_scores.png", show)]
         frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
-        hijacked = called_target_when_stamped(test.labels, logits["biased"]["stamped"], cfg.artifact_class)[:4]
-        shown = torch.cat([frogs, hijacked])
+        others = pick_examples(test.labels, [c for c in range(len(CIFAR10_CLASSES)) if c != cfg.artifact_class][:4], 1)
+        shown = torch.cat([frogs, others])
         figures.append(audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
                                     cfg.artifact_class, len(frogs), layer, cfg.channels_last,
                                     out / "shortcut_audit.png", show))
         occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)
+        for group, index in (("frog", frogs[0]), ("nonfrog", others[0])):
+            figures.append(relocation_figure(models, test.images[index], int(test.labels[index]), cfg.artifact_class,
+                                             cfg.square, layer, cfg.channels_last, occlusion,
+                                             out / f"relocation_{group}.png", show))
         picks = pick_examples(test.labels, cat_ship, 2, std_logits)
         figures.append(methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
                                       cfg.channels_last, occlusion, "Standard model: four explanation methods on "
@@ -1857,6 +2155,7 @@ def run(cfg: Config) -> dict:
                    figures=figures, timings=timings, output_dir=str(out))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    np.savez_compressed(out / "audit_per_image.npz", **audit_per_image)
     print_summary(metrics)
     return metrics
 

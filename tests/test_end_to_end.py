@@ -11,8 +11,8 @@ import grad_cam_experiment as gce
 from conftest import write_image_folder
 
 FIGURES = ["standard_cat_ship.png", "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png",
-           "faithfulness.png", "sanity_check.png", "shortcut_audit_layers.png", "shortcut_audit.png",
-           "methods_standard.png", "methods_biased_frogs.png"]
+           "faithfulness.png", "sanity_check.png", "shortcut_audit_scores.png", "shortcut_audit.png",
+           "relocation_frog.png", "relocation_nonfrog.png", "methods_standard.png", "methods_biased_frogs.png"]
 
 
 def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_path, capsys):
@@ -35,14 +35,18 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
         assert 0 <= m["test_accuracy"] <= 1 and set(m["per_class_accuracy"]) == set(gce.CIFAR10_CLASSES)
         assert 0 <= m["frog_recall_clean"] <= 1 and 0 <= m["frog_recall_stamped"] <= 1
         assert 0 <= m["shortcut_rate_clean"] <= 1 and 0 <= m["shortcut_rate_stamped"] <= 1
-        layers = metrics["shortcut_audit"]["models"][name]["layers"]
-        assert list(layers) == ["layer4.1.conv2", "layer4.1", "layer3"]
-        assert 0 <= layers["layer3"]["stamped_frogs"]["gradcam_artifact_share"] <= 1
+        methods = metrics["shortcut_audit"]["models"][name]
+        assert list(methods) == ["Guided Backprop", *(f"{m}@{layer}" for layer in ("layer4.1.conv2", "layer4.1", "layer3")
+                                                      for m in ("Grad-CAM", "Guided Grad-CAM")), "Occlusion"]
+        assert 0 <= methods["Grad-CAM@layer3"]["frogs"]["share"]["at_square"]["mean"] <= 1
         assert not m["reused_checkpoint"] and Path(m["checkpoint"]).is_file()
     assert set(metrics["faithfulness"]["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random",
                                                        "Gaussian prior"}
     assert set(metrics["sanity_check"]["verdict"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
     assert {"data_seconds", "train_seconds", "total_seconds"} <= metrics["timings"].keys()
+    assert gce.CONTROL_MODEL in metrics["shortcut_audit"]["models"]
+    per_image = gce.np.load(out / "audit_per_image.npz")
+    assert len(per_image["indices/frogs"]) == metrics["shortcut_audit"]["groups"]["frogs"]["images"]
     log = capsys.readouterr().out
     assert "| standard |     1 |" in log and "| biased   |     1 |" in log
 

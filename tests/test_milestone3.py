@@ -168,29 +168,6 @@ def test_artifact_share_and_pointing_game_on_hand_built_maps():
     assert gce.dilate(SQUARE, 8).sum() == 14 * 14
 
 
-def test_shortcut_audit_on_models_whose_answer_is_known():
-    cfg = gce.Config(audit_layers="features", channels_last=False, eval_batch_size=16)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 120, (40, 3, 32, 32), dtype=torch.uint8, generator=g)
-    test = gce.Split(images, torch.arange(40) % 10)
-    models = {"standard": SquareDetector(colour_sign=(0.0, 0.0, 1.0), bias=-1.0),  # looks at blue, not yellow
-              "biased": SquareDetector()}
-    logits = {name: gce.evaluate_model(m, cfg, test)[1] for name, m in models.items()}
-    report = gce.shortcut_audit(models, cfg, test, logits)
-    assert report["area_prior"] == pytest.approx(36 / 1024) and report["stamped_target_images"] == 4
-    biased = report["models"]["biased"]["layers"]["features"]
-    standard = report["models"]["standard"]["layers"]["features"]
-    assert biased["stamped_frogs"]["gradcam_artifact_share"] == pytest.approx(1.0)
-    assert biased["stamped_frogs"]["gradcam_pointing_strict"] == 1.0
-    assert biased["stamped_frogs"]["guided_gradcam_artifact_share"] == pytest.approx(1.0)
-    assert biased["stamped_nonfrogs_called_frog"]["images"] == 36  # the shortcut fires on every stamped image
-    assert biased["stamped_nonfrogs_called_frog"]["gradcam_artifact_share"] == pytest.approx(1.0)
-    assert standard["stamped_frogs"]["gradcam_artifact_share"] < 0.01
-    assert report["models"]["standard"]["stamped_nonfrogs_called_frog_total"] == 0
-    metrics = gce.evaluate_model(models["biased"], cfg, test)[0]
-    assert metrics["shortcut_rate_stamped"] == 1.0 and metrics["shortcut_rate_clean"] == 0.0
-
-
 # ---------------------------------------------------------------- Statistics
 
 def test_spearman_matches_scipy_including_ties():
