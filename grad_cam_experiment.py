@@ -890,6 +890,8 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
 def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
     """A copy of the model with every CASCADE stage from the logits down to `down_to` re-initialised (the audit's
     control: the biased model with fc and layer4 random keeps the square's features only below layer4)."""
+    if down_to not in CASCADE:
+        raise ValueError(f"unknown stage {down_to!r}; one of {', '.join(CASCADE)}")
     return next(randomized for stage, randomized in cascading_randomization(model, seed) if stage == down_to)
 
 
@@ -1280,7 +1282,8 @@ CHANCE_SAMPLES = 4000  # random maps per method for the simulated chance levels
 def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
                  num_classes: int = len(CIFAR10_CLASSES)) -> dict[str, torch.Tensor]:
     """Seeded audit images: up to n of the target class ('frogs'), and n drawn evenly from the other classes
-    ('nonfrogs': n // 9 each, one more for the first n % 9), each class in test-set order after a seeded shuffle."""
+    ('nonfrogs': n // (classes - 1) each, one more for the first remainder classes), interleaved class by class so
+    that every prefix (e.g. the occlusion subset) is stratified too."""
     generator = torch.Generator().manual_seed(seed)
     others = [c for c in range(num_classes) if c != target]
     quotas = {target: n, **{c: n // len(others) + (1 if i < n % len(others) else 0) for i, c in enumerate(others)}}
@@ -1288,8 +1291,8 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
     for c, quota in quotas.items():
         pool = torch.nonzero(labels.cpu() == c).flatten()
         picked[c] = pool[torch.randperm(len(pool), generator=generator)[:quota]].sort().values
-    return dict(frogs=picked[target].to(labels.device),
-                nonfrogs=torch.cat([picked[c] for c in others]).to(labels.device))
+    rounds = [picked[c][i:i + 1] for i in range(max(len(picked[c]) for c in others)) for c in others]
+    return dict(frogs=picked[target].to(labels.device), nonfrogs=torch.cat(rounds).to(labels.device))
 
 
 def corner_masks(size: int, height: int = 32, width: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -1316,7 +1319,8 @@ def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
 def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> dict[str, torch.Tensor]:
     """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]), [B, 4]:
     share = mass inside the square, pointing_strict / _tolerant = a maximum inside it / within `tolerance` px,
-    similarity = SIM of the map and the square's mask (Adebayo et al. 2022's known-spurious-signal detection)."""
+    similarity = SIM of the map and the square's mask (Adebayo et al. 2022's known-spurious-signal detection; against
+    a mask it is the share capped at 1/36 per square pixel, and an all-zero map scores the area prior, not 0)."""
     return dict(share=torch.stack([artifact_attention_share(maps, m) for m in masks], 1).double(),
                 pointing_strict=torch.stack([pointing_game(maps, m, 0) for m in masks], 1).double(),
                 pointing_tolerant=torch.stack([pointing_game(maps, m, tolerance) for m in masks], 1).double(),
@@ -1349,17 +1353,21 @@ def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequ
 def method_chance(model: nn.Module, method: str, masks: torch.Tensor, tolerance: int, occlusion: tuple[int, int],
                   seed: int) -> dict[str, float]:
     """chance_levels for one audited method, simulated at its native resolution through its own upsampling: a
-    CAM's layer grid (bilinear), occlusion's windows (mean over covering windows), pixels for the gradient methods."""
+    CAM's layer grid (bilinear), Guided Grad-CAM as random guided gradients times that CAM, occlusion's windows
+    (mean over covering windows), pixels for Guided Backprop."""
     generator = torch.Generator().manual_seed(seed)
     height, width = masks.shape[-2:]
-    if method.startswith("Grad-CAM@"):
+    if "@" in method:  # a CAM at a layer's grid; Guided Grad-CAM multiplies it with per-pixel guided gradients
         native = torch.rand(CHANCE_SAMPLES, *feature_size(model, method.split("@", 1)[1], height, width),
                             generator=generator)
         random_maps = cam_upsample(native, (height, width))
+        if method.startswith("Guided Grad-CAM@"):
+            grads = torch.rand(CHANCE_SAMPLES, 3, height, width, generator=generator) * 2 - 1
+            random_maps = guided_grad_cam(grads, minmax_normalize(random_maps))
     elif method == "Occlusion":
         windows = occlusion_windows(height, width, *occlusion)
         random_maps = occlusion_map(torch.rand(CHANCE_SAMPLES, len(windows), generator=generator), windows)
-    else:  # Guided Backprop and Guided Grad-CAM have one value per pixel
+    else:  # Guided Backprop has one value per pixel
         random_maps = torch.rand(CHANCE_SAMPLES, height, width, generator=generator)
     return chance_levels(random_maps, masks.cpu(), tolerance)
 
@@ -1478,7 +1486,7 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                     dissimilarity.setdefault((name, method, group), {})[condition] = values
                     per_image[f"dissimilarity/{name}/{method}/{group}/{condition}"] = values.float().cpu().numpy()
 
-    methods = list(maps[reference])
+    methods = list(next(iter(clean_maps.values())))
     chance = {method: method_chance(models[reference], method, masks, tolerance, occlusion_setting, seed)
               for method in methods}
     report = dict(explained_class=CIFAR10_CLASSES[target], trained_corner=cfg.artifact_corner,
@@ -1487,8 +1495,8 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                   groups={g: dict(images=len(idx), per_class={CIFAR10_CLASSES[c]: int((test.labels[idx] == c).sum())
                                                               for c in test.labels[idx].unique().tolist()})
                           for g, idx in groups.items()},
-                  occlusion=dict(images=min(cfg.audit_occlusion_images, cfg.audit_images), patch=cfg.occlusion_patch,
-                                 stride=cfg.occlusion_stride),
+                  occlusion=dict(images={g: min(cfg.audit_occlusion_images, len(idx)) for g, idx in groups.items()},
+                                 patch=cfg.occlusion_patch, stride=cfg.occlusion_stride),
                   predictions=predictions, models={})
     positive = torch.cat([torch.ones(len(groups["frogs"]), dtype=torch.bool),
                           torch.zeros(len(groups["nonfrogs"]), dtype=torch.bool)])
@@ -1504,6 +1512,11 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                 at = {n: torch.stack([scores[(n, method, group)][c][measure][:, k] for k, c in enumerate(CORNERS)],
                                      1).mean(1) for n in (name, reference)}
                 row[measure][f"minus_{reference}"] = mean_with_ci(at[name] - at[reference], resamples, seed)
+                follows = {n: at[n] - torch.stack([torch.cat([scores[(n, method, group)][c][measure][:, :k],
+                                                             scores[(n, method, group)][c][measure][:, k + 1:]], 1).mean(1)
+                                                   for k, c in enumerate(CORNERS)], 1).mean(1) for n in (name, reference)}
+                row[measure][f"follows_minus_{reference}"] = mean_with_ci(follows[name] - follows[reference], resamples,
+                                                                          seed)
             d = dissimilarity[(name, method, group)]
             stamped = torch.stack([d[c] for c in CORNERS], 1).mean(1)
             row["vs_reference"] = dict(cause_for_concern=mean_with_ci(stamped, resamples, seed),
@@ -1826,7 +1839,8 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
                                      f"{report['area_prior']:.3f})"),
               ("share", "follows_square", "follows the square: mass at its position\nminus mass at the other corners"),
               ("pointing_tolerant", "at_square", f"maximum within {tol} px of the square"),
-              ("similarity", "at_square", "similarity (SIM) with the square's mask")]
+              ("pointing_tolerant", "follows_square", f"follows the square: maximum within {tol} px of it\n"
+                                                      "minus of the other corners")]
     fig = Figure(figsize=(17, 4 * len(groups) + 1), dpi=100)
     axes = fig.subplots(len(groups), len(panels), squeeze=False)
     width = 0.8 / len(models)
@@ -1858,8 +1872,8 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
                 fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
                            bbox_to_anchor=(0.5, 0.965))
     fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
-                 "position, averaged over the four corners); means with paired bootstrap 95% intervals. Occlusion: "
-                 f"the first {report['occlusion']['images']} images of each group.", fontsize=9)
+                 "position, averaged over the four corners); means with bootstrap 95% intervals over images. Occlusion: "
+                 f"the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path, show)
 
@@ -1957,7 +1971,9 @@ def print_summary(metrics: dict) -> None:
                   m["shortcut_rate_stamped"], f"{m['train_seconds']:.1f}"] for name, m in metrics["models"].items()])
     audit = metrics["shortcut_audit"]
     print(f"\nShortcut audit, predictions: share of the audit images called '{target}', without the square and "
-          f"with it at each corner (trained: {audit['trained_corner']}); AUROC of the '{target}' logit, clean images")
+          f"with it at each corner (trained: {audit['trained_corner']}); AUROC of the '{target}' logit on the clean "
+          f"audit images (all test images: " + ", ".join(f"{name} {r['mean']:.3f}" for name, r in
+                                                         audit["target_logit_auroc_all_test_images"].items()) + ")")
     print_table(["model", "group", *audit["conditions"], f"AUROC {target} logit"],
                 [[name, group, *(f"{by[c]['called_target']:.3f}" for c in audit["conditions"]),
                   _fmt_ci(audit["target_logit_auroc"][name]) if group == "frogs" else ""]
@@ -1973,10 +1989,10 @@ def print_summary(metrics: dict) -> None:
                 concern = _fmt_ci(r["vs_reference"]["concern_minus_false_alarm"]) if "vs_reference" in r else "-"
                 rows.append([name, method, group, _fmt_ci(share["at_square"]), f"{share['image_independent']:.3f}",
                              _fmt_ci(share["follows_square"]), _fmt_ci(hit["at_square"]), f"{hit['random']:.3f}",
-                             _fmt_ci(hit["follows_square"]), concern])
+                             _fmt_ci(hit["follows_square"]), concern, f"{r['constant_maps']:.2f}"])
     print_table(["model", "method", "group", "mass in square", "image-indep.", "follows (mass)",
                  f"max within {audit['pointing_tolerance_px']} px", "chance", "follows (max)",
-                 "concern - false alarm"], rows)
+                 "concern - false alarm", "constant maps"], rows)
     faith = metrics["faithfulness"]
     print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
           "correctly classified, true class explained (mean [bootstrap 95% interval])")

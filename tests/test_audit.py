@@ -25,7 +25,10 @@ def test_audit_groups_are_seeded_and_stratified():
     groups = gce.audit_groups(labels, 6, 20, seed=3)
     assert len(groups["frogs"]) == 20 and (labels[groups["frogs"]] == 6).all()
     counts = torch.bincount(labels[groups["nonfrogs"]], minlength=10)
-    assert counts[6] == 0 and counts.sum() == 20 and counts.max() - counts[counts > 0].min() <= 1  # 9 classes evenly
+    others = [c for c in range(10) if c != 6]
+    assert counts[6] == 0 and counts.sum() == 20 and counts[others].max() - counts[others].min() <= 1  # 9 classes evenly
+    first = labels[groups["nonfrogs"][:9]]  # interleaved: any prefix (the occlusion subset) is stratified too
+    assert sorted(first.tolist()) == others
     again = gce.audit_groups(labels, 6, 20, seed=3)
     assert all(torch.equal(groups[g], again[g]) for g in groups)
     assert not torch.equal(gce.audit_groups(labels, 6, 20, seed=4)["frogs"], groups["frogs"])
@@ -103,6 +106,9 @@ def test_pointing_chance_at_4x4_by_enumeration_matches_the_simulation():
     pixels = gce.method_chance(gce.build_model(), "Guided Backprop", MASKS, TOLERANCE, (8, 2), seed=0)
     assert pixels["pointing_strict"] == pytest.approx(36 / 1024, abs=0.01)
     assert pixels["pointing_tolerant"] == pytest.approx(196 / 1024, abs=0.02)  # the 14x14 region around a corner
+    # Guided Grad-CAM's maximum follows its CAM's coarse grid: its chance lies above the pixel level.
+    guided = gce.method_chance(gce.build_model(), "Guided Grad-CAM@layer4.1.conv2", MASKS, TOLERANCE, (8, 2), seed=0)
+    assert guided["pointing_tolerant"] > pixels["pointing_tolerant"] + 0.02
     layer3 = gce.method_chance(gce.build_model(), "Grad-CAM@layer3", MASKS, TOLERANCE, (8, 2), seed=0)
     assert layer3["pointing_tolerant"] < simulated["pointing_tolerant"]  # finer grid: closer to the area prior
 
@@ -163,7 +169,8 @@ def test_audit_on_models_whose_answer_is_known(toy_audit):
     cfg, test, report, _ = toy_audit
     assert report["groups"]["frogs"]["images"] == 9 and report["groups"]["nonfrogs"]["images"] == 9
     assert set(report["groups"]["nonfrogs"]["per_class"]) == set(gce.CIFAR10_CLASSES) - {"frog"}
-    assert report["area_prior"] == pytest.approx(36 / 1024) and report["occlusion"]["images"] == 3
+    assert report["area_prior"] == pytest.approx(36 / 1024) and report["occlusion"]["images"] == dict(frogs=3,
+                                                                                                     nonfrogs=3)
     biased, standard, blob = (report["models"][m] for m in ("biased", "standard", "fixed blob"))
     for group in ("frogs", "nonfrogs"):
         for method in ("Grad-CAM@features", "Guided Grad-CAM@features"):  # the square detector's map is the square
@@ -196,7 +203,7 @@ def test_every_interval_can_be_recomputed_from_the_per_image_scores(toy_audit, t
     np.savez_compressed(tmp_path / "audit_per_image.npz", **per_image)
     saved = np.load(tmp_path / "audit_per_image.npz")
     assert np.array_equal(saved["indices/frogs"], gce.audit_groups(test.labels, 6, 9, cfg.seed)["frogs"].numpy())
-    key = "scores/biased/Grad-CAM@layer/frogs/{}/share".replace("layer", "features")
+    key = "scores/biased/Grad-CAM@features/frogs/{}/share"
     at = np.mean([saved[key.format(c)][:, k] for k, c in enumerate(gce.CORNERS)], axis=0)
     r = report["models"]["biased"]["Grad-CAM@features"]["frogs"]["share"]
     again = gce.mean_with_ci(torch.from_numpy(at), cfg.bootstrap_resamples, cfg.seed)
