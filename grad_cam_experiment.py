@@ -1373,6 +1373,15 @@ def method_chance(model: nn.Module, method: str, masks: torch.Tensor, tolerance:
     return chance_levels(random_maps, masks.cpu(), tolerance)
 
 
+def at_and_elsewhere(scores: dict[str, dict[str, torch.Tensor]], measure: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image [B], from scores[corner][measure] = [B, 4]: the score at the square's actual corner and the mean score
+    at the three other corners, each averaged over the four placements of the square."""
+    at = torch.stack([scores[c][measure][:, k] for k, c in enumerate(CORNERS)], 1).mean(1)
+    elsewhere = torch.stack([torch.cat([scores[c][measure][:, :k], scores[c][measure][:, k + 1:]], 1).mean(1)
+                             for k, c in enumerate(CORNERS)], 1).mean(1)
+    return at, elsewhere
+
+
 def relocation_summary(scores: dict[str, dict[str, torch.Tensor]], fixed: dict[str, torch.Tensor],
                        chance: dict[str, float], resamples: int, seed: int) -> dict:
     """Per measure, from scores[condition][measure] = [B, 4] (each image's map scored at every corner) and the
@@ -1382,9 +1391,7 @@ def relocation_summary(scores: dict[str, dict[str, torch.Tensor]], fixed: dict[s
     and the differences from the image-independent map and from random maps; paired bootstrap intervals."""
     out = {}
     for measure in AUDIT_MEASURES:
-        at = torch.stack([scores[c][measure][:, k] for k, c in enumerate(CORNERS)], 1).mean(1)
-        elsewhere = torch.stack([torch.cat([scores[c][measure][:, :k], scores[c][measure][:, k + 1:]], 1).mean(1)
-                                 for k, c in enumerate(CORNERS)], 1).mean(1)
+        at, elsewhere = at_and_elsewhere(scores, measure)
         clean = scores["none"][measure].mean(1)
         image_independent = fixed[measure].mean().item()
         out[measure] = dict(at_square=mean_with_ci(at, resamples, seed), elsewhere=elsewhere.mean().item(),
@@ -1509,15 +1516,12 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
         row["constant_maps"] = float(np.mean(constant[(name, method, group)]))  # e.g. all-zero Grad-CAMs
         row["change_in_square"] = mean_with_ci(torch.stack(change[(name, method, group)], 1).mean(1), resamples, seed)
         if name != reference:
-            for measure in AUDIT_MEASURES:
-                at = {n: torch.stack([scores[(n, method, group)][c][measure][:, k] for k, c in enumerate(CORNERS)],
-                                     1).mean(1) for n in (name, reference)}
-                row[measure][f"minus_{reference}"] = mean_with_ci(at[name] - at[reference], resamples, seed)
-                follows = {n: at[n] - torch.stack([torch.cat([scores[(n, method, group)][c][measure][:, :k],
-                                                             scores[(n, method, group)][c][measure][:, k + 1:]], 1).mean(1)
-                                                   for k, c in enumerate(CORNERS)], 1).mean(1) for n in (name, reference)}
-                row[measure][f"follows_minus_{reference}"] = mean_with_ci(follows[name] - follows[reference], resamples,
-                                                                          seed)
+            for measure in AUDIT_MEASURES:  # paired over the same images: this model minus the reference
+                at, elsewhere = at_and_elsewhere(by_condition, measure)
+                at_ref, elsewhere_ref = at_and_elsewhere(scores[(reference, method, group)], measure)
+                row[measure][f"minus_{reference}"] = mean_with_ci(at - at_ref, resamples, seed)
+                row[measure][f"follows_minus_{reference}"] = mean_with_ci((at - elsewhere) - (at_ref - elsewhere_ref),
+                                                                          resamples, seed)
             d = dissimilarity[(name, method, group)]
             stamped = torch.stack([d[c] for c in CORNERS], 1).mean(1)
             row["vs_reference"] = dict(cause_for_concern=mean_with_ci(stamped, resamples, seed),
