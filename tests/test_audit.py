@@ -185,6 +185,8 @@ def test_audit_on_models_whose_answer_is_known(toy_audit):
         occlusion = biased["Occlusion"][group]  # covering the square removes the evidence: drop on the square
         assert occlusion["pointing_tolerant"]["follows_square"]["mean"] == 1.0 and occlusion["images"] == 3
         for method, r in blob.items():  # input-independent maps never follow the square
+            if method.startswith("Score-CAM"):  # not input-independent: see test_score_cam_of_a_model_that_ignores_x
+                continue
             for measure in gce.AUDIT_MEASURES:
                 assert r[group][measure]["follows_square"]["mean"] == pytest.approx(0.0, abs=1e-9), (method, measure)
         assert blob["Grad-CAM@features"][group]["share"]["at_square"]["mean"] == pytest.approx(
@@ -211,3 +213,21 @@ def test_every_interval_can_be_recomputed_from_the_per_image_scores(toy_audit, t
         r["at_square"]["ci95"], abs=1e-6)
     hits = saved["scores/standard/Guided Backprop/nonfrogs/top-right/pointing_tolerant"]
     assert hits.dtype == np.uint8 and hits.shape == (9, 4)
+
+
+def test_score_cam_of_a_model_that_ignores_its_input_shows_the_activations():
+    # Score-CAM's channel weights are a softmax over channels: when no mask changes the score (a model whose output
+    # does not depend on its input), every weight is 1/K and the map is the layer's mean activation, which does move
+    # with the square. Grad-CAM's gradients are zero there and its map is empty. (Why the audit's fixed-blob model
+    # checks Score-CAM apart from the input-independent methods.)
+    model = FixedBlob()
+    g = torch.Generator().manual_seed(0)
+    x = gce.normalize(gce.stamp_square(torch.randint(0, 120, (3, 3, 32, 32), dtype=torch.uint8, generator=g)))
+    score_cam = gce.ScoreCAM(model, "features")
+    activations = score_cam._activations_and_grads(x, 6)[0]
+    torch.testing.assert_close(score_cam.masked_scores(x, activations, torch.full((3,), 6)).softmax(1),
+                               torch.ones(3, 1))
+    raw = score_cam(x, 6, normalize=False)
+    torch.testing.assert_close(raw, gce.cam_upsample(activations.mean(1).clamp_min(0), (32, 32)))
+    assert raw.flatten(1).amax(1).min() > 0
+    assert (gce.GradCAM(model, "features")(x, 6, normalize=False) == 0).all()

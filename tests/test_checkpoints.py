@@ -26,7 +26,7 @@ PERTURBED = dict(
     seed=1, retrain=True, device="cpu", amp=False, channels_last=False, eval_batch_size=64, compile=True,
     target_layer="layer3", examples_per_class=2, frog_examples=3, faithfulness_images=600, occlusion_patch=4,
     occlusion_stride=1, deletion_steps=16, bootstrap_resamples=100, sanity_images=10, audit_layers="layer3",
-    audit_images=10, audit_occlusion_images=3, pointing_tolerance=4, progress=False)
+    audit_images=10, audit_occlusion_images=3, methods="HiResCAM", scorecam_images=3, audit_scorecam_images=2, pointing_tolerance=4, progress=False)
 
 
 def key(cfg: gce.Config, biased: bool, data: str = "fingerprint", precision: str = "fp32") -> str:

@@ -12,7 +12,8 @@ from conftest import write_image_folder
 
 FIGURES = ["standard_cat_ship.png", "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png",
            "faithfulness.png", "sanity_check.png", "shortcut_audit_scores.png", "shortcut_audit.png",
-           "relocation_frog.png", "relocation_nonfrog.png", "methods_standard.png", "methods_biased_frogs.png"]
+           "relocation_frog.png", "relocation_nonfrog.png", "methods_standard.png", "methods_biased_frogs.png",
+           "cam_family_biased.png", "cam_family_shortcut.png"]
 
 
 def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_path, capsys):
@@ -36,13 +37,16 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
         assert 0 <= m["frog_recall_clean"] <= 1 and 0 <= m["frog_recall_stamped"] <= 1
         assert 0 <= m["shortcut_rate_clean"] <= 1 and 0 <= m["shortcut_rate_stamped"] <= 1
         methods = metrics["shortcut_audit"]["models"][name]
+        cams = ("Grad-CAM", "Grad-CAM++", "HiResCAM", "LayerCAM", "XGrad-CAM", "Guided Grad-CAM")  # no Score-CAM: quick
         assert list(methods) == ["Guided Backprop", *(f"{m}@{layer}" for layer in ("layer4.1.conv2", "layer4.1", "layer3")
-                                                      for m in ("Grad-CAM", "Guided Grad-CAM")), "Occlusion"]
+                                                      for m in cams), "Occlusion"]
         assert 0 <= methods["Grad-CAM@layer3"]["frogs"]["share"]["at_square"]["mean"] <= 1
         assert not m["reused_checkpoint"] and Path(m["checkpoint"]).is_file()
-    assert set(metrics["faithfulness"]["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random",
-                                                       "Gaussian prior"}
-    assert set(metrics["sanity_check"]["verdict"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
+    every = {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Grad-CAM++", "HiResCAM", "LayerCAM", "XGrad-CAM",
+             "Score-CAM"}
+    assert set(metrics["faithfulness"]["methods"]) == every | {"Random", "Gaussian prior"}
+    assert metrics["faithfulness"]["methods"]["Score-CAM"]["images"] == 1  # --quick: one image
+    assert set(metrics["sanity_check"]["verdict"]) == every
     assert {"data_seconds", "train_seconds", "total_seconds"} <= metrics["timings"].keys()
     assert gce.CONTROL_MODEL in metrics["shortcut_audit"]["models"]
     per_image = gce.np.load(out / "audit_per_image.npz")

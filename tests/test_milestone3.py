@@ -215,11 +215,13 @@ def test_cascading_randomization_goes_from_the_logits_down_on_a_copy(model):
 
 
 def test_sanity_check_reports_every_method_and_stage(model, images):
-    cfg = gce.Config(channels_last=False, bootstrap_resamples=50)
+    cfg = gce.Config(channels_last=False, bootstrap_resamples=50, scorecam_images=2)
     u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     report = gce.sanity_check(model, cfg, u8, torch.tensor([0, 1, 2, 3]))
     rows = report["spearman_with_original"]
-    assert set(rows) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"}
+    assert set(rows) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Grad-CAM++", "HiResCAM", "LayerCAM",
+                         "XGrad-CAM", "Score-CAM"}
+    assert {r["n"] for r in rows["Score-CAM"]} == {2} and {r["n"] for r in rows["HiResCAM"]} == {4}
     assert all([r["stage"] for r in v] == ["trained", *gce.CASCADE] for v in rows.values())
     assert all(-1 <= r["mean"] <= 1 and 0 <= r["constant_maps"] <= 1 for v in rows.values() for r in v)
     # Re-initialising fc replaces Grad-CAM's class weights, so its maps change at once; Guided Backprop's barely
@@ -230,14 +232,23 @@ def test_sanity_check_reports_every_method_and_stage(model, images):
 
 
 def test_faithfulness_report_has_every_method_and_baseline(model):
-    cfg = gce.Config(channels_last=False, bootstrap_resamples=50, deletion_steps=4, occlusion_stride=8)
+    cfg = gce.Config(channels_last=False, bootstrap_resamples=50, deletion_steps=4, occlusion_stride=8,
+                     methods="HiResCAM,ScoreCAM", scorecam_images=2)
     u8 = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     report, maps = gce.faithfulness(model, cfg, u8, torch.tensor([1, 2, 3]))
-    assert set(maps) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM"} and maps["Grad-CAM"].shape == (3, 32, 32)
-    assert set(report["methods"]) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Random", "Gaussian prior"}
-    for r in report["methods"].values():
-        assert {"spearman_with_occlusion", "deletion_auc", "insertion_auc"} <= r.keys()
-        assert 0 <= r["deletion_auc"]["mean"] <= 1 and r["spearman_with_occlusion"]["n"] == 3
+    assert set(maps) == {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "HiResCAM", "Score-CAM"}
+    assert maps["Grad-CAM"].shape == (3, 32, 32) and maps["Score-CAM"].shape == (2, 32, 32)  # --scorecam-images
+    assert set(report["methods"]) == {*maps, "Random", "Gaussian prior"}
+    for method, r in report["methods"].items():
+        n = 2 if method == "Score-CAM" else 3
+        assert {"spearman_with_occlusion", "deletion_auc", "insertion_auc"} <= r.keys() and r["images"] == n
+        assert 0 <= r["deletion_auc"]["mean"] <= 1 and r["spearman_with_occlusion"]["n"] == n
+        if method not in gce.BASELINES:  # paired over the same images: method minus each baseline
+            paired = r["minus Random"]["insertion_auc"]
+            assert paired["n"] == n and r["minus Gaussian prior"]["deletion_auc"]["n"] == n
+            if n == 3:  # on all images the mean difference is the difference of the means
+                assert paired["mean"] == pytest.approx(r["insertion_auc"]["mean"]
+                                                       - report["methods"]["Random"]["insertion_auc"]["mean"])
     assert len(report["mean_curves"]["Grad-CAM"]["deletion_curve"]) == 5
 
 
