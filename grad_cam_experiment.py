@@ -1672,7 +1672,8 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                           for g, idx in groups.items()},
                   occlusion=dict(images={g: min(cfg.audit_occlusion_images, len(idx)) for g, idx in groups.items()},
                                  patch=cfg.occlusion_patch, stride=cfg.occlusion_stride),
-                  scorecam_images={g: min(cfg.audit_scorecam_images, len(idx)) for g, idx in groups.items()},
+                  scorecam_images={g: min(cfg.audit_scorecam_images, len(idx)) if "ScoreCAM" in cfg.method_names else 0
+                                   for g, idx in groups.items()},
                   predictions=predictions, models={})
     positive = torch.cat([torch.ones(len(groups["frogs"]), dtype=torch.bool),
                           torch.zeros(len(groups["nonfrogs"]), dtype=torch.bool)])
@@ -1983,6 +1984,7 @@ def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
     correct = report.get("correctly_classified", report["images"])
     which = "correctly classified" if correct == report["images"] else f"({correct} correctly classified)"
     scorecam = report["methods"].get(ScoreCAM.label, {}).get("images")
+    scorecam = scorecam if scorecam != report["images"] else None
     fig.suptitle(f"Faithfulness of each map to the standard model, {report['images']} test images {which}, true "
                  "class (means, bootstrap 95% intervals; grey = baselines that ignore the model"
                  + (f"; Score-CAM: the first {scorecam}" if scorecam else "") + ")", fontsize=9)
@@ -2105,18 +2107,20 @@ def relocation_figure(models: dict[str, nn.Module], image: torch.Tensor, label: 
 
 
 def cam_family_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target: int, square: Square,
-                      layer: str, methods: Sequence[str], channels_last: bool, occlusion: tuple[int, int, int],
-                      path: Path, show: bool) -> str:
+                      layer: str, methods: Sequence[str], scorecam: bool, channels_last: bool,
+                      occlusion: tuple[int, int, int], path: Path, show: bool) -> str:
     """Every method's map of `target` from the biased model for uint8 test images [N, 3, H, W], each with the square at
-    its trained corner and moved to the opposite one (rows): the image with p(target), then the CAMs at `layer`,
-    Guided Backprop, Guided Grad-CAM and occlusion, min-max scaled per panel."""
+    its trained corner and moved to the opposite one (rows): the image with p(target), then the maps of audit_maps in
+    its order (Guided Backprop, the gradient CAMs at `layer`, Guided Grad-CAM, Score-CAM when `scorecam`, occlusion),
+    min-max scaled per panel."""
     name = CIFAR10_CLASSES[target]
     opposite = CORNERS[3 - CORNERS.index(square.corner)]
     corners = [corner for _ in images for corner in (square.corner, opposite)]
     stamped = torch.cat([stamp_square(image[None], square._replace(corner=corner))
                          for image, corner in zip(images.repeat_interleave(2, 0), corners)])
     x = normalize(stamped, channels_last)
-    maps = audit_maps(model, x, target, [layer], occlusion[2], Occlusion(model, *occlusion), len(x), methods, len(x))
+    maps = audit_maps(model, x, target, [layer], occlusion[2], Occlusion(model, *occlusion), len(x), methods,
+                      len(x) if scorecam else 0)
     p = predict_logits(model, stamped, len(x), False, channels_last).softmax(1)[:, target]
     panels = []
     for i, (picture, corner) in enumerate(zip(to_hwc(stamped), corners)):
@@ -2277,8 +2281,9 @@ def print_summary(metrics: dict) -> None:
     stages = [row["stage"] for row in next(iter(sanity["spearman_with_original"].values()))[1:]]
     print(f"\nSanity check: Spearman with the trained model's maps, {sanity['images']} images, weights re-initialised "
           f"cumulatively from the logits down ({sanity['pass_rule']})")
-    print_table(["method", *(st if i == 0 else "+" + st for i, st in enumerate(stages)), "decorrelates at", "verdict"],
-                [[method, *(f"{r['mean']:.3f}" for r in rows[1:]), sanity["decorrelates_at"][method],
+    print_table(["method", "images", *(st if i == 0 else "+" + st for i, st in enumerate(stages)), "decorrelates at",
+                 "verdict"],
+                [[method, rows[0]["n"], *(f"{r['mean']:.3f}" for r in rows[1:]), sanity["decorrelates_at"][method],
                   sanity["verdict"][method]] for method, rows in sanity["spearman_with_original"].items()])
     print(f"\nwrote {metrics['output_dir']}/metrics.json and {len(metrics['figures'])} figures "
           f"in {metrics['timings']['total_seconds']:.1f} s")
@@ -2429,7 +2434,8 @@ def run(cfg: Config) -> dict:
                                              out / f"relocation_{group}.png", show))
         figures.append(cam_family_figure(models["biased"], test.images[torch.stack([frogs[0], others[0]])],
                                          test.labels[torch.stack([frogs[0], others[0]])], cfg.artifact_class,
-                                         cfg.square, layer, cfg.method_names, cfg.channels_last, occlusion,
+                                         cfg.square, layer, cfg.method_names, cfg.scorecam_images > 0,
+                                         cfg.channels_last, occlusion,
                                          out / "cam_family_biased.png", show))
         figures.append(shortcut_catch_figure(audit, out / "cam_family_shortcut.png", show))
         picks = pick_examples(test.labels, cat_ship, 2, std_logits)

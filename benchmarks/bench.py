@@ -248,6 +248,44 @@ def bench_accuracy(args, device: torch.device) -> dict:
                 naive_std=statistics.stdev(n) if len(n) > 1 else None)
 
 
+def bench_cam_family(images_u8, device, repeats, layer, scorecam_images: int) -> dict:
+    """Each CAM method next to pytorch-grad-cam's class of the same name: same model (random weights, eval mode,
+    channels_last), layer, images and classes (each image's prediction), fp32, the peer at its default settings.
+    Score-CAM (hundreds of forwards per image) on the first `scorecam_images` images; plus all five gradient methods
+    from the project's one shared pass (cam_family) against five separate peer calls."""
+    import pytorch_grad_cam
+    torch.manual_seed(0)
+    model = gce.build_model().to(device).to(memory_format=torch.channels_last).eval()
+    x = gce.normalize(images_u8.to(device), channels_last=True)
+    peer_model = copy.deepcopy(model)
+    results = {}
+    for name, cls in gce.CAM_METHODS.items():
+        k = len(x) if cls.uses_gradients else min(scorecam_images, len(x))
+        ours = cls(model, layer)
+        peer = getattr(pytorch_grad_cam, name)(peer_model, [peer_model.get_submodule(layer)])
+        row = dict(project=rate(k, time_it(lambda: ours(x[:k]), device, repeats)),
+                   pytorch_grad_cam=rate(k, time_it(lambda: peer(x[:k], targets=None), device, repeats)))
+        peer.activations_and_grads.release()
+        row["speedup"] = row["project"]["images_per_s_best"] / row["pytorch_grad_cam"]["images_per_s_best"]
+        results[name] = row
+    gradient = [name for name, cls in gce.CAM_METHODS.items() if cls.uses_gradients]
+    classes = torch.zeros(len(x), dtype=torch.long, device=device)
+    shared = rate(len(x), time_it(lambda: gce.cam_family(model, x, classes, layer, gradient, len(x)), device, repeats))
+    separate = 1 / sum(1 / results[name]["pytorch_grad_cam"]["images_per_s_best"] for name in gradient)
+    results[f"all {len(gradient)} gradient methods"] = dict(
+        project=shared, pytorch_grad_cam=dict(images=len(x), images_per_s_best=separate, note="sum of the separate calls"),
+        speedup=shared["images_per_s_best"] / separate)
+    return results
+
+
+def print_cam_family(results: dict, layer: str) -> None:
+    gce.print_table(["method", f"images per call", "project img/s", "pytorch-grad-cam img/s", "ratio"],
+                    [[name, r["project"]["images"], f"{r['project']['images_per_s_best']:.1f}",
+                      f"{r['pytorch_grad_cam']['images_per_s_best']:.1f}", f"{r['speedup']:.2f}x"]
+                     for name, r in results.items()])
+    print(f"(layer {layer}; best of the timed repeats)")
+
+
 def print_report(report: dict) -> None:
     print(f"\ndevice: {report['environment']['device']} ({report['environment']['device_name']}), "
           f"torch {report['environment']['torch']}, {report['environment']['cpu_threads']} CPU threads")
@@ -289,6 +327,9 @@ def main() -> int:
     parser.add_argument("--accuracy-test", type=int, default=1000)
     parser.add_argument("--accuracy-epochs", type=int, default=2)
     parser.add_argument("--accuracy-seeds", type=int, default=3)
+    parser.add_argument("--cam-family", action="store_true", help="only time each CAM method against pytorch-grad-cam's "
+                        "class of the same name; writes outputs/benchmarks/cam-family-<device>.json")
+    parser.add_argument("--scorecam-images", type=int, default=4, help="images for the Score-CAM timings")
     parser.add_argument("--out", help="JSON path (default outputs/benchmarks/bench-<device>.json)")
     args = parser.parse_args()
     try:
@@ -303,6 +344,18 @@ def main() -> int:
     if args.smoke:
         batch_sizes, grad_cam_batch, repeats, steps = [8], 8, 1, 1
     generator = torch.Generator().manual_seed(0)
+    if args.cam_family:
+        images = torch.randint(0, 256, (grad_cam_batch, 3, 32, 32), dtype=torch.uint8, generator=generator)
+        report = dict(environment=gce.environment_info(device), repeats=repeats + 1, batch=grad_cam_batch,
+                      target_layer=cfg.target_layer, precision="fp32",
+                      cam_family=bench_cam_family(images, device, repeats + 1, cfg.target_layer,
+                                                  1 if args.smoke else args.scorecam_images))
+        out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"cam-family-{device.type}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print_cam_family(report["cam_family"], cfg.target_layer)
+        print(f"\nwrote {out}")
+        return 0
     n_train = 4096 if not args.smoke else 64
     train = gce.Split(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device),
                       torch.randint(0, 10, (n_train,), generator=generator).to(device))

@@ -217,16 +217,26 @@ def test_every_interval_can_be_recomputed_from_the_per_image_scores(toy_audit, t
 
 def test_score_cam_of_a_model_that_ignores_its_input_shows_the_activations():
     # Score-CAM's channel weights are a softmax over channels: when no mask changes the score (a model whose output
-    # does not depend on its input), every weight is 1/K and the map is the layer's mean activation, which does move
-    # with the square. Grad-CAM's gradients are zero there and its map is empty. (Why the audit's fixed-blob model
-    # checks Score-CAM apart from the input-independent methods.)
-    model = FixedBlob()
+    # does not depend on its input), every one of the K weights is 1/K and the map is the layer's mean activation, which
+    # still depends on the image (here it lights the square). Grad-CAM's gradients are zero there and its map is empty.
+    # (Why the audit's fixed-blob model checks Score-CAM apart from the input-independent methods.)
+    class IgnoresInput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())  # K = 4 channels
+
+        def forward(self, x):
+            return self.features(x).mean((1, 2, 3))[:, None].expand(-1, 10) * 0 + torch.arange(10.0)
+
+    model = IgnoresInput()
     g = torch.Generator().manual_seed(0)
     x = gce.normalize(gce.stamp_square(torch.randint(0, 120, (3, 3, 32, 32), dtype=torch.uint8, generator=g)))
     score_cam = gce.ScoreCAM(model, "features")
     activations = score_cam._activations_and_grads(x, 6)[0]
+    assert activations.shape[1] == 4 and activations.flatten(2).std(2).min() > 0  # four distinct, non-constant maps
     torch.testing.assert_close(score_cam.masked_scores(x, activations, torch.full((3,), 6)).softmax(1),
-                               torch.ones(3, 1))
+                               torch.full((3, 4), 0.25))
     raw = score_cam(x, 6, normalize=False)
     torch.testing.assert_close(raw, gce.cam_upsample(activations.mean(1).clamp_min(0), (32, 32)))
     assert raw.flatten(1).amax(1).min() > 0

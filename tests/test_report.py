@@ -1,7 +1,8 @@
 """The report and the README cannot drift from the committed outputs.
 
 Every number they cite from a run is followed by an invisible marker `<!--m KEY | FORMAT -->`: KEY is a path with
-`/` separators into outputs/metrics.json (or, prefixed `bench:`, into outputs/benchmarks/bench-cpu.json; list
+`/` separators into outputs/metrics.json (or, prefixed `bench:`, into outputs/benchmarks/bench-cpu.json, `cam:` into
+cam-family-cpu.json; list
 items by index), FORMAT a Python format spec. The text right before the marker must be that value, formatted. Every image the
 documents show must exist."""
 
@@ -14,11 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["Milestone2_Report.md", "README.md"]
 MARKER = re.compile(r"<!--m (.+?) \| (\S+) -->")
-SOURCES = {"": ROOT / "outputs" / "metrics.json", "bench:": ROOT / "outputs" / "benchmarks" / "bench-cpu.json"}
+SOURCES = {"": ROOT / "outputs" / "metrics.json", "bench:": ROOT / "outputs" / "benchmarks" / "bench-cpu.json",
+           "cam:": ROOT / "outputs" / "benchmarks" / "cam-family-cpu.json"}
 
 
 def lookup(key: str):
-    prefix = "bench:" if key.startswith("bench:") else ""
+    prefix = next((p for p in SOURCES if p and key.startswith(p)), "")
     value = json.loads(SOURCES[prefix].read_text())
     for part in key[len(prefix):].split("/"):
         value = value[int(part)] if isinstance(value, list) else value[part]
