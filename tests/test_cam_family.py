@@ -111,11 +111,16 @@ def test_score_cam_against_a_loop_over_channels(model, images):
 
 @pytest.mark.parametrize("layer", ["layer4.1.conv2", "layer3"])
 def test_one_shared_pass_equals_each_method_alone(model, images, layer):
-    classes = torch.tensor([0, 1, 2, 3, 4])
-    shared = gce.cam_family(model, images, classes, layer, GRADIENT_METHODS, batch_size=2)
+    classes = torch.tensor([0, 3, 6, 9, 2])  # classes with evidence in this random model's maps
+    shared = gce.cam_family(model, images, classes, layer, GRADIENT_METHODS, batch_size=5)
+    chunked = gce.cam_family(model, images, classes, layer, GRADIENT_METHODS, batch_size=2)
     for name in GRADIENT_METHODS:
         cls = gce.CAM_METHODS[name]
-        torch.testing.assert_close(shared[cls.label], cls(model, layer)(images, classes), rtol=0, atol=1e-6)
+        alone = cls(model, layer)(images, classes)
+        assert (alone.flatten(1).amax(1) == 1.0).sum() >= 4  # not a comparison of empty maps
+        torch.testing.assert_close(shared[cls.label], alone, rtol=0, atol=1e-6)  # the same batch: the same numbers
+        # Other batch sizes change float32 conv blocking (differences ~1e-5), not the result.
+        torch.testing.assert_close(chunked[cls.label], alone, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="ScoreCAM on its own"):
         gce.cam_family(model, images, classes, layer, ["GradCAM", "ScoreCAM"], batch_size=5)
 
