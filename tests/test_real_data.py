@@ -28,7 +28,8 @@ def test_biased_model_learns_the_square_as_a_shortcut(evaluated):
 
 def test_audit_finds_the_square_in_the_biased_model_only(evaluated):
     cfg, models, test, _, _ = evaluated
-    cfg = gce.dataclasses.replace(cfg, audit_images=90, audit_occlusion_images=10, bootstrap_resamples=200)
+    cfg = gce.dataclasses.replace(cfg, audit_images=90, audit_occlusion_images=10, audit_scorecam_images=0,
+                                  bootstrap_resamples=200)  # Score-CAM: 256k forward passes here; tested elsewhere
     report, _ = gce.shortcut_audit(models, cfg, test)
     biased, standard = report["models"]["biased"], report["models"]["standard"]
     for method in ("Grad-CAM@layer3", "Guided Grad-CAM@layer3", "Guided Backprop", "Occlusion"):
