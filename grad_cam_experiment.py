@@ -132,7 +132,7 @@ class Config:
                              "from the other classes; each is explained with the square at every corner and without",
                              quick=6)
     audit_occlusion_images: int = _opt(100, "the first this many images of each audit group (at most all of "
-                                       "them) also get occlusion maps (patch and stride as --occlusion-*; 0 = none)", quick=2)
+                                       "them) also get occlusion maps (patch and stride as --occlusion-*; 0 = none)", quick=1)
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
                         "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)")
@@ -1540,6 +1540,13 @@ def method_chance(model: nn.Module, method: str, masks: torch.Tensor, tolerance:
     return chance_levels(random_maps, masks.cpu(), tolerance)
 
 
+def chance_kind(method: str) -> tuple[str, str]:
+    """What method_chance simulates for an audited method: every CAM at one layer is a random map on that layer's grid
+    (the same samples, the same levels); Guided Grad-CAM, Guided Backprop and occlusion are their own kinds."""
+    name, _, layer = method.partition("@")
+    return ("Guided Grad-CAM" if name == "Guided Grad-CAM" else "CAM" if layer else name), layer
+
+
 def at_and_elsewhere(scores: dict[str, dict[str, torch.Tensor]], measure: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image [B], from scores[corner][measure] = [B, 4]: the score at the square's actual corner and the mean score
     at the three other corners, each averaged over the four placements of the square."""
@@ -1662,8 +1669,12 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                     per_image[f"dissimilarity/{name}/{method}/{group}/{condition}"] = values.float().cpu().numpy()
 
     methods = list(next(iter(clean_maps.values())))
-    chance = {method: method_chance(models[reference], method, masks, tolerance, occlusion_setting, seed)
-              for method in methods}
+    simulated: dict[tuple[str, str], dict[str, float]] = {}  # every CAM at one layer has the same chance levels
+    for method in methods:
+        if chance_kind(method) not in simulated:
+            simulated[chance_kind(method)] = method_chance(models[reference], method, masks, tolerance,
+                                                           occlusion_setting, seed)
+    chance = {method: simulated[chance_kind(method)] for method in methods}
     report = dict(explained_class=CIFAR10_CLASSES[target], trained_corner=cfg.artifact_corner,
                   conditions=list(AUDIT_CONDITIONS), reference_model=reference, pointing_tolerance_px=tolerance,
                   area_prior=masks[0].float().mean().item(), chance=chance,
