@@ -1049,19 +1049,27 @@ def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
     return next(randomized for stage, randomized in cascading_randomization(model, seed) if stage == down_to)
 
 
+def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, methods: Sequence[str],
+             batch_size: int, scorecam_images: int = 0, normalize: bool = True) -> dict[str, torch.Tensor]:
+    """Maps [B, H, W] of every CAM of `methods` at `layer`, keyed by label, Grad-CAM (always) first: the gradient
+    methods from cam_family's shared passes, then Score-CAM, when listed, of the first `scorecam_images` images only."""
+    gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
+    maps = cam_family(model, images, classes, layer, gradient, batch_size, normalize)
+    if "ScoreCAM" in methods and scorecam_images > 0:
+        maps[ScoreCAM.label] = batched(ScoreCAM(model, layer, images_per_forward=batch_size), images[:scorecam_images],
+                                       classes[:scorecam_images], batch_size, normalize=normalize)
+    return maps
+
+
 def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, batch_size: int,
                 methods: Sequence[str] = ("GradCAM",), scorecam_images: int = 0) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] for the given classes, batched: Grad-CAM, Guided Backprop, Guided Grad-CAM, then every other CAM
-    of `methods` at `layer` (Score-CAM, when listed, of the first `scorecam_images` images only)."""
-    gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
-    cams = cam_family(model, images, classes, layer, gradient, batch_size)
+    of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only)."""
+    cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Grad-CAM": cams.pop("Grad-CAM"), "Guided Backprop": saliency(grads)}
     maps["Guided Grad-CAM"] = guided_grad_cam(grads, maps["Grad-CAM"])
     maps.update(cams)
-    if "ScoreCAM" in methods and scorecam_images > 0:
-        maps[ScoreCAM.label] = batched(ScoreCAM(model, layer, images_per_forward=batch_size), images[:scorecam_images],
-                                       classes[:scorecam_images], batch_size)
     return maps
 
 
@@ -1504,15 +1512,13 @@ def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequ
     classes = torch.full((len(images),), target, device=images.device)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Guided Backprop": saliency(grads)}
-    gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
     for layer in layers:
-        raw = cam_family(model, images, classes, layer, gradient, batch_size, normalize=False)
+        raw = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, normalize=False)
+        score_cam = raw.pop(ScoreCAM.label, None)  # after Guided Grad-CAM in the tables and figures
         maps.update({f"{label}@{layer}": m for label, m in raw.items()})
         maps[f"Guided Grad-CAM@{layer}"] = guided_grad_cam(grads, minmax_normalize(raw["Grad-CAM"]))
-        if "ScoreCAM" in methods and scorecam_images > 0:
-            maps[f"{ScoreCAM.label}@{layer}"] = batched(ScoreCAM(model, layer, images_per_forward=batch_size),
-                                                        images[:scorecam_images], classes[:scorecam_images],
-                                                        batch_size, normalize=False)
+        if score_cam is not None:
+            maps[f"{ScoreCAM.label}@{layer}"] = score_cam
     if occlusion is not None and occlusion_images > 0:
         maps["Occlusion"] = occlusion(images[:occlusion_images], classes[:occlusion_images]).clamp_min(0)
     return maps
@@ -2141,8 +2147,9 @@ def cam_family_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tens
         panels += [Panel(picture, method.split("@")[0], minmax_normalize(m)[i].cpu().numpy())
                    for method, m in maps.items()]
     columns = len(panels) // (2 * len(images))
+    cells = "x".join(map(str, feature_size(model, layer)))
     note = (f"Biased model; every map explains '{name}'. CAMs and Guided Grad-CAM at {layer} "
-            f"({feature_size(model, layer)[0]}x{feature_size(model, layer)[1]} cells, bilinearly upsampled); Guided "
+            f"({cells} cells, bilinearly upsampled); Guided "
             f"Backprop as saliency; occlusion: drop of p({name}), {occlusion[0]}x{occlusion[0]} patch, stride "
             f"{occlusion[1]}. A map that reveals the shortcut lights the square and moves with it.")
     return save_figure(figure_grid(panels, columns, f"Every method on the same stamped images, square at the trained "
@@ -2443,8 +2450,8 @@ def run(cfg: Config) -> dict:
             figures.append(relocation_figure(models, test.images[index], int(test.labels[index]), cfg.artifact_class,
                                              cfg.square, layer, cfg.channels_last, occlusion,
                                              out / f"relocation_{group}.png", show))
-        figures.append(cam_family_figure(models["biased"], test.images[torch.stack([frogs[0], others[0]])],
-                                         test.labels[torch.stack([frogs[0], others[0]])], cfg.artifact_class,
+        pair = torch.stack([frogs[0], others[0]])
+        figures.append(cam_family_figure(models["biased"], test.images[pair], test.labels[pair], cfg.artifact_class,
                                          cfg.square, layer, cfg.method_names, cfg.scorecam_images > 0,
                                          cfg.channels_last, occlusion,
                                          out / "cam_family_biased.png", show))
