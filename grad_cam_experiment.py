@@ -103,10 +103,17 @@ class Config:
     seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation (0 .. 2**32-1)",
                      trains="both")
     retrain: bool = _opt(False, "train even when a matching checkpoint exists in output-dir/checkpoints")
+    resume: bool = _opt(True, "continue an interrupted training after its last completed epoch (the state is saved "
+                        "after every epoch as output-dir/checkpoints/<run>-<key>.epoch.pt); --no-resume: from epoch 1")
     # Hardware
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-    amp: bool = _opt(True, "mixed precision for training and predictions on GPU: bf16 autocast (fp16 + GradScaler "
-                     "before Ampere); CPU, explanations and their metrics stay fp32")  # keyed as training_precision
+    amp: bool = _opt(True, "mixed precision for training: bf16 autocast on GPUs from Ampere on and on CPUs with native "
+                     "bf16 (avx512_bf16/AMX), fp16 + GradScaler on older GPUs, fp32 on other CPUs; the final "
+                     "evaluation, explanations and their metrics stay fp32")  # keyed as training_precision
+    forward_amp: bool = _opt(True, "--amp's low precision (bf16 here) also for the forward-only explanation work: "
+                             "occlusion, deletion/insertion and Score-CAM (thousands of forward passes per image); "
+                             "gradient maps, Guided Backprop and predictions stay fp32 (measured harmless: "
+                             "benchmarks/bf16_explanations.py)")
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
                                trains="both")  # other conv kernels: other rounding, other weights
     eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
@@ -117,8 +124,10 @@ class Config:
                              "(e.g. layer4.1.conv2, layer4.1, layer3; 'layer4[-1].conv2' also works)")
     examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure (1..100)")
     frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure (1..100)")
-    # Milestone 3: faithfulness, sanity check, shortcut audit
-    faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
+    # Milestone 3: faithfulness, sanity check, shortcut audit. The image counts are sized so that the default run
+    # (both models on all 50,000 images, 5 epochs, bf16) fits in 2 hours on a 2-core CPU: ~80 min of training
+    # leave ~25 min for the evaluation, whose cost is mostly occlusion and Score-CAM forward passes.
+    faithfulness_images: int = _opt(200, "correctly classified test images (seeded sample) for the faithfulness "
                                     "measures, standard model (misclassified ones fill up only if too few)", quick=6)
     occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean")
     occlusion_stride: int = _opt(2, "occlusion stride (pixels)", quick=4)
@@ -128,10 +137,10 @@ class Config:
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
                               "ones)", quick=4)
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
-    audit_images: int = _opt(500, "test images per audit group, seeded: target-class images, and as many drawn evenly "
+    audit_images: int = _opt(300, "test images per audit group, seeded: target-class images, and as many drawn evenly "
                              "from the other classes; each is explained with the square at every corner and without",
                              quick=6)
-    audit_occlusion_images: int = _opt(100, "the first this many images of each audit group (at most all of "
+    audit_occlusion_images: int = _opt(20, "the first this many images of each audit group (at most all of "
                                        "them) also get occlusion maps (patch and stride as --occlusion-*; 0 = none)", quick=1)
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
@@ -139,7 +148,7 @@ class Config:
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
                                 "first this many faithfulness images (and sanity-check images) (0 = no Score-CAM there)",
                                 quick=1)
-    audit_scorecam_images: int = _opt(10, "the first this many images of each audit group (at most all of them) also get "
+    audit_scorecam_images: int = _opt(6, "the first this many images of each audit group (at most all of them) also get "
                                       "Score-CAM maps at every audit layer (0 = none; --quick: none, as even one image "
                                       "costs ~38,000 forward passes there)", quick=0)
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
@@ -311,17 +320,59 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX). oneDNN's own check
+    (torch.ops.mkldnn._is_mkldnn_bf16_supported) also says yes to plain AVX-512, where bf16 is emulated and slower than
+    fp32, so it is not used; a PyTorch without these probes counts as no."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(probe()) for probe in probes if probe is not None)
+    except RuntimeError:
+        return False
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """What --amp computes in on this device (None: fp32): bf16 on GPUs with native bf16 (Ampere, compute capability
+    8.0, and later) and on CPUs with native bf16 (cpu_has_native_bf16); fp16 (with a GradScaler in training) on older
+    GPUs such as Colab's T4, where bf16 is only emulated; fp32 on other CPUs, where autocast would be slower."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
 def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp16 where bf16 is missing); nullcontext() on CPU, which stays fp32."""
-    if device.type != "cuda" or not enabled:
-        return nullcontext()
-    return torch.autocast("cuda", dtype=amp_dtype(device))
+    """Autocast in amp_dtype(device) when enabled and the device has a fast low precision; else nullcontext()."""
+    dtype = amp_dtype(device) if enabled else None
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU has it natively (Ampere, compute capability 8.0, and later); fp16 (with a GradScaler in
-    training) on older GPUs such as Colab's T4, where bf16 is only emulated."""
-    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+
+
+def training_precision(device: torch.device, amp: bool) -> str:
+    """The precision training actually uses ("bf16", "fp16" or "fp32"): part of the checkpoint key."""
+    return PRECISION_NAMES[amp_dtype(device) if amp else None]
+
+
+def precision_plan(device: torch.device, amp: bool, forward_amp: bool) -> dict:
+    """Which precision each stage uses, for the first log line and metrics.json. Training and its per-epoch test
+    accuracy use --amp's precision; the forward-only explanation work (occlusion, deletion/insertion, Score-CAM) that
+    precision too with --forward-amp; the final predictions, the gradient maps (Grad-CAM and its family, Guided
+    Backprop) stay fp32 (true fp32 on a GPU too: run() turns cuDNN's and matmul's TF32 off, see fp32_without_tf32)."""
+    why = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else
+           "CPU with native bf16: avx512_bf16 or AMX" if cpu_has_native_bf16() else
+           "CPU without native bf16, where bf16 autocast is slower than fp32")
+    return dict(training=training_precision(device, amp), predictions="fp32", gradient_explanations="fp32",
+                forward_only_explanations=training_precision(device, forward_amp), reason=why)
+
+
+def fp32_without_tf32(device: torch.device) -> None:
+    """On Ampere and later GPUs cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default, which would make
+    the "fp32" explanations and their agreement with the peers TF32: turn it off for convolutions and matmuls (this
+    process). Training under --amp computes in bf16/fp16 either way; with --no-amp it is then true fp32 (slower)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def seed_everything(seed: int) -> None:
@@ -1050,22 +1101,26 @@ def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, methods: Sequence[str],
-             batch_size: int, scorecam_images: int = 0, normalize: bool = True) -> dict[str, torch.Tensor]:
+             batch_size: int, scorecam_images: int = 0, normalize: bool = True,
+             forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] of every CAM of `methods` at `layer`, keyed by label, Grad-CAM (always) first: the gradient
-    methods from cam_family's shared passes, then Score-CAM, when listed, of the first `scorecam_images` images only."""
+    methods from cam_family's shared passes (fp32), then Score-CAM, when listed, of the first `scorecam_images` images
+    only (its masked forward passes under autocast with `forward_amp`)."""
     gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
     maps = cam_family(model, images, classes, layer, gradient, batch_size, normalize)
     if "ScoreCAM" in methods and scorecam_images > 0:
-        maps[ScoreCAM.label] = batched(ScoreCAM(model, layer, images_per_forward=batch_size), images[:scorecam_images],
+        score_cam = ScoreCAM(model, layer, autocast=forward_amp, images_per_forward=batch_size)
+        maps[ScoreCAM.label] = batched(score_cam, images[:scorecam_images],
                                        classes[:scorecam_images], batch_size, normalize=normalize)
     return maps
 
 
 def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, batch_size: int,
-                methods: Sequence[str] = ("GradCAM",), scorecam_images: int = 0) -> dict[str, torch.Tensor]:
+                methods: Sequence[str] = ("GradCAM",), scorecam_images: int = 0,
+                forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] for the given classes, batched: Grad-CAM, Guided Backprop, Guided Grad-CAM, then every other CAM
     of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only)."""
-    cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images)
+    cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, forward_amp=forward_amp)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Grad-CAM": cams.pop("Grad-CAM"), "Guided Backprop": saliency(grads)}
     maps["Guided Grad-CAM"] = guided_grad_cam(grads, maps["Grad-CAM"])
@@ -1115,9 +1170,14 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, amp:
     return torch.cat(outputs) if outputs else torch.empty((0, len(CIFAR10_CLASSES)), device=device)
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The recipe's SGD; the fused kernel (one op for all parameters) where this PyTorch has it, else foreach."""
+def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+                   fused: bool = True) -> torch.optim.Optimizer:
+    """The recipe's SGD; with `fused`, the fused kernel (one op for all parameters) where this PyTorch has it, else
+    foreach. Not with a GradScaler: fused SGD allocates its momentum buffers uninitialised, and a step the scaler skips
+    (fp16 overflow, typical for the first steps) leaves them so; the next step then moves weights by ~1e35."""
     kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if not fused:
+        return torch.optim.SGD(model.parameters(), **kwargs)
     try:
         return torch.optim.SGD(model.parameters(), fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # older PyTorch or a device without the fused kernel
@@ -1133,14 +1193,14 @@ def training_setup(cfg: Config, device: torch.device) -> tuple[nn.Module, nn.Mod
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
-    use_scaler = device.type == "cuda" and cfg.amp and amp_dtype(device) == torch.float16
-    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    return model, step_model, optimizer, torch.amp.GradScaler("cuda", enabled=use_scaler)
+    use_scaler = cfg.amp and amp_dtype(device) == torch.float16
+    optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, fused=not use_scaler)
+    return model, step_model, optimizer, torch.amp.GradScaler(device.type, enabled=use_scaler)
 
 
 def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                   inputs: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step of the recipe (cross-entropy, mixed precision on GPU); returns the logits and the loss, still
+    """One SGD step of the recipe (cross-entropy, --amp's precision); returns the logits and the loss, still
     on the device: no host sync. benchmarks/bench.py times exactly this function."""
     with autocast_for(inputs.device, amp):
         logits = step_model(inputs)
@@ -1152,10 +1212,13 @@ def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scale
     return logits, loss
 
 
-def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
-                name: str) -> tuple[nn.Module, list[dict]]:
+def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool, name: str,
+                epoch_path: Path | None = None, key: str = "") -> tuple[nn.Module, list[dict]]:
     """The reference recipe; the biased run stamps every training frog after augmentation. A loss or weight that
-    goes non-finite stops the run with an error (nothing is saved)."""
+    goes non-finite stops the run with an error (no checkpoint of that epoch is saved). With `epoch_path`, the whole
+    training state (weights, SGD momentum, schedule, the augmentation generator, history) is saved there after every
+    epoch under `key`, and with --resume a saved state of the same key is continued: the same weights as a run that
+    was never interrupted (tests/test_checkpoints.py)."""
     seed_everything(cfg.seed)  # same init, batch order and augmentation for both runs: only the square differs
     model, step_model, optimizer, scaler = training_setup(cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -1164,8 +1227,18 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
     n = len(train.labels)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     history = []
+    saved = load_epoch_state(epoch_path, key, device) if epoch_path and cfg.resume and epoch_path.exists() else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        generator.set_state(saved["generator"].cpu())
+        history = saved["history"]
+        print(f"{name}: resuming after epoch {len(history)} of {cfg.epochs} from {epoch_path} (--no-resume to start "
+              "over)")
     from tqdm.auto import tqdm
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -1195,15 +1268,34 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         print_table(EPOCH_LOG, [[name, epoch, train_loss, row["train_acc"], test_acc, lr, f"{row['seconds']:.1f}"]],
                     header=False)
         history.append(row)
+        if epoch_path is not None:
+            save_atomically(dict(key=key, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                 scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                                 generator=generator.get_state(), history=history), epoch_path)
     model.eval()
     return model, history
+
+
+def load_epoch_state(path: Path, key: str, device: torch.device) -> dict | None:
+    """The training state train_model saved after an epoch, if it is readable and of this key; else None, after a
+    one-line warning (training then starts from epoch 1)."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        if saved["key"] != key:
+            raise ValueError(f"it belongs to key {saved['key']}, not {key}")
+        return saved
+    except Exception as exc:  # a cache entry: whatever is wrong with it, start over
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"warning: ignoring training state {path} ({type(exc).__name__}: {reason}); starting at epoch 1",
+              file=sys.stderr)
+        return None
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
-CHECKPOINT_VERSION = 3  # bump when the code changes what a checkpoint means (model, recipe, data handling)
+CHECKPOINT_VERSION = 4  # bump when the code changes what a checkpoint means (model, recipe, data handling)
 
 
 def training_fields(biased: bool) -> list[str]:
@@ -1212,17 +1304,13 @@ def training_fields(biased: bool) -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.metadata["trains"] in roles]
 
 
-def training_precision(device: torch.device, amp: bool) -> str:
-    """The precision training actually uses: --amp matters on a GPU only (the CPU trains in fp32 either way)."""
-    return str(amp_dtype(device)).removeprefix("torch.") if amp and device.type == "cuda" else "fp32"
-
-
-def training_key(config: dict, biased: bool, data: str, precision: str) -> str:
+def training_key(config: dict, biased: bool, data: str, precision: str, device_type: str) -> str:
     """Short hash of everything that determines a trained model: the training fields of `config` (a
-    Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the training precision and the
-    checkpoint version. A checkpoint is reused only on a match."""
+    Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the training precision, the device
+    type (a CPU's and a GPU's kernels round differently: other weights) and the checkpoint version. A checkpoint is
+    reused only on a match."""
     payload = {k: config[k] for k in training_fields(biased)} | {
-        "biased": biased, "data": data, "precision": precision, "version": CHECKPOINT_VERSION}
+        "biased": biased, "data": data, "precision": precision, "device": device_type, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -1232,7 +1320,8 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
     warning."""
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-        stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"])
+        stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"],
+                                  saved["device_type"])
         if stored_key != key:
             raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
@@ -1258,12 +1347,13 @@ def save_atomically(contents: dict, path: Path) -> None:
 
 def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
                   fingerprint: str) -> tuple[nn.Module, dict]:
-    """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train and
-    save it, with the full configuration inside."""
+    """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train (resuming
+    from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside."""
     name = "biased" if biased else "standard"
     precision = training_precision(device, cfg.amp)
-    key = training_key(cfg.to_dict(), biased, fingerprint, precision)
+    key = training_key(cfg.to_dict(), biased, fingerprint, precision, device.type)
     path = Path(cfg.output_dir) / "checkpoints" / f"{name}-{key}.pt"
+    epoch_path = path.with_suffix(".epoch.pt")
     loaded = load_checkpoint(path, key, biased, device) if path.exists() and not cfg.retrain else None
     if loaded is not None:
         model, saved = loaded
@@ -1272,12 +1362,13 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
         print(f"{name}: reusing checkpoint {path} (--retrain to train again)")
         return model.eval(), dict(history=saved["history"], train_seconds=saved["train_seconds"],
                                   checkpoint=str(path), reused_checkpoint=True)
-    start = time.perf_counter()
-    model, history = train_model(cfg, train, test, device, biased, name)
-    seconds = time.perf_counter() - start
     path.parent.mkdir(parents=True, exist_ok=True)
+    model, history = train_model(cfg, train, test, device, biased, name, epoch_path, key)
+    seconds = sum(row["seconds"] for row in history)  # every epoch's, those before an interruption included
     save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
-                         config=cfg.to_dict(), data_fingerprint=fingerprint, precision=precision), path)
+                         config=cfg.to_dict(), data_fingerprint=fingerprint, precision=precision,
+                         device_type=device.type), path)
+    epoch_path.unlink(missing_ok=True)
     return model, dict(history=history, train_seconds=seconds, checkpoint=str(path), reused_checkpoint=False)
 
 
@@ -1409,9 +1500,11 @@ def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) ->
 def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, dict[str, torch.Tensor]]:
     """Clean accuracy (overall, per class), the target class's recall with and without the square, and the
     shortcut rate: the share of other-class test images called the target class once stamped (and clean).
-    Also returns the clean and stamped logits, so later steps need no second pass over the test set."""
-    clean = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
-    stamped = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last, cfg.square)
+    Also returns the clean and stamped logits, so later steps need no second pass over the test set. In fp32 whatever
+    --amp says: the examples later picked as "correctly classified" from these logits are then exactly the ones the
+    fp32 explanations and their captions call correct."""
+    clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last)  # fp32, as the maps
+    stamped = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last, cfg.square)
     target, frogs = cfg.artifact_class, test.labels == cfg.artifact_class
     metrics = dict(test_accuracy=accuracy(clean, test.labels),
                    per_class_accuracy=per_class_accuracy(clean, test.labels),
@@ -1505,7 +1598,7 @@ def chance_levels(random_maps: torch.Tensor, masks: torch.Tensor, tolerance: int
 
 def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequence[str], batch_size: int,
                occlusion: Occlusion | None, occlusion_images: int, methods: Sequence[str] = ("GradCAM",),
-               scorecam_images: int = 0) -> dict[str, torch.Tensor]:
+               scorecam_images: int = 0, forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Every audited method's non-negative map [B, H, W] of class `target` for normalised images: Guided Backprop
     (saliency); at each layer the raw maps of every CAM in `methods` (Score-CAM of the first `scorecam_images` images)
     and Guided Grad-CAM; and the occlusion drop (positive part) of the first `occlusion_images` images."""
@@ -1513,7 +1606,7 @@ def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequ
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Guided Backprop": saliency(grads)}
     for layer in layers:
-        raw = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, normalize=False)
+        raw = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, False, forward_amp)
         score_cam = raw.pop(ScoreCAM.label, None)  # after Guided Grad-CAM in the tables and figures
         maps.update({f"{label}@{layer}": m for label, m in raw.items()})
         maps[f"Guided Grad-CAM@{layer}"] = guided_grad_cam(grads, minmax_normalize(raw["Grad-CAM"]))
@@ -1643,15 +1736,16 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
             x = normalize(images, cfg.channels_last)
             maps = {}
             for name, model in models.items():
-                logits = predict_logits(model, images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
+                logits = predict_logits(model, images, cfg.eval_batch_size, False, cfg.channels_last)
                 predictions.setdefault(name, {}).setdefault(group, {})[condition] = dict(
                     called_target=called_share(logits, target), p_target=logits.softmax(1)[:, target].mean().item())
                 per_image[f"p_target/{name}/{group}/{condition}"] = logits.softmax(1)[:, target].cpu().numpy()
                 if condition == "none":
                     target_logits.setdefault(name, []).append(logits[:, target])
-                occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size)
+                occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size, cfg.forward_amp)
                 maps[name] = audit_maps(model, x, target, cfg.audit_layer_names, cfg.eval_batch_size, occlusion,
-                                        cfg.audit_occlusion_images, cfg.method_names, cfg.audit_scorecam_images)
+                                        cfg.audit_occlusion_images, cfg.method_names, cfg.audit_scorecam_images,
+                                        cfg.forward_amp)
                 for method, m in maps[name].items():
                     key = (name, method, group)
                     scored = score_at_corners(m, masks, tolerance)
@@ -1738,15 +1832,18 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
     a centred Gaussian), and each method minus each baseline, paired over the same images. Also returns the
     methods' maps, which the sanity check reuses."""
     x = normalize(images, cfg.channels_last)
-    maps = explain_all(model, x, classes, cfg.target_layer, cfg.eval_batch_size, cfg.method_names, cfg.scorecam_images)
+    maps = explain_all(model, x, classes, cfg.target_layer, cfg.eval_batch_size, cfg.method_names, cfg.scorecam_images,
+                       cfg.forward_amp)
     generator = torch.Generator().manual_seed(cfg.seed)
     maps["Random"] = torch.rand(x.shape[0], *x.shape[-2:], generator=generator).to(x.device)
     maps["Gaussian prior"] = gaussian_prior(len(x), *x.shape[-2:], sigma=x.shape[-1] / 4, device=x.device)
-    occlusion = Occlusion(model, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)(x, classes)
+    occlusion = Occlusion(model, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)(
+        x, classes)
     per_image, curves = {}, {}
     for method, m in maps.items():
         n = len(m)  # Score-CAM: the first scorecam_images
-        scores = deletion_insertion(model, x[:n], classes[:n], m, cfg.deletion_steps, cfg.eval_batch_size, seed=cfg.seed)
+        scores = deletion_insertion(model, x[:n], classes[:n], m, cfg.deletion_steps, cfg.eval_batch_size,
+                                    cfg.forward_amp, cfg.seed)
         per_image[method] = dict(spearman_with_occlusion=spearman(m, occlusion[:n]), deletion_auc=scores["deletion_auc"],
                                  insertion_auc=scores["insertion_auc"])
         curves[method] = {k: scores[k].mean(0).tolist() for k in ("deletion_curve", "insertion_curve")}
@@ -1786,12 +1883,13 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     x = normalize(images, cfg.channels_last)
     scorecam_images = min(cfg.scorecam_images, len(x))
     original = original if original is not None else explain_all(model, x, classes, cfg.target_layer,
-                                                                 cfg.eval_batch_size, cfg.method_names, scorecam_images)
+                                                                 cfg.eval_batch_size, cfg.method_names, scorecam_images,
+                                                                 cfg.forward_amp)
     stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(m), constant_maps=constant_share(m))]
               for method, m in original.items()}
     for stage, randomized in cascading_randomization(model, cfg.seed):
         maps = explain_all(randomized, x, classes, cfg.target_layer, cfg.eval_batch_size, cfg.method_names,
-                           scorecam_images)
+                           scorecam_images, cfg.forward_amp)
         for method in original:
             stages[method].append(dict(stage=stage, **mean_with_ci(spearman(maps[method], original[method]),
                                                                     cfg.bootstrap_resamples, cfg.seed),
@@ -2232,7 +2330,10 @@ def environment_info(device: torch.device) -> dict:
     import matplotlib
     info = dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 numpy=np.__version__, opencv=cv2.__version__, matplotlib=matplotlib.__version__,
-                platform=platform.platform(), device=str(device), cpu_threads=torch.get_num_threads())
+                platform=platform.platform(), device=str(device), cpu_threads=torch.get_num_threads(),
+                cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None,
+                cpu_native_bf16=cpu_has_native_bf16(), cudnn_tf32=torch.backends.cudnn.allow_tf32,
+                matmul_tf32=torch.backends.cuda.matmul.allow_tf32)
     info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return info
 
@@ -2362,6 +2463,11 @@ def run(cfg: Config) -> dict:
 
     ##### Set-up: what the user can get wrong fails here, before data is loaded or a model trained
     device = resolve_device(cfg.device)
+    precision = precision_plan(device, cfg.amp, cfg.forward_amp)
+    print(f"precision: training {precision['training']}, occlusion/deletion/Score-CAM forward passes "
+          f"{precision['forward_only_explanations']}, predictions and gradient maps fp32 ({precision['reason']}; "
+          f"device {device})")
+    fp32_without_tf32(device)
     out, show = Path(cfg.output_dir), in_notebook()
     check_output_dir(out, Path(cfg.data_dir))
     check_layers(cfg.target_layer, cfg.audit_layer_names)
@@ -2467,7 +2573,7 @@ def run(cfg: Config) -> dict:
 
     ##### metrics.json and the summary tables
     timings["total_seconds"] = time.perf_counter() - start
-    metrics = dict(config=cfg.to_dict(), environment=environment_info(device),
+    metrics = dict(config=cfg.to_dict(), seeds=[cfg.seed], environment=environment_info(device), precision=precision,
                    data=dict(source=source, fingerprint=fingerprint, train_images=len(train.labels),
                              test_images=len(test.labels), class_names=list(CIFAR10_CLASSES)),
                    models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
@@ -2495,7 +2601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}; check the path and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: stopped before the end; checkpoints already saved are complete and will be reused",
+        print("interrupted: stopped before the end; the same command continues after the last completed epoch "
+              "(--no-resume starts over)",
               file=sys.stderr)
         return 130
     return 0

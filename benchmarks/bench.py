@@ -2,11 +2,13 @@
 
 Measures (min and median of several repeats after warm-up; torch.cuda.synchronize() around GPU timings):
   1. training throughput of the project's step (uint8 data resident on the device, batched tensor crop/flip/
-     artifact, channels_last, bf16 autocast on GPU) at batch 128 and 512, next to a naive baseline: a
-     DataLoader over an in-memory CIFAR-10-style dataset with PIL transforms, fp32, contiguous layout;
+     artifact, channels_last, --amp's precision: bf16 autocast on a GPU and on a CPU with native bf16) at batch 128
+     and 512, and of the same step in fp32, next to a naive baseline: a DataLoader over an in-memory
+     CIFAR-10-style dataset with PIL transforms, fp32, contiguous layout;
   2. Grad-CAM throughput (batch 256) of the project's GradCAM, of pytorch-grad-cam's GradCAM on the same model,
      layer and images, and of a plain forward pass in torch.inference_mode (the floor);
-  3. the other explanation methods and evaluations, when the experiment file has them;
+  3. the other explanation methods and evaluations; the forward-only ones (occlusion, deletion/insertion,
+     Score-CAM) in fp32 and under --forward-amp's autocast, as the pipeline runs them;
   4. wall time of `grad_cam_experiment.py --quick` (needs --data-dir) and, with --full-run on a GPU, of the
      default full run.
 --accuracy trains the project path and the naive path with the same recipe and seeds on a real subset and
@@ -140,14 +142,22 @@ def naive_step_fn(cfg: gce.Config, train: gce.Split, device: torch.device, batch
 
 
 def bench_training(cfg, train, device, batch_sizes, steps, repeats, workers) -> dict:
+    """Per batch size: the project's step as the pipeline runs it (`project`, --amp's precision), the same step in
+    fp32 (`project_fp32`, when --amp changes anything here) and the naive baseline; speedups against the baseline."""
     results = {}
+    fp32 = gce.dataclasses.replace(cfg, amp=False)
     for batch_size in batch_sizes:
         project = rate(batch_size * steps, time_it(project_step_fn(cfg, train, device, batch_size, steps),
                                                    device, repeats))
         naive = rate(batch_size * steps, time_it(naive_step_fn(cfg, train, device, batch_size, steps, workers),
                                                  device, repeats))
+        extra = {}
+        if gce.training_precision(device, cfg.amp) != "fp32":
+            extra["project_fp32"] = rate(batch_size * steps, time_it(
+                project_step_fn(fp32, train, device, batch_size, steps), device, repeats))
+            extra["speedup_fp32"] = extra["project_fp32"]["images_per_s_best"] / naive["images_per_s_best"]
         results[str(batch_size)] = dict(
-            project=project, naive=naive, speedup=project["images_per_s_best"] / naive["images_per_s_best"],
+            project=project, naive=naive, speedup=project["images_per_s_best"] / naive["images_per_s_best"], **extra,
             project_seconds_per_cifar10_epoch=50_000 / project["images_per_s_best"],
             naive_seconds_per_cifar10_epoch=50_000 / naive["images_per_s_best"])
     return results
@@ -188,14 +198,21 @@ def bench_explanations(cfg, images_u8, device, repeats, layer, slow_images: int)
     results["method_Guided Grad-CAM (both passes)"] = rate(n, time_it(
         lambda: gce.guided_grad_cam(guided.gradients(x, classes), ours(x, classes)), device, repeats))
     # Occlusion and deletion/insertion explain few images per second: time them on `slow_images` images.
+    # Forward-only, in fp32 and under autocast (what --forward-amp runs where amp_dtype has a low precision).
     k = min(slow_images, n)
-    occlusion = gce.Occlusion(model, 8, 2, cfg.eval_batch_size)
-    results["method_occlusion (8x8, stride 2: 169 forwards per image)"] = rate(k, time_it(
-        lambda: occlusion(x[:k], classes[:k]), device, repeats))
     maps = ours(x[:k], classes[:k])
-    results["method_deletion+insertion (32 steps: 66 forwards per image)"] = rate(k, time_it(
-        lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size),
-        device, repeats))
+    precisions = [("fp32", False)] + ([(gce.training_precision(device, True), True)]
+                                      if gce.training_precision(device, True) != "fp32" else [])
+    for precision, autocast in precisions:
+        occlusion = gce.Occlusion(model, 8, 2, cfg.eval_batch_size, autocast)
+        results[f"method_occlusion (8x8, stride 2: 170 forwards per image), {precision}"] = rate(k, time_it(
+            lambda: occlusion(x[:k], classes[:k]), device, repeats))
+        results[f"method_deletion+insertion (32 steps: 66 forwards per image), {precision}"] = rate(k, time_it(
+            lambda: gce.deletion_insertion(model, x[:k], classes[:k], maps, 32, cfg.eval_batch_size, autocast),
+            device, repeats))
+        score_cam = gce.ScoreCAM(model, layer, autocast=autocast, images_per_forward=cfg.eval_batch_size)
+        results[f"method_Score-CAM (512 forwards per image), {precision}"] = rate(min(k, 2), time_it(
+            lambda: score_cam(x[:min(k, 2)], classes[:min(k, 2)]), device, repeats))
     return results
 
 
@@ -235,7 +252,7 @@ def bench_accuracy(args, device: torch.device) -> dict:
     for seed in range(args.accuracy_seeds):
         seeded = gce.dataclasses.replace(cfg, seed=seed)
         model, _ = gce.train_model(seeded, train, test, device, biased=False, name=f"seed{seed}")
-        project = gce.accuracy(gce.predict_logits(model, test.images, seeded.eval_batch_size, seeded.amp,
+        project = gce.accuracy(gce.predict_logits(model, test.images, seeded.eval_batch_size, False,
                                                   seeded.channels_last), test.labels)
         naive = naive_train_accuracy(seeded, train, test, device, args.workers)
         runs.append(dict(seed=seed, project_test_accuracy=project, naive_test_accuracy=naive))
@@ -289,8 +306,15 @@ def print_cam_family(results: dict, layer: str) -> None:
 def print_report(report: dict) -> None:
     print(f"\ndevice: {report['environment']['device']} ({report['environment']['device_name']}), "
           f"torch {report['environment']['torch']}, {report['environment']['cpu_threads']} CPU threads")
-    rows = [[f"training step, batch {bs} (baseline: DataLoader+PIL, fp32)", f"{r['project']['images_per_s_best']:.1f}",
-             f"{r['naive']['images_per_s_best']:.1f}", f"{r['speedup']:.2f}x"] for bs, r in report["training"].items()]
+    precision = report.get("training_precision", "fp32")
+    rows = []
+    for bs, r in report["training"].items():
+        rows.append([f"training step, batch {bs}, {precision} (baseline: DataLoader+PIL, fp32)",
+                     f"{r['project']['images_per_s_best']:.1f}", f"{r['naive']['images_per_s_best']:.1f}",
+                     f"{r['speedup']:.2f}x"])
+        if "project_fp32" in r:
+            rows.append([f"training step, batch {bs}, fp32 (same baseline)", f"{r['project_fp32']['images_per_s_best']:.1f}",
+                         f"{r['naive']['images_per_s_best']:.1f}", f"{r['speedup_fp32']:.2f}x"])
     e = report["explanations"]
     floor = e["forward_inference_floor"]["images_per_s_best"]
     ours = e["project_gradcam"]["images_per_s_best"]
@@ -361,7 +385,8 @@ def main() -> int:
                       torch.randint(0, 10, (n_train,), generator=generator).to(device))
     report = dict(environment=gce.environment_info(device), smoke=args.smoke, repeats=repeats, compile=args.compile,
                   steps_per_repeat=steps, gradcam_batch=grad_cam_batch, naive_workers=args.workers,
-                  amp=cfg.amp and device.type == "cuda", target_layer=cfg.target_layer)
+                  amp=cfg.amp, training_precision=gce.training_precision(device, cfg.amp),
+                  target_layer=cfg.target_layer)
     print("training throughput ...", flush=True)
     report["training"] = bench_training(cfg, train, device, batch_sizes, steps, repeats, args.workers)
     print("explanation throughput ...", flush=True)

@@ -13,7 +13,7 @@ CPU = torch.device("cpu")
 
 # What determines each model's weights (and its saved history, which holds test accuracy), written out here
 # independently of the fields' own `trains` marks: a field marked wrongly fails the test below.
-# (--amp is keyed through the precision training actually uses: on a CPU it changes nothing.)
+# (--amp is keyed through the precision training actually uses: on a CPU without native bf16 it changes nothing.)
 TRAINS_BOTH = {"train_subset", "test_subset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step",
                "lr_gamma", "crop_padding", "flip", "seed", "channels_last", "compile"}
 TRAINS_BIASED = TRAINS_BOTH | {"artifact_class", "artifact_size", "artifact_color", "artifact_corner"}
@@ -23,14 +23,14 @@ PERTURBED = dict(
     data_dir="/elsewhere", output_dir="elsewhere", train_subset=100, test_subset=100, download=False,
     artifact_class=3, artifact_size=4, artifact_color=(0, 0, 255), artifact_corner="bottom-right", epochs=4,
     batch_size=64, lr=0.02, momentum=0.5, weight_decay=1e-3, lr_step=3, lr_gamma=0.5, crop_padding=2, flip=False,
-    seed=1, retrain=True, device="cpu", amp=False, channels_last=False, eval_batch_size=64, compile=True,
+    seed=1, retrain=True, resume=False, device="cpu", amp=False, forward_amp=False, channels_last=False, eval_batch_size=64, compile=True,
     target_layer="layer3", examples_per_class=2, frog_examples=3, faithfulness_images=600, occlusion_patch=4,
     occlusion_stride=1, deletion_steps=16, bootstrap_resamples=100, sanity_images=10, audit_layers="layer3",
     audit_images=10, audit_occlusion_images=3, methods="HiResCAM", scorecam_images=3, audit_scorecam_images=2, pointing_tolerance=4, progress=False)
 
 
-def key(cfg: gce.Config, biased: bool, data: str = "fingerprint", precision: str = "fp32") -> str:
-    return gce.training_key(cfg.to_dict(), biased, data, precision)
+def key(cfg: gce.Config, biased: bool, data: str = "fingerprint", precision: str = "fp32", device: str = "cpu") -> str:
+    return gce.training_key(cfg.to_dict(), biased, data, precision, device)
 
 
 @pytest.mark.parametrize("biased", [False, True])
@@ -47,9 +47,9 @@ def test_checkpoint_key_changes_exactly_for_the_fields_that_affect_training(bias
     # The data are keyed by what was loaded: another fingerprint is another model, whatever the folder is called.
     assert key(base, biased, "other data") != key(base, biased)
     assert key(base, True) != key(base, False)
-    # The precision actually used: --amp trains in bf16/fp16 on a GPU only.
-    assert key(base, biased, precision="bfloat16") != key(base, biased)
-    assert gce.training_precision(CPU, True) == gce.training_precision(CPU, False) == "fp32"
+    # The precision actually used (tests/test_fast_path.py), and the device type: a CPU's fp32 model is not a GPU's.
+    assert key(base, biased, precision="bf16") != key(base, biased)
+    assert key(base, biased, device="cuda") != key(base, biased)
 
 
 def test_data_fingerprint_follows_the_loaded_data_not_the_folder_name(tmp_path):
@@ -173,3 +173,43 @@ def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and problem in err and "\n" not in err, err
     assert (tmp_path / "a-file").read_text() == "user data" and not (tiny_dataset / "train" / "outputs").exists()
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monkeypatch, capsys):
+    cfg, train, test, fingerprint = tiny_training
+    cfg = dataclasses.replace(cfg, epochs=3)  # 20 images at batch 128: one step per epoch
+    whole, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    path = gce.Path(first["checkpoint"])
+    epoch_path = path.with_suffix(".epoch.pt")
+    assert path.exists() and not epoch_path.exists()  # the epoch state goes once the model is saved
+    path.unlink()
+    real_step, calls = gce.training_step, []
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(gce, "training_step", interrupted_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    assert not path.exists() and len(torch.load(epoch_path, weights_only=True)["history"]) == 2
+    monkeypatch.setattr(gce, "training_step", real_step)
+    capsys.readouterr()
+    resumed, info = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    assert f"resuming after epoch 2 of 3 from {epoch_path}" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    drop = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
+    assert drop(info["history"]) == drop(first["history"]) and not epoch_path.exists()
+    # A state saved under another key is not continued (one warning, then epoch 1), nor with --no-resume
+    for damage in ("other key", "no resume"):
+        path.unlink()
+        key_in_name = path.stem.removeprefix("biased-")
+        gce.train_model(dataclasses.replace(cfg, epochs=1), train, test, CPU, True, "biased", epoch_path,
+                        "other" if damage == "other key" else key_in_name)  # leaves a 1-epoch state behind
+        no_resume = dataclasses.replace(cfg, resume=damage != "no resume")
+        again, info = gce.train_or_load(no_resume, train, test, CPU, True, fingerprint)
+        captured = capsys.readouterr()
+        assert "resuming" not in captured.out and len(info["history"]) == 3
+        assert (captured.err.startswith("warning: ignoring training state")) == (damage == "other key")
+        assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))

@@ -27,8 +27,14 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert {"config", "environment", "data", "models", "figures", "timings", "shortcut_audit", "faithfulness",
             "sanity_check"} <= metrics.keys()
     assert sorted(Path(f).name for f in metrics["figures"]) == sorted(FIGURES)
-    assert metrics["config"]["quick"] and metrics["config"]["train_subset"] == 20
-    assert {"torch", "torchvision", "device", "python"} <= metrics["environment"].keys()
+    assert metrics["config"]["quick"] and metrics["config"]["train_subset"] == 20 and metrics["seeds"] == [0]
+    assert {"torch", "torchvision", "device", "python", "cuda", "cudnn", "cpu_native_bf16"} <= metrics["environment"].keys()
+    # The precision actually used, also the first line of the log
+    expected = "bf16" if gce.cpu_has_native_bf16() else "fp32"
+    assert metrics["precision"]["training"] == metrics["precision"]["forward_only_explanations"] == expected
+    assert metrics["precision"]["predictions"] == metrics["precision"]["gradient_explanations"] == "fp32"
+    log = capsys.readouterr().out
+    assert log.startswith(f"precision: training {expected}, ")
     assert metrics["data"]["train_images"] == 20 and metrics["data"]["test_images"] == 20
     for name in ("standard", "biased"):
         m = metrics["models"][name]
@@ -51,7 +57,6 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert gce.CONTROL_MODEL in metrics["shortcut_audit"]["models"]
     per_image = gce.np.load(out / "audit_per_image.npz")
     assert len(per_image["indices/frogs"]) == metrics["shortcut_audit"]["groups"]["frogs"]["images"]
-    log = capsys.readouterr().out
     assert "| standard |     1 |" in log and "| biased   |     1 |" in log
 
     # A second run reuses both checkpoints (same configuration) and reports the same accuracy.

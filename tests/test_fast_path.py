@@ -7,6 +7,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +23,34 @@ def test_channels_last_and_plain_layout_give_the_same_grad_cam(model, images):
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-4)
 
 
-def test_cpu_stays_fp32():
-    assert isinstance(gce.autocast_for(torch.device("cpu"), True), nullcontext)
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_autocasts_to_bf16_only_where_it_has_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(gce, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert isinstance(gce.autocast_for(cpu, False), nullcontext)
+    with gce.autocast_for(cpu, True):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == (torch.bfloat16 if native else torch.float32)
+    assert gce.training_precision(cpu, True) == ("bf16" if native else "fp32")
+    assert gce.training_precision(cpu, False) == "fp32"
+    plan = gce.precision_plan(cpu, True, False)
+    assert plan["training"] == gce.training_precision(cpu, True) and plan["forward_only_explanations"] == "fp32"
+    assert plan["gradient_explanations"] == plan["predictions"] == "fp32"
+    assert ("without native bf16" in plan["reason"]) != native
+
+
+def test_the_probe_answers_without_crashing():
+    assert isinstance(gce.cpu_has_native_bf16(), bool)
+
+
+def test_fp32_means_fp32_on_a_gpu(monkeypatch):
+    """cuDNN's TF32 default would make the "fp32" explanations TF32 on Ampere and later; run() turns it off there
+    (setting the flags needs no GPU)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    gce.fp32_without_tf32(torch.device("cpu"))
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # CPU: nothing to change
+    gce.fp32_without_tf32(torch.device("cuda"))
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_fast_training_batch_equals_the_plain_one():
