@@ -108,12 +108,12 @@ class Config:
     # Hardware
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     amp: bool = _opt(True, "mixed precision for training: bf16 autocast on GPUs from Ampere on and on CPUs with native "
-                     "bf16 (avx512_bf16/AMX), fp16 + GradScaler on older GPUs, fp32 on other CPUs; the final "
-                     "evaluation, explanations and their metrics stay fp32")  # keyed as training_precision
-    forward_amp: bool = _opt(True, "--amp's low precision (bf16 here) also for the forward-only explanation work: "
-                             "occlusion, deletion/insertion and Score-CAM (thousands of forward passes per image); "
-                             "gradient maps, Guided Backprop and predictions stay fp32 (measured harmless: "
-                             "benchmarks/bf16_explanations.py)")
+                     "bf16 (avx512_bf16/AMX), fp16 + GradScaler on older GPUs, fp32 on other CPUs; predictions and "
+                     "gradient maps stay fp32 (see --forward-amp)")  # keyed as training_precision
+    forward_amp: bool = _opt(True, "with --amp and where it means bf16: bf16 also for the forward-only explanation work "
+                             "(occlusion, deletion/insertion, Score-CAM: thousands of forward passes per image); "
+                             "gradient maps, Guided Backprop and predictions stay fp32 (measured on the CPU: "
+                             "benchmarks/bf16_explanations.py; fp16 is never used for it)")
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
                                trains="both")  # other conv kernels: other rounding, other weights
     eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
@@ -362,8 +362,9 @@ def precision_plan(device: torch.device, amp: bool, forward_amp: bool) -> dict:
     why = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else
            "CPU with native bf16: avx512_bf16 or AMX" if cpu_has_native_bf16() else
            "CPU without native bf16, where bf16 autocast is slower than fp32")
+    forward = amp and forward_amp and amp_dtype(device) == torch.bfloat16  # fp16 was not measured: not used there
     return dict(training=training_precision(device, amp), predictions="fp32", gradient_explanations="fp32",
-                forward_only_explanations=training_precision(device, forward_amp), reason=why)
+                forward_only_explanations="bf16" if forward else "fp32", reason=why)
 
 
 def fp32_without_tf32(device: torch.device) -> None:
@@ -1105,7 +1106,7 @@ def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, laye
              forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] of every CAM of `methods` at `layer`, keyed by label, Grad-CAM (always) first: the gradient
     methods from cam_family's shared passes (fp32), then Score-CAM, when listed, of the first `scorecam_images` images
-    only (its masked forward passes under autocast with `forward_amp`)."""
+    only (all its forward passes, activations included, under autocast with `forward_amp`)."""
     gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
     maps = cam_family(model, images, classes, layer, gradient, batch_size, normalize)
     if "ScoreCAM" in methods and scorecam_images > 0:
@@ -1215,10 +1216,11 @@ def training_step(step_model: nn.Module, optimizer: torch.optim.Optimizer, scale
 def train_model(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool, name: str,
                 epoch_path: Path | None = None, key: str = "") -> tuple[nn.Module, list[dict]]:
     """The reference recipe; the biased run stamps every training frog after augmentation. A loss or weight that
-    goes non-finite stops the run with an error (no checkpoint of that epoch is saved). With `epoch_path`, the whole
-    training state (weights, SGD momentum, schedule, the augmentation generator, history) is saved there after every
-    epoch under `key`, and with --resume a saved state of the same key is continued: the same weights as a run that
-    was never interrupted (tests/test_checkpoints.py)."""
+    goes non-finite stops the run with an error (nothing is saved, and a saved training state is removed). With
+    `epoch_path`, the whole training state (weights, SGD momentum, schedule, loss scale, the augmentation generator,
+    history) is saved there after every epoch under `key`, and with --resume (not --retrain) a saved state of the same
+    key is continued: on a CPU bit for bit the weights of a run that was never interrupted (tests/test_checkpoints.py);
+    on a GPU, whose cuDNN kernels are not deterministic, the same state."""
     seed_everything(cfg.seed)  # same init, batch order and augmentation for both runs: only the square differs
     model, step_model, optimizer, scaler = training_setup(cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -1227,7 +1229,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
     n = len(train.labels)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     history = []
-    saved = load_epoch_state(epoch_path, key, device) if epoch_path and cfg.resume and epoch_path.exists() else None
+    resume = epoch_path is not None and cfg.resume and not cfg.retrain and epoch_path.exists()
+    saved = load_epoch_state(epoch_path, key, device) if resume else None
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -1257,6 +1260,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         test_logits = predict_logits(model, test.images, cfg.eval_batch_size, cfg.amp, cfg.channels_last)
         finite_predictions = bool(test_logits.isfinite().all())
         if not (math.isfinite(train_loss) and finite_predictions):
+            if epoch_path is not None:  # resuming would only diverge again
+                epoch_path.unlink(missing_ok=True)
             raise UserError(f"{name} model diverged in epoch {epoch} (training loss {train_loss:.4g}, non-finite "
                             f"predictions: {not finite_predictions}); lower --lr (now {cfg.lr}) or "
                             f"--momentum (now {cfg.momentum}); no checkpoint was written")
@@ -1283,6 +1288,10 @@ def load_epoch_state(path: Path, key: str, device: torch.device) -> dict | None:
         saved = torch.load(path, map_location=device, weights_only=True)
         if saved["key"] != key:
             raise ValueError(f"it belongs to key {saved['key']}, not {key}")
+        missing = {"model", "optimizer", "scheduler", "scaler", "generator", "history"} - set(saved)
+        if missing:
+            raise ValueError(f"it lacks {', '.join(sorted(missing))}")
+        build_model(len(CIFAR10_CLASSES)).load_state_dict(saved["model"])  # this architecture's weights
         return saved
     except Exception as exc:  # a cache entry: whatever is wrong with it, start over
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -1321,7 +1330,7 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
         stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"],
-                                  saved["device_type"])
+                                  saved.get("device_type", "unrecorded"))
         if stored_key != key:
             raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
@@ -1359,6 +1368,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
         model, saved = loaded
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        epoch_path.unlink(missing_ok=True)  # a state left by a run killed between saving the model and removing it
         print(f"{name}: reusing checkpoint {path} (--retrain to train again)")
         return model.eval(), dict(history=saved["history"], train_seconds=saved["train_seconds"],
                                   checkpoint=str(path), reused_checkpoint=True)
@@ -2042,9 +2052,9 @@ def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
 
 
 def methods_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, channels_last: bool,
-                   occlusion: tuple[int, int, int], title: str, path: Path, show: bool) -> str:
+                   occlusion: tuple[int, int, int, bool], title: str, path: Path, show: bool) -> str:
     """Per uint8 image: image | Grad-CAM | Guided Backprop | Guided Grad-CAM | occlusion ((patch, stride, images per
-    forward)), all explaining the true class."""
+    forward, autocast) as Occlusion takes them), all explaining the true class."""
     device = next(model.parameters()).device
     x, classes = normalize(images.to(device), channels_last), labels.to(device)
     cams = GradCAM(model, layer).explain(x, classes)
@@ -2188,7 +2198,7 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
 
 
 def relocation_figure(models: dict[str, nn.Module], image: torch.Tensor, label: int, target: int, square: Square,
-                      layer: str, channels_last: bool, occlusion: tuple[int, int, int], path: Path, show: bool) -> str:
+                      layer: str, channels_last: bool, occlusion: tuple[int, int, int, bool], path: Path, show: bool) -> str:
     """One uint8 test image [3, H, W] without the square and with it at each corner (rows): the image with p(target)
     for both models, then the biased model's Grad-CAM, Guided Backprop, Guided Grad-CAM and occlusion of `target`,
     and the standard model's Grad-CAM and occlusion, each min-max scaled per panel."""
@@ -2223,7 +2233,7 @@ def relocation_figure(models: dict[str, nn.Module], image: torch.Tensor, label: 
 
 def cam_family_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target: int, square: Square,
                       layer: str, methods: Sequence[str], scorecam: bool, channels_last: bool,
-                      occlusion: tuple[int, int, int], path: Path, show: bool) -> str:
+                      occlusion: tuple[int, int, int, bool], path: Path, show: bool) -> str:
     """Every method's map of `target` from the biased model for uint8 test images [N, 3, H, W], each with the square at
     its trained corner and moved to the opposite one (rows): the image with p(target), then the maps of audit_maps in
     its order (Guided Backprop, the gradient CAMs at `layer`, Guided Grad-CAM, Score-CAM when `scorecam`, occlusion),
@@ -2235,7 +2245,7 @@ def cam_family_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                          for image, corner in zip(images.repeat_interleave(2, 0), corners)])
     x = normalize(stamped, channels_last)
     maps = audit_maps(model, x, target, [layer], occlusion[2], Occlusion(model, *occlusion), len(x), methods,
-                      len(x) if scorecam else 0)
+                      len(x) if scorecam else 0, forward_amp=occlusion[3])
     p = predict_logits(model, stamped, len(x), False, channels_last).softmax(1)[:, target]
     panels = []
     for i, (picture, corner) in enumerate(zip(to_hwc(stamped), corners)):
@@ -2332,8 +2342,9 @@ def environment_info(device: torch.device) -> dict:
                 numpy=np.__version__, opencv=cv2.__version__, matplotlib=matplotlib.__version__,
                 platform=platform.platform(), device=str(device), cpu_threads=torch.get_num_threads(),
                 cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None,
-                cpu_native_bf16=cpu_has_native_bf16(), cudnn_tf32=torch.backends.cudnn.allow_tf32,
-                matmul_tf32=torch.backends.cuda.matmul.allow_tf32)
+                cpu_native_bf16=cpu_has_native_bf16(),
+                cudnn_tf32=torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None,
+                matmul_tf32=torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None)
     info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return info
 
@@ -2464,6 +2475,7 @@ def run(cfg: Config) -> dict:
     ##### Set-up: what the user can get wrong fails here, before data is loaded or a model trained
     device = resolve_device(cfg.device)
     precision = precision_plan(device, cfg.amp, cfg.forward_amp)
+    cfg = dataclasses.replace(cfg, forward_amp=precision["forward_only_explanations"] == "bf16")  # what runs
     print(f"precision: training {precision['training']}, occlusion/deletion/Score-CAM forward passes "
           f"{precision['forward_only_explanations']}, predictions and gradient maps fp32 ({precision['reason']}; "
           f"device {device})")
@@ -2551,7 +2563,7 @@ def run(cfg: Config) -> dict:
         figures.append(audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
                                     cfg.artifact_class, len(frogs), layer, cfg.channels_last,
                                     out / "shortcut_audit.png", show))
-        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size)
+        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # as Occlusion()
         for group, index in (("frog", frogs[0]), ("nonfrog", others[0])):
             figures.append(relocation_figure(models, test.images[index], int(test.labels[index]), cfg.artifact_class,
                                              cfg.square, layer, cfg.channels_last, occlusion,

@@ -363,6 +363,7 @@ def main() -> int:
     except gce.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    gce.fp32_without_tf32(device)  # as the pipeline: its fp32 rows are fp32 on a GPU too
     cfg = gce.Config(progress=False, compile=args.compile)
     batch_sizes, grad_cam_batch, repeats, steps = [128, 512], args.gradcam_batch, args.repeats, args.steps
     if args.smoke:

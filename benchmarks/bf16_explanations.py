@@ -64,7 +64,13 @@ def main() -> int:
         print("error: this CPU has no native bf16; nothing to compare", file=sys.stderr)
         return 2
     folder = Path(args.checkpoints)
-    paths = {name: sorted(folder.glob(f"{name}-*.pt"))[0] for name in ("standard", "biased")}
+    paths = {}
+    for name in ("standard", "biased"):  # the saved models, not training states (<name>-<key>.epoch.pt)
+        found = [p for p in folder.glob(f"{name}-*.pt") if not p.name.endswith(".epoch.pt")]
+        if len(found) != 1:
+            print(f"error: expected one {name}-<key>.pt in {folder}, found {len(found)}", file=sys.stderr)
+            return 2
+        paths[name] = found[0]
     models = {name: load_model(path, device) for name, path in paths.items()}
     cfg = gce.Config(data_dir=args.data_dir, train_subset=10, progress=False)
     _, test, source = gce.load_cifar10(cfg, device)

@@ -177,7 +177,7 @@ def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monkeypatch, capsys):
     cfg, train, test, fingerprint = tiny_training
-    cfg = dataclasses.replace(cfg, epochs=3)  # 20 images at batch 128: one step per epoch
+    cfg = dataclasses.replace(cfg, epochs=3, lr_step=1)  # one step per epoch; the rate decays every epoch
     whole, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
     path = gce.Path(first["checkpoint"])
     epoch_path = path.with_suffix(".epoch.pt")
@@ -201,13 +201,13 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monk
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
     drop = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
     assert drop(info["history"]) == drop(first["history"]) and not epoch_path.exists()
-    # A state saved under another key is not continued (one warning, then epoch 1), nor with --no-resume
-    for damage in ("other key", "no resume"):
+    # A state saved under another key is not continued (one warning, then epoch 1), nor with --no-resume or --retrain
+    for damage in ("other key", "no resume", "retrain"):
         path.unlink()
         key_in_name = path.stem.removeprefix("biased-")
         gce.train_model(dataclasses.replace(cfg, epochs=1), train, test, CPU, True, "biased", epoch_path,
                         "other" if damage == "other key" else key_in_name)  # leaves a 1-epoch state behind
-        no_resume = dataclasses.replace(cfg, resume=damage != "no resume")
+        no_resume = dataclasses.replace(cfg, resume=damage != "no resume", retrain=damage == "retrain")
         again, info = gce.train_or_load(no_resume, train, test, CPU, True, fingerprint)
         captured = capsys.readouterr()
         assert "resuming" not in captured.out and len(info["history"]) == 3
