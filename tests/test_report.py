@@ -2,7 +2,7 @@
 
 Every number they cite from a run is followed by an invisible marker `<!--m KEY | FORMAT -->`: KEY is a path with
 `/` separators into outputs/metrics.json (or, prefixed `bench:`, into outputs/benchmarks/bench-cpu.json, `cam:` into
-cam-family-cpu.json; list
+cam-family-cpu.json, `bf16:` into bf16-explanations-cpu.json, `seeds:` into outputs/seeds/metrics.json; list
 items by index), FORMAT a Python format spec. The text right before the marker must be that value, formatted. Every image the
 documents show must exist."""
 
@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["Milestone2_Report.md", "README.md"]
 MARKER = re.compile(r"<!--m (.+?) \| (\S+) -->")
 SOURCES = {"": ROOT / "outputs" / "metrics.json", "bench:": ROOT / "outputs" / "benchmarks" / "bench-cpu.json",
-           "cam:": ROOT / "outputs" / "benchmarks" / "cam-family-cpu.json"}
+           "cam:": ROOT / "outputs" / "benchmarks" / "cam-family-cpu.json",
+           "bf16:": ROOT / "outputs" / "benchmarks" / "bf16-explanations-cpu.json",
+           "seeds:": ROOT / "outputs" / "seeds" / "metrics.json"}
 
 
 def lookup(key: str):
