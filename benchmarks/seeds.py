@@ -39,7 +39,7 @@ PREDICTION_KEYS = ("test_accuracy", "frog_recall_clean", "frog_recall_stamped", 
 def key_audit_rows(audit: dict, layers: list[str]) -> dict[str, float]:
     """'follows the square' (share of the map's mass) on stamped non-frogs, per audited model and key method."""
     methods = [f"Grad-CAM@{layer}" for layer in layers] + [f"Guided Grad-CAM@{layers[0]}", "Occlusion"]
-    return {f"{method} | {model}": audit["models"][model][method]["nonfrogs"]["share"]["follows_square"]["mean"]
+    return {f"{model}: {method}": audit["models"][model][method]["nonfrogs"]["share"]["follows_square"]["mean"]
             for model in ("biased", gce.CONTROL_MODEL) for method in methods}
 
 
@@ -60,8 +60,8 @@ def one_seed(cfg: gce.Config, device: torch.device) -> dict:
     audited = {"standard": models["standard"], "biased": models["biased"],
                gce.CONTROL_MODEL: gce.reinitialised(models["biased"], "layer4", cfg.seed)}
     audit, _ = gce.shortcut_audit(audited, cfg, test)
-    row = {f"{key} | {name}": predictions[name][key] for name in models for key in PREDICTION_KEYS}
-    row["standard test_accuracy, fp32 training"] = fp32_accuracy
+    row = {f"{name}: {key}": predictions[name][key] for name in models for key in PREDICTION_KEYS}
+    row["standard: test_accuracy, fp32 training"] = fp32_accuracy
     row.update(key_audit_rows(audit, cfg.audit_layer_names))
     return dict(seed=cfg.seed, values=row, train_images=len(train.labels), test_images=len(test.labels),
                 seconds=time.perf_counter() - start)
@@ -98,8 +98,8 @@ def main() -> int:
     runs = [one_seed(dataclasses.replace(base, seed=seed), device) for seed in seeds]
     names = list(runs[0]["values"])
     summary = {name: spread([r["values"][name] for r in runs]) for name in names}
-    bf16 = [r["values"]["test_accuracy | standard"] for r in runs]
-    fp32 = [r["values"]["standard test_accuracy, fp32 training"] for r in runs]
+    bf16 = [r["values"]["standard: test_accuracy"] for r in runs]
+    fp32 = [r["values"]["standard: test_accuracy, fp32 training"] for r in runs]
     comparison = dict(training_precision=precision["training"], amp=spread(bf16), fp32=spread(fp32),
                       amp_minus_fp32=spread([a - b for a, b in zip(bf16, fp32)]))
     report = dict(seeds=seeds, scale=dict(train_images=runs[0]["train_images"], test_images=runs[0]["test_images"],
@@ -111,7 +111,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     print()
-    gce.print_table(["measure | model", *(f"seed {s}" for s in seeds), "mean", "sd"],
+    gce.print_table(["model: measure", *(f"seed {s}" for s in seeds), "mean", "sd"],
                     [[name, *(f"{v:.4f}" for v in s["values"]), f"{s['mean']:.4f}", f"{s['sd'] or 0:.4f}"]
                      for name, s in summary.items()])
     print(f"\nstandard model test accuracy: {precision['training']} {comparison['amp']['mean']:.4f} "
