@@ -1295,9 +1295,7 @@ def load_epoch_state(path: Path, key: str, device: torch.device) -> dict | None:
         build_model(len(CIFAR10_CLASSES)).load_state_dict(saved["model"])  # this architecture's weights
         return saved
     except Exception as exc:  # a cache entry: whatever is wrong with it, start over
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"warning: ignoring training state {path} ({type(exc).__name__}: {reason}); starting at epoch 1",
-              file=sys.stderr)
+        warn_ignored("training state", path, exc, "starting at epoch 1")
         return None
 
 
@@ -1340,9 +1338,14 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
             raise ValueError("it holds non-finite weights")
         return model, saved
     except Exception as exc:  # a cache entry: whatever is wrong with it (truncated, garbage, other weights), retrain
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"warning: ignoring checkpoint {path} ({type(exc).__name__}: {reason}); training again", file=sys.stderr)
+        warn_ignored("checkpoint", path, exc, "training again")
         return None
+
+
+def warn_ignored(what: str, path: Path, exc: Exception, consequence: str) -> None:
+    """The one-line warning for a cached file (checkpoint, training state) that cannot be trusted and is ignored."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    print(f"warning: ignoring {what} {path} ({type(exc).__name__}: {reason}); {consequence}", file=sys.stderr)
 
 
 def save_atomically(contents: dict, path: Path) -> None:
