@@ -2124,7 +2124,7 @@ def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
     """Spearman with the trained model's maps along the randomisation cascade, with 95% bands."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7.5, 4.4), dpi=110)
+    fig = Figure(figsize=(9.5, 4.4), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for method, rows in report["spearman_with_original"].items():
         xs = range(len(rows))
@@ -2140,7 +2140,7 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
     ax.set_xlabel("weights re-initialised, cumulatively from the logits down", fontsize=8)
     lowest = min(r["ci95"][0] for rows in report["spearman_with_original"].values() for r in rows)
     ax.set_ylim(min(-0.2, lowest - 0.05), 1.05)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the curves fill the axes
     ax.grid(alpha=0.3)
     fig.suptitle(f"Sanity check (Adebayo et al. 2018), standard model, {report['images']} test images", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -2164,11 +2164,12 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
               ("pointing_tolerant", "at_square", f"maximum within {tol} px of the square"),
               ("pointing_tolerant", "follows_square", f"follows the square: maximum within {tol} px of it\n"
                                                       "minus of the other corners")]
-    fig = Figure(figsize=(8 + 0.45 * len(methods) * len(panels) / 2, 4.4 * len(groups) + 1), dpi=100)
-    axes = fig.subplots(len(groups), len(panels), squeeze=False)
+    # one row per score, one column per group: the same score for frogs and non-frogs side by side
+    fig = Figure(figsize=(2 * (1.5 + 0.42 * len(methods)), 3.3 * len(panels) + 1.3), dpi=100)
+    axes = fig.subplots(len(panels), len(groups), squeeze=False)
     width = 0.8 / len(models)
-    for row, group in enumerate(groups):
-        for col, (measure, stat, title) in enumerate(panels):
+    for col, group in enumerate(groups):
+        for row, (measure, stat, title) in enumerate(panels):
             ax = axes[row, col]
             for j, model in enumerate(models):
                 xs = np.arange(len(methods)) + (j - (len(models) - 1) / 2) * width
@@ -2192,12 +2193,12 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
             n = report["groups"][group]["images"]
             ax.set_title(f"{group} ({n} images): {title}", fontsize=8)
             if row == 0 and col == 0:
-                fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
-                           bbox_to_anchor=(0.5, 0.965))
+                    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
+                           bbox_to_anchor=(0.5, 0.968))
     fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
-                 "position, averaged over the four corners); means with bootstrap 95% intervals over images. Occlusion: "
-                 f"the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+                 "position, averaged over the four corners);\nmeans with bootstrap 95% intervals over images. "
+                 f"Occlusion: the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9, y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.945))
     return save_figure(fig, path, show)
 
 
