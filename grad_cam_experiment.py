@@ -2166,7 +2166,7 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
                                                       "minus of the other corners")]
     # one row per score, one column per group: the same score for frogs and non-frogs side by side
     fig = Figure(figsize=(2 * (1.5 + 0.42 * len(methods)), 3.3 * len(panels) + 1.3), dpi=100)
-    axes = fig.subplots(len(panels), len(groups), squeeze=False)
+    axes = fig.subplots(len(panels), len(groups), squeeze=False, sharey="row")  # one scale per score
     width = 0.8 / len(models)
     for col, group in enumerate(groups):
         for row, (measure, stat, title) in enumerate(panels):
@@ -2193,12 +2193,13 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
             n = report["groups"][group]["images"]
             ax.set_title(f"{group} ({n} images): {title}", fontsize=8)
             if row == 0 and col == 0:
-                    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
+                fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
                            bbox_to_anchor=(0.5, 0.968))
     fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
                  "position, averaged over the four corners);\nmeans with bootstrap 95% intervals over images. "
-                 f"Occlusion: the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.945))
+                 f"Occlusion: the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9,
+                 y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.955))
     return save_figure(fig, path, show)
 
 

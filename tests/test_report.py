@@ -2,7 +2,8 @@
 
 Every number they cite from a run is followed by an invisible marker `<!--m KEY | FORMAT -->`: KEY is a path with
 `/` separators into outputs/metrics.json (or, prefixed `bench:`, into outputs/benchmarks/bench-cpu.json, `cam:` into
-cam-family-cpu.json, `bf16:` into bf16-explanations-cpu.json, `seeds:` into outputs/seeds/metrics.json; list
+cam-family-cpu.json, `bf16:` into bf16-explanations-cpu.json, `seeds:` into outputs/seeds/metrics.json,
+`seeds-full:` into outputs/seeds-full/metrics.json; list
 items by index), FORMAT a Python format spec. The text right before the marker must be that value, formatted. Every image the
 documents show must exist."""
 
@@ -18,7 +19,8 @@ MARKER = re.compile(r"<!--m (.+?) \| (\S+) -->")
 SOURCES = {"": ROOT / "outputs" / "metrics.json", "bench:": ROOT / "outputs" / "benchmarks" / "bench-cpu.json",
            "cam:": ROOT / "outputs" / "benchmarks" / "cam-family-cpu.json",
            "bf16:": ROOT / "outputs" / "benchmarks" / "bf16-explanations-cpu.json",
-           "seeds:": ROOT / "outputs" / "seeds" / "metrics.json"}
+           "seeds:": ROOT / "outputs" / "seeds" / "metrics.json",
+           "seeds-full:": ROOT / "outputs" / "seeds-full" / "metrics.json"}
 
 
 def lookup(key: str):

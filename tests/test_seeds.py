@@ -1,0 +1,72 @@
+"""benchmarks/seeds.py on a tiny generated dataset: the seed list, the spread and the optional fp32 comparison."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import grad_cam_experiment as gce
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import seeds  # noqa: E402
+
+
+def run_seeds(data: Path, out: Path, *extra: str) -> int:
+    return seeds.main(["--data-dir", str(data), "--seeds", "0,1", "--train-subset", "20", "--test-subset", "20",
+                       "--epochs", "1", "--bootstrap-resamples", "20", "--audit-images", "4",
+                       "--audit-occlusion-images", "1", "--out", str(out), *extra])
+
+
+LOW_PRECISION = gce.precision_plan(gce.resolve_device("auto"), True, True)["training"] != "fp32"
+
+
+def check_spread(report: dict) -> None:
+    assert report["seeds"] == [0, 1] and [r["seed"] for r in report["per_seed"]] == [0, 1]
+    assert report["config"]["epochs"] == 1 and report["config"]["bootstrap_resamples"] == 20  # the flags reach Config
+    for name, s in report["summary"].items():
+        values = [r["values"][name] for r in report["per_seed"]]
+        assert s["values"] == values and s["mean"] == pytest.approx(statistics.mean(values))
+        assert s["sd"] == pytest.approx(statistics.stdev(values))
+
+
+def test_seed_spread_without_the_fp32_comparison(tiny_dataset, tmp_path, capsys):
+    """Any CPU: two models per seed (no fp32 retraining), no comparison reported."""
+    assert run_seeds(tiny_dataset, tmp_path, "--no-fp32-comparison") == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    check_spread(report)
+    assert report["precision_accuracy"] is None and "fp32" not in " ".join(report["summary"])
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 4
+    assert "and fp32 for the comparison" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not LOW_PRECISION, reason="the study compares bf16/fp16 with fp32: this device trains in fp32")
+def test_seed_spread_and_precision_comparison(tiny_dataset, tmp_path, capsys):
+    assert run_seeds(tiny_dataset, tmp_path, "--fp32-comparison") == 0
+    assert "and fp32 for the comparison" in capsys.readouterr().out
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    check_spread(report)
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 6
+    comparison = report["precision_accuracy"]
+    assert comparison["training_precision"] == report["precision"]["training"] != "fp32"
+    low = report["summary"]["standard: test_accuracy"]["values"]
+    fp32 = report["summary"]["standard: test_accuracy, fp32 training"]["values"]
+    assert comparison["amp_minus_fp32"]["values"] == pytest.approx([a - b for a, b in zip(low, fp32)])
+
+
+def test_comparison_without_a_low_precision_is_one_error_line(tiny_dataset, tmp_path, monkeypatch, capsys):
+    plan = dict(gce.precision_plan(torch.device("cpu"), False, False))
+    monkeypatch.setattr(gce, "precision_plan", lambda device, amp, forward_amp: plan)  # a CPU without native bf16
+    assert run_seeds(tiny_dataset, tmp_path, "--fp32-comparison") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--no-fp32-comparison" in err
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained
+
+
+def test_an_empty_seed_list_is_one_error_line(tiny_dataset, tmp_path, capsys):
+    assert seeds.main(["--data-dir", str(tiny_dataset), "--seeds", ",", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --seeds") and err.count("\n") == 1
