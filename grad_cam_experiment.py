@@ -2121,6 +2121,11 @@ def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
+def count_images(n: int) -> str:
+    """'1 image', '6 images': figure text reads right on tiny runs too."""
+    return f"{n} image" if n == 1 else f"{n} images"
+
+
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
     """Spearman with the trained model's maps along the randomisation cascade, with 95% bands."""
     from matplotlib.figure import Figure
@@ -2128,7 +2133,7 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
     ax = fig.add_subplot(1, 1, 1)
     for method, rows in report["spearman_with_original"].items():
         xs = range(len(rows))
-        n = f" ({rows[0]['n']} images)" if rows[0]["n"] != report["images"] else ""
+        n = f" ({count_images(rows[0]['n'])})" if rows[0]["n"] != report["images"] else ""
         ax.plot(xs, [r["mean"] for r in rows], marker="o", ms=3, color=METHOD_COLORS.get(method), label=method + n)
         ax.fill_between(xs, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], color=METHOD_COLORS.get(method),
                         alpha=0.12)
@@ -2197,7 +2202,7 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
                            bbox_to_anchor=(0.5, 0.968))
     fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
                  "position, averaged over the four corners);\nmeans with bootstrap 95% intervals over images. "
-                 f"Occlusion: the first {report['occlusion']['images']['frogs']} images of each group.", fontsize=9,
+                 f"Occlusion: the first {count_images(report['occlusion']['images']['frogs'])} of each group.", fontsize=9,
                  y=0.995)
     fig.tight_layout(rect=(0, 0, 1, 0.955))
     return save_figure(fig, path, show)
