@@ -2196,7 +2196,7 @@ def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)
             n = report["groups"][group]["images"]
-            ax.set_title(f"{group} ({n} images): {title}", fontsize=8)
+            ax.set_title(f"{group} ({count_images(n)}): {title}", fontsize=8)
             if row == 0 and col == 0:
                 fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
                            bbox_to_anchor=(0.5, 0.968))

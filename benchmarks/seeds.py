@@ -73,14 +73,15 @@ def one_seed(cfg: gce.Config, device: torch.device, fp32_comparison: bool) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
+    recipe = gce.Config()  # the defaults this study keeps unless told
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--train-subset", type=int, default=2500, help="training images (0 = all 50,000)")
     parser.add_argument("--test-subset", type=int, default=2000, help="test images (0 = all 10,000)")
-    parser.add_argument("--epochs", type=int, default=gce.Config().epochs,
+    parser.add_argument("--epochs", type=int, default=recipe.epochs,
                         help="training epochs per model (default: the recipe's)")
-    parser.add_argument("--bootstrap-resamples", type=int, default=gce.Config().bootstrap_resamples)
+    parser.add_argument("--bootstrap-resamples", type=int, default=recipe.bootstrap_resamples)
     parser.add_argument("--audit-images", type=int, default=100)
     parser.add_argument("--audit-occlusion-images", type=int, default=10)
     parser.add_argument("--fp32-comparison", action=argparse.BooleanOptionalAction, default=True,
