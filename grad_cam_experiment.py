@@ -2313,7 +2313,7 @@ def shortcut_catch_figure(report: dict, path: Path, show: bool) -> str:
     sc = report.get("scorecam_images", {}).get(groups[0], 0)
     fig.suptitle(f"Which explanation catches the shortcut? Detection: the biased model's map follows the moved square, "
                  f"the control's (fc+layer4 re-initialised) does not;\ncause for concern above false alarm. Means, "
-                 f"bootstrap 95% intervals. Occlusion: first {report['occlusion']['images'][groups[0]]} images per group"
+                 f"bootstrap 95% intervals. Occlusion: first {count_images(report['occlusion']['images'][groups[0]])} per group"
                  + (f", Score-CAM: first {sc}" if sc else "") + ".", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save_figure(fig, path, show)
