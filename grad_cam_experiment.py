@@ -1548,11 +1548,17 @@ def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
     return torch.cat([correct_first(torch.nonzero(labels == c).flatten(), correct)[:k] for c in classes])
 
 
-# The shortcut audit: does each explanation follow the square when the square moves?
+# The shortcut audit. Its question, per method and layer: does the map of the target class move to the square exactly
+# where the model uses the square? The same seeded images are explained without the square and with it at each corner
+# in turn, by the standard model, the biased model and a control (the biased model with fc and layer4 re-initialised),
+# and every map is scored at every corner. The estimand, per image and corner c: delta_c = score of the map with the
+# square at c, scored at c, minus score of the clean map at c (paired: a map's default location cancels out).
 
-CONTROL_MODEL = "biased, fc+layer4 re-initialised"
+AUDIT_MODELS = ("standard", "biased", "control")
 AUDIT_CONDITIONS = ("none", *CORNERS)  # the same images without the square, then with it at each corner
-AUDIT_MEASURES = ("share", "pointing_strict", "pointing_tolerant", "similarity")
+# point_px: a maximum within --pointing-tolerance px of the square; point_cell / point_near_cell: the cell of the
+# method's native grid with the most mass is one the square touches / within one cell of those; share: mass inside it.
+AUDIT_MEASURES = ("point_px", "point_cell", "point_near_cell", "share")
 CHANCE_SAMPLES = 4000  # random maps per method for the simulated chance levels
 
 
@@ -1577,37 +1583,90 @@ def corner_masks(size: int, height: int = 32, width: int = 32, device: torch.dev
     return torch.stack([artifact_mask(Square(size, (0, 0, 0), corner), height, width, device) for corner in CORNERS])
 
 
-def as_distribution(maps: torch.Tensor) -> torch.Tensor:
-    """Non-negative maps [B, H, W] as distributions over the pixels [B, H*W] (float64, each summing to 1); a map
-    with no mass (all zero: no evidence anywhere) carries no location and becomes the uniform distribution."""
-    flat = maps.flatten(1).double()
-    total = flat.sum(1, keepdim=True)
-    return torch.where(total > 0, flat / total.clamp_min(torch.finfo(flat.dtype).tiny), 1.0 / flat.shape[1])
-
-
 def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     """SIM, the histogram intersection of two non-negative maps [B, H, W] as distributions (Swain & Ballard 1991;
-    Bylinskii et al. 2019 for saliency): sum_i min(p_i, q_i) -> [B] in [0, 1]; 1 = the same distribution, 0 =
-    disjoint. Scale-free, and defined for constant and all-zero maps (uniform), unlike a rank correlation; SSIM
-    was not used because with a 6x6 square it mostly measures agreement on the empty background."""
-    return torch.minimum(as_distribution(maps_a), as_distribution(maps_b)).sum(1)
+    Bylinskii et al. 2019): sum_i min(p_i, q_i) -> [B] in [0, 1]; 1 = the same distribution, 0 = disjoint. A map with no
+    mass (all zero: no evidence anywhere) carries no location and counts as the uniform distribution."""
+    def distribution(maps: torch.Tensor) -> torch.Tensor:
+        flat = maps.flatten(1).double()
+        total = flat.sum(1, keepdim=True)
+        return torch.where(total > 0, flat / total.clamp_min(torch.finfo(flat.dtype).tiny), 1.0 / flat.shape[1])
+    return torch.minimum(distribution(maps_a), distribution(maps_b)).sum(1)
 
 
-def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> dict[str, torch.Tensor]:
-    """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]), [B, 4]:
-    share = mass inside the square, pointing_strict / _tolerant = a maximum inside it / within `tolerance` px,
-    similarity = SIM of the map and the square's mask (Adebayo et al. 2022's known-spurious-signal detection; against
-    a mask it is the share capped at 1/36 per square pixel, and an all-zero map scores the area prior, not 0)."""
-    return dict(share=torch.stack([artifact_attention_share(maps, m) for m in masks], 1).double(),
-                pointing_strict=torch.stack([pointing_game(maps, m, 0) for m in masks], 1).double(),
-                pointing_tolerant=torch.stack([pointing_game(maps, m, tolerance) for m in masks], 1).double(),
-                similarity=torch.stack([similarity(maps, m.expand_as(maps)) for m in masks], 1))
+def method_layer(key: str) -> tuple[str, str]:
+    """An audited map's key -> (method, layer): 'Grad-CAM@layer3' -> ('Grad-CAM', 'layer3'); '-' for no layer."""
+    method, _, layer = key.partition("@")
+    return method, layer or "-"
 
 
-def chance_levels(random_maps: torch.Tensor, masks: torch.Tensor, tolerance: int) -> dict[str, float]:
-    """Each AUDIT_MEASURE of maps that know nothing of the square (uniform random values at the method's native
-    resolution, brought to the image by the method's own upsampling), averaged over the corners."""
-    return {measure: values.mean().item() for measure, values in score_at_corners(random_maps, masks, tolerance).items()}
+def native_cell(key: str, grids: dict[str, tuple[int, int]], occlusion_stride: int, height: int = 32) -> int:
+    """Side (pixels) of one cell of the method's native grid: a CAM's layer grid (4 px at layer3, 8 px at layer4 on
+    32x32 inputs), occlusion's stride, one pixel for Guided Backprop and Guided Grad-CAM (a per-pixel product)."""
+    method, layer = method_layer(key)
+    if method == "Occlusion":
+        return occlusion_stride
+    return 1 if method.startswith("Guided") else height // grids[layer][0]
+
+
+def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool) -> torch.Tensor:
+    """Per map [B, H, W] on a grid of cell x cell pixels: is the peak cell one the mask touches (near: within one cell
+    of one)? A cell's value is the map at its centre (the mean of the 2x2 pixels there: a CAM's native value up to
+    1/16 of its neighbours'), so a CAM's peak one 8x8 cell inward of a 6x6 square is 'near', not 'on'."""
+    lo, hi = (cell - 1) // 2, cell // 2
+    pooled = (maps[:, lo::cell, lo::cell] + maps[:, hi::cell, hi::cell] + maps[:, lo::cell, hi::cell]
+              + maps[:, hi::cell, lo::cell]) / 4
+    touched = F.max_pool2d(mask[None, None].float(), cell, ceil_mode=True)[0, 0] > 0
+    return pointing_game(pooled, touched, 1 if near else 0)
+
+
+def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int, cell: int) -> dict[str, torch.Tensor]:
+    """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]) -> [B, 4]
+    float64. Pointing counts a constant map as a miss; share of an all-zero map is 0."""
+    def per_corner(score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return torch.stack([score(m) for m in masks], 1).double()
+    return dict(point_px=per_corner(lambda m: pointing_game(maps, m, tolerance)),
+                point_cell=per_corner(lambda m: cell_pointing(maps, m, cell, False)),
+                point_near_cell=per_corner(lambda m: cell_pointing(maps, m, cell, True)),
+                share=per_corner(lambda m: artifact_attention_share(maps, m)))
+
+
+def method_baselines(model: nn.Module, key: str, masks: torch.Tensor, tolerance: int, cell: int,
+                     occlusion: tuple[int, int], seed: int) -> dict[str, dict[str, float]]:
+    """Per AUDIT_MEASURE, computed at the method's native resolution through its own upsampling: `chance`, the mean
+    score of random maps (uniform values on the native grid: a CAM's layer grid, occlusion's windows, pixels; Guided
+    Grad-CAM: random guided gradients times a random CAM), and `ceiling`, the best any map of that resolution can
+    score (the best single native unit: share is a ratio of linear functions, so its maximum is at a unit)."""
+    generator = torch.Generator().manual_seed(seed)
+    method, layer = method_layer(key)
+    masks = masks.cpu()
+    height, width = masks.shape[-2:]
+    if method == "Occlusion":
+        windows = occlusion_windows(height, width, *occlusion)
+        units = occlusion_map(torch.eye(len(windows)), windows)
+    elif layer != "-" and method != "Guided Grad-CAM":
+        h, w = feature_size(model, layer, height, width)
+        units = cam_upsample(torch.eye(h * w).view(-1, h, w), (height, width))
+    else:
+        units = torch.eye(height * width).view(-1, height, width)
+    random_maps = (torch.rand(CHANCE_SAMPLES, len(units), generator=generator) @ units.flatten(1)).view(-1, height, width)
+    if method == "Guided Grad-CAM":
+        h, w = feature_size(model, layer, height, width)
+        cams = minmax_normalize(cam_upsample(torch.rand(CHANCE_SAMPLES, h, w, generator=generator), (height, width)))
+        random_maps = guided_grad_cam(torch.rand(CHANCE_SAMPLES, 3, height, width, generator=generator) * 2 - 1, cams)
+    chance = score_at_corners(random_maps, masks, tolerance, cell)
+    best = score_at_corners(units, masks, tolerance, cell)
+    return {m: dict(chance=chance[m].mean().item(), ceiling=best[m].amax(0).mean().item()) for m in AUDIT_MEASURES}
+
+
+def audit_baselines(model: nn.Module, cells: dict[str, int], masks: torch.Tensor, tolerance: int,
+                    occlusion: tuple[int, int], seed: int) -> list[dict]:
+    """One record per audited method (key -> its native cell) with every measure's chance and ceiling
+    (method_baselines). They depend on the method's resolution only (layer grids, occlusion's windows), not on weights."""
+    return [dict(method=method_layer(key)[0], layer=method_layer(key)[1], cell_px=cell, **{
+        f"{measure}_{kind}": value for measure, levels in method_baselines(model, key, masks, tolerance, cell, occlusion,
+                                                                           seed).items() for kind, value in levels.items()})
+            for key, cell in cells.items()]
 
 
 def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequence[str], batch_size: int,
@@ -1631,167 +1690,56 @@ def audit_maps(model: nn.Module, images: torch.Tensor, target: int, layers: Sequ
     return maps
 
 
-def method_chance(model: nn.Module, method: str, masks: torch.Tensor, tolerance: int, occlusion: tuple[int, int],
-                  seed: int) -> dict[str, float]:
-    """chance_levels for one audited method, simulated at its native resolution through its own upsampling: a
-    CAM's layer grid (bilinear), Guided Grad-CAM as random guided gradients times that CAM, occlusion's windows
-    (mean over covering windows), pixels for Guided Backprop."""
-    generator = torch.Generator().manual_seed(seed)
-    height, width = masks.shape[-2:]
-    if "@" in method:  # a CAM at a layer's grid; Guided Grad-CAM multiplies it with per-pixel guided gradients
-        native = torch.rand(CHANCE_SAMPLES, *feature_size(model, method.split("@", 1)[1], height, width),
-                            generator=generator)
-        random_maps = cam_upsample(native, (height, width))
-        if method.startswith("Guided Grad-CAM@"):
-            grads = torch.rand(CHANCE_SAMPLES, 3, height, width, generator=generator) * 2 - 1
-            random_maps = guided_grad_cam(grads, minmax_normalize(random_maps))
-    elif method == "Occlusion":
-        windows = occlusion_windows(height, width, *occlusion)
-        random_maps = occlusion_map(torch.rand(CHANCE_SAMPLES, len(windows), generator=generator), windows)
-    else:  # Guided Backprop has one value per pixel
-        random_maps = torch.rand(CHANCE_SAMPLES, height, width, generator=generator)
-    return chance_levels(random_maps, masks.cpu(), tolerance)
-
-
-def chance_kind(method: str) -> tuple[str, str]:
-    """What method_chance simulates for an audited method: every CAM at one layer is a random map on that layer's grid
-    (the same samples, the same levels); Guided Grad-CAM, Guided Backprop and occlusion are their own kinds."""
-    name, _, layer = method.partition("@")
-    return ("Guided Grad-CAM" if name == "Guided Grad-CAM" else "CAM" if layer else name), layer
-
-
-def at_and_elsewhere(scores: dict[str, dict[str, torch.Tensor]], measure: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image [B], from scores[corner][measure] = [B, 4]: the score at the square's actual corner and the mean score
-    at the three other corners, each averaged over the four placements of the square."""
-    at = torch.stack([scores[c][measure][:, k] for k, c in enumerate(CORNERS)], 1).mean(1)
-    elsewhere = torch.stack([torch.cat([scores[c][measure][:, :k], scores[c][measure][:, k + 1:]], 1).mean(1)
-                             for k, c in enumerate(CORNERS)], 1).mean(1)
-    return at, elsewhere
-
-
-def relocation_summary(scores: dict[str, dict[str, torch.Tensor]], fixed: dict[str, torch.Tensor],
-                       chance: dict[str, float], resamples: int, seed: int) -> dict:
-    """Per measure, from scores[condition][measure] = [B, 4] (each image's map scored at every corner) and the
-    image-independent map's scores fixed[measure] = [1, 4]: at_square (the map at the square's actual corner, mean
-    over the four placements), elsewhere (at the three other corners), follows_square = at - elsewhere (exactly 0
-    for a map that does not move with the square), clean (the unstamped map at the same corners), stamped_minus_clean,
-    and the differences from the image-independent map and from random maps; paired bootstrap intervals."""
-    out = {}
-    for measure in AUDIT_MEASURES:
-        at, elsewhere = at_and_elsewhere(scores, measure)
-        clean = scores["none"][measure].mean(1)
-        image_independent = fixed[measure].mean().item()
-        out[measure] = dict(at_square=mean_with_ci(at, resamples, seed), elsewhere=elsewhere.mean().item(),
-                            follows_square=mean_with_ci(at - elsewhere, resamples, seed), clean=clean.mean().item(),
-                            stamped_minus_clean=mean_with_ci(at - clean, resamples, seed),
-                            image_independent=image_independent,
-                            minus_image_independent=mean_with_ci(at - image_independent, resamples, seed),
-                            random=chance[measure], minus_random=mean_with_ci(at - chance[measure], resamples, seed))
-    out["by_corner"] = {c: {m: scores[c][m][:, k].mean().item() for m in AUDIT_MEASURES} for k, c in enumerate(CORNERS)}
-    return out
-
-
-def auroc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """Area under the ROC curve of scores [R, N] (each row one ranking) for the positives [N]: the Mann-Whitney
-    probability that a positive outranks a negative, ties counted half -> [R] (float64)."""
-    ranks = average_ranks(scores.double())
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def auroc_with_ci(scores: dict[str, torch.Tensor], positive: torch.Tensor, resamples: int, seed: int) -> dict:
-    """AUROC of each model's scores [N] with a stratified bootstrap 95% interval (positives and negatives
-    resampled separately, the same resamples for every model), and each model's difference from the first."""
-    generator = torch.Generator().manual_seed(seed)
-    pos, neg = torch.nonzero(positive.cpu()).flatten(), torch.nonzero(~positive.cpu()).flatten()
-    idx = torch.cat([pos[torch.randint(0, len(pos), (resamples, len(pos)), generator=generator)],
-                     neg[torch.randint(0, len(neg), (resamples, len(neg)), generator=generator)]], 1)
-    labels = torch.arange(idx.shape[1]) < len(pos)
-    boot = {name: auroc(s.cpu().double()[idx], labels) for name, s in scores.items()}
-    out = {}
-    first = next(iter(scores))
-    for name, s in scores.items():
-        out[name] = dict(mean=auroc(s.cpu()[None], positive.cpu()).item(), n=len(s),
-                         ci95=[boot[name].quantile(0.025).item(), boot[name].quantile(0.975).item()])
-        if name != first:
-            diff = boot[name] - boot[first]
-            out[f"{name} - {first}"] = dict(mean=out[name]["mean"] - out[first]["mean"],
-                                            ci95=[diff.quantile(0.025).item(), diff.quantile(0.975).item()])
-    return out
-
-
 def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tuple[dict, dict[str, np.ndarray]]:
-    """Does each method's map of the target class follow the square when the square moves? (Counterfactual relocation.)
-
-    The same seeded test images (audit_groups: frogs, and non-frogs drawn evenly from the other classes) are explained
-    without the square and with it at each corner, by every model in `models` (the first is the reference every other
-    is compared with, e.g. the standard model) and every method of audit_maps. Each map is scored at all four corners
-    (score_at_corners), which gives, per image: the score at the square's actual position, at the other corners, on
-    the clean image, and for the change (stamped - clean) the share inside the square. Baselines, all computed: random
-    maps at each method's native resolution (method_chance), each model's image-independent map (its mean clean map of
-    the group), the area prior. Adebayo et al. (2022): detection (SIM with the square's mask), cause for concern and
-    false alarm (1 - SIM between a model's and the reference's maps on stamped and on clean images). Predictions: the
-    share called the target class and mean p(target) per condition; AUROC of the target logit on the clean images.
-    Returns the summary (means with paired bootstrap intervals) and every per-image score (see audit_per_image.npz)."""
+    """Explain `target` on the audit groups (audit_groups) without the square and with it at each corner, for each model
+    of AUDIT_MODELS and every method of audit_maps; score every map at every corner (score_at_corners). Returns the
+    summary (audit_summary: records, predictions, verdicts) with each method's chance and ceiling and the Milestone 2
+    hotspot check, and the per-image arrays it is computed from (audit_per_image.npz): scores/<model>/<method>/<layer>/
+    <group>/clean/<measure> [B, 4] (the clean map at each corner), .../stamped/<measure> [B, 4] (column k: the map with
+    the square at corner k, scored there), p_target/<model>/<group> [B, 5] (p(target), clean then each corner), and
+    maps/<model>/<method>/<layer>/<group>/<condition> of each group's first image (the figures draw these)."""
+    from tqdm.auto import tqdm
     device, target, tolerance = test.images.device, cfg.artifact_class, cfg.pointing_tolerance
-    resamples, seed = cfg.bootstrap_resamples, cfg.seed
     masks = corner_masks(cfg.artifact_size, device=device)
-    groups = audit_groups(test.labels, target, cfg.audit_images, seed)
+    groups = audit_groups(test.labels, target, cfg.audit_images, cfg.seed)
     occlusion_setting = (cfg.occlusion_patch, cfg.occlusion_stride)
-    reference = next(iter(models))
+    grids = {layer: feature_size(models["standard"], layer) for layer in cfg.audit_layer_names}
+    shown = cfg.audit_layer_names[0]  # the layer of the example maps and of the hotspot check
     per_image: dict[str, np.ndarray] = {f"indices/{g}": idx.cpu().numpy() for g, idx in groups.items()}
-    scores, fixed, change, constant, dissimilarity, predictions, target_logits = {}, {}, {}, {}, {}, {}, {}
+    hotspot: dict[str, torch.Tensor] = {}
+    cells = {}
     for group, idx in groups.items():
-        clean_maps: dict[str, dict[str, torch.Tensor]] = {}
-        for condition in AUDIT_CONDITIONS:
-            images = test.images[idx]
-            if condition != "none":
-                images = stamp_square(images, Square(cfg.artifact_size, tuple(cfg.artifact_color), condition))
-            x = normalize(images, cfg.channels_last)
-            maps = {}
-            for name, model in models.items():
-                logits = predict_logits(model, images, cfg.eval_batch_size, False, cfg.channels_last)
-                predictions.setdefault(name, {}).setdefault(group, {})[condition] = dict(
-                    called_target=called_share(logits, target), p_target=logits.softmax(1)[:, target].mean().item())
-                per_image[f"p_target/{name}/{group}/{condition}"] = logits.softmax(1)[:, target].cpu().numpy()
-                if condition == "none":
-                    target_logits.setdefault(name, []).append(logits[:, target])
-                occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size, cfg.forward_amp)
-                maps[name] = audit_maps(model, x, target, cfg.audit_layer_names, cfg.eval_batch_size, occlusion,
-                                        cfg.audit_occlusion_images, cfg.method_names, cfg.audit_scorecam_images,
-                                        cfg.forward_amp)
-                for method, m in maps[name].items():
-                    key = (name, method, group)
-                    scored = score_at_corners(m, masks, tolerance)
-                    scores.setdefault(key, {})[condition] = scored
-                    constant.setdefault(key, []).append(constant_share(m))
-                    for measure, values in scored.items():  # pointing hits as uint8 0/1, the rest float32
-                        kind = np.uint8 if measure.startswith("pointing") else np.float32
-                        per_image[f"scores/{name}/{method}/{group}/{condition}/{measure}"] = values.cpu().numpy().astype(kind)
-                    if condition == "none":
-                        clean_maps.setdefault(name, {})[method] = m
-                        fixed[key] = score_at_corners(m.mean(0, keepdim=True), masks, tolerance)
-                    else:  # the change the square makes: its share inside the square
-                        delta = (m - clean_maps[name][method]).abs()
-                        share = artifact_attention_share(delta, masks[CORNERS.index(condition)]).double()
-                        change.setdefault(key, []).append(share)
-                        per_image[f"change_in_square/{name}/{method}/{group}/{condition}"] = share.float().cpu().numpy()
-            for name in list(models)[1:]:  # Adebayo et al. 2022: how different are the two models' explanations?
-                for method, m in maps[name].items():
-                    values = 1 - similarity(m, maps[reference][method])
-                    dissimilarity.setdefault((name, method, group), {})[condition] = values
-                    per_image[f"dissimilarity/{name}/{method}/{group}/{condition}"] = values.float().cpu().numpy()
-
-    methods = list(next(iter(clean_maps.values())))
-    simulated: dict[tuple[str, str], dict[str, float]] = {}  # every CAM at one layer has the same chance levels
-    for method in methods:
-        if chance_kind(method) not in simulated:
-            simulated[chance_kind(method)] = method_chance(models[reference], method, masks, tolerance,
-                                                           occlusion_setting, seed)
-    chance = {method: simulated[chance_kind(method)] for method in methods}
+        for name, model in models.items():
+            probabilities = []
+            occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size, cfg.forward_amp)
+            for condition in tqdm(AUDIT_CONDITIONS, f"audit: {group}, {name} model", leave=False, disable=not cfg.progress):
+                images = test.images[idx]
+                if condition != "none":
+                    images = stamp_square(images, cfg.square._replace(corner=condition))
+                probabilities.append(predict_logits(model, images, cfg.eval_batch_size, False,
+                                                    cfg.channels_last).softmax(1)[:, target])
+                maps = audit_maps(model, normalize(images, cfg.channels_last), target, cfg.audit_layer_names,
+                                  cfg.eval_batch_size, occlusion, cfg.audit_occlusion_images, cfg.method_names,
+                                  cfg.audit_scorecam_images, cfg.forward_amp)
+                for key, m in maps.items():
+                    method, layer = method_layer(key)
+                    cells[key] = native_cell(key, grids, cfg.occlusion_stride)
+                    scored = score_at_corners(m, masks, tolerance, cells[key])
+                    for measure, values in scored.items():
+                        path = f"scores/{name}/{method}/{layer}/{group}/"
+                        if condition == "none":
+                            per_image[path + f"clean/{measure}"] = values.float().cpu().numpy()
+                        else:
+                            k = CORNERS.index(condition)
+                            column = per_image.setdefault(path + f"stamped/{measure}", np.zeros(values.shape, np.float32))
+                            column[:, k] = values[:, k].cpu().numpy()
+                    if layer in ("-", shown):
+                        per_image[f"maps/{name}/{method}/{layer}/{group}/{condition}"] = m[0].half().cpu().numpy()
+                    if (group, condition, key) == ("frogs", cfg.artifact_corner, f"Grad-CAM@{shown}"):
+                        hotspot[name] = m
+            per_image[f"p_target/{name}/{group}"] = torch.stack(probabilities, 1).cpu().numpy()
     report = dict(explained_class=CIFAR10_CLASSES[target], trained_corner=cfg.artifact_corner,
-                  conditions=list(AUDIT_CONDITIONS), reference_model=reference, pointing_tolerance_px=tolerance,
-                  area_prior=masks[0].float().mean().item(), chance=chance,
+                  pointing_tolerance_px=tolerance, area_prior=masks[0].float().mean().item(),
                   groups={g: dict(images=len(idx), per_class={CIFAR10_CLASSES[c]: int((test.labels[idx] == c).sum())
                                                               for c in test.labels[idx].unique().tolist()})
                           for g, idx in groups.items()},
@@ -1799,30 +1747,105 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                                  patch=cfg.occlusion_patch, stride=cfg.occlusion_stride),
                   scorecam_images={g: min(cfg.audit_scorecam_images, len(idx)) if "ScoreCAM" in cfg.method_names else 0
                                    for g, idx in groups.items()},
-                  predictions=predictions, models={})
-    positive = torch.cat([torch.ones(len(groups["frogs"]), dtype=torch.bool),
-                          torch.zeros(len(groups["nonfrogs"]), dtype=torch.bool)])
-    report["target_logit_auroc"] = auroc_with_ci({name: torch.cat(v) for name, v in target_logits.items()}, positive,
-                                                 resamples, seed)
-    for (name, method, group), by_condition in scores.items():
-        row = relocation_summary(by_condition, fixed[(name, method, group)], chance[method], resamples, seed)
-        row["images"] = len(by_condition["none"]["share"])
-        row["constant_maps"] = float(np.mean(constant[(name, method, group)]))  # e.g. all-zero Grad-CAMs
-        row["change_in_square"] = mean_with_ci(torch.stack(change[(name, method, group)], 1).mean(1), resamples, seed)
-        if name != reference:
-            for measure in AUDIT_MEASURES:  # paired over the same images: this model minus the reference
-                at, elsewhere = at_and_elsewhere(by_condition, measure)
-                at_ref, elsewhere_ref = at_and_elsewhere(scores[(reference, method, group)], measure)
-                row[measure][f"minus_{reference}"] = mean_with_ci(at - at_ref, resamples, seed)
-                row[measure][f"follows_minus_{reference}"] = mean_with_ci((at - elsewhere) - (at_ref - elsewhere_ref),
-                                                                          resamples, seed)
-            d = dissimilarity[(name, method, group)]
-            stamped = torch.stack([d[c] for c in CORNERS], 1).mean(1)
-            row["vs_reference"] = dict(cause_for_concern=mean_with_ci(stamped, resamples, seed),
-                                       false_alarm=mean_with_ci(d["none"], resamples, seed),
-                                       concern_minus_false_alarm=mean_with_ci(stamped - d["none"], resamples, seed))
-        report["models"].setdefault(name, {}).setdefault(method, {})[group] = row
+                  baselines=audit_baselines(models["standard"], cells, masks, tolerance, occlusion_setting, cfg.seed),
+                  hotspot=hotspot_check(hotspot, masks[CORNERS.index(cfg.artifact_corner)],
+                                                             tolerance, cfg.bootstrap_resamples, cfg.seed),
+                  **audit_summary(per_image, cfg.bootstrap_resamples, cfg.seed))
     return report, per_image
+
+
+def hotspot_check(maps: dict[str, torch.Tensor], mask: torch.Tensor, tolerance: int, resamples: int, seed: int) -> dict:
+    """Milestone 2's prediction for stamped frogs (the square at its trained corner), from Grad-CAM maps of the same
+    images by the standard and the biased model: does each hotspot sit by the square (a maximum within `tolerance` px),
+    and does the biased model's follow the object? Its SIM with the standard model's map of the same image (whose
+    hotspot follows the frog) minus its SIM with the standard model's map of another image (the next one): about 0
+    when the biased hotspot carries nothing of where the object is."""
+    if len(maps.get("biased", ())) < 2:
+        return {}
+    biased, standard = maps["biased"], maps["standard"]
+    matched, shuffled = similarity(biased, standard), similarity(biased, standard.roll(1, 0))
+    near = {name: mean_with_ci(pointing_game(m, mask, tolerance).double(), resamples, seed) for name, m in maps.items()}
+    return dict(images=len(biased), near_square=near, sim_same_image=mean_with_ci(matched, resamples, seed),
+                sim_other_image=mean_with_ci(shuffled, resamples, seed),
+                sim_same_minus_other=mean_with_ci(matched - shuffled, resamples, seed))
+
+
+# The verdict rule, fixed before the data it decides (see the README): a method reveals the shortcut when its map moves
+# to the square wherever the model uses the square (reveals), stays where the model ignores it (selective), and stays
+# where the standard model and the control ignore it at the corner the biased model uses (specific). Measured by the
+# mean paired delta of VERDICT_MEASURE over images with its bootstrap 95% interval, against VERDICT_MARGIN: the interval
+# entirely above the margin = moves, entirely below = stays, otherwise unclear. A corner counts as used by a model when
+# the interval of its mean change of p(target) (square there minus clean) lies above the margin, ignored when below.
+VERDICT_MEASURE = "point_px"
+VERDICT_MARGIN = 0.2
+
+
+def audit_summary(per_image: dict[str, np.ndarray], resamples: int, seed: int) -> dict:
+    """Tidy records from the per-image arrays of shortcut_audit: `predictions`, one per (model, group, corner) with
+    p(target) stamped and clean and the model's use of the square (their paired difference); `records`, one per
+    (model, method, layer, group, corner, measure) with the stamped and clean levels and delta = stamped - clean (mean,
+    paired bootstrap 95% interval); and `verdicts` (verdict_of) per (method, layer, group)."""
+    predictions, records = [], []
+    for key, values in per_image.items():
+        parts = key.split("/")
+        if parts[0] == "p_target":
+            p = torch.from_numpy(values).double()
+            predictions += [dict(model=parts[1], group=parts[2], corner=c, n=len(p), p_stamped=p[:, k + 1].mean().item(),
+                                 p_clean=p[:, 0].mean().item(), use=mean_with_ci(p[:, k + 1] - p[:, 0], resamples, seed))
+                            for k, c in enumerate(CORNERS)]
+        elif parts[0] == "scores" and parts[5] == "stamped":
+            stamped = torch.from_numpy(values).double()
+            clean = torch.from_numpy(per_image[key.replace("/stamped/", "/clean/")]).double()
+            records += [dict(model=parts[1], method=parts[2], layer=parts[3], group=parts[4], corner=c, measure=parts[6],
+                             n=len(stamped), stamped=stamped[:, k].mean().item(), clean=clean[:, k].mean().item(),
+                             delta=mean_with_ci(stamped[:, k] - clean[:, k], resamples, seed))
+                        for k, c in enumerate(CORNERS)]
+    return dict(predictions=predictions, records=records, verdicts=verdict_of(records, predictions))
+
+
+def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
+    """'above' / 'below' the margin when the whole interval is, else 'unclear'."""
+    return "above" if ci95[0] > margin else "below" if ci95[1] < margin else "unclear"
+
+
+def judge(intervals: Sequence[Sequence[float]], should: str) -> str:
+    """'pass' when every interval lies on the side it `should` ('above': the map moves; 'below': it stays), 'fail' when
+    one lies wholly on the other side, 'unclear' otherwise, 'n/a' for none (intersection-union: every cell must pass,
+    so no multiplicity correction is needed)."""
+    sides = [interval_side(ci) for ci in intervals]
+    if not sides:
+        return "n/a"
+    wrong = "below" if should == "above" else "above"
+    return "fail" if wrong in sides else "pass" if all(s == should for s in sides) else "unclear"
+
+
+def verdict_of(records: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
+    """The verdict rule (see VERDICT_MEASURE) per (method, layer, group) of the biased model's records: reveals,
+    selective, specific, the control's false alarms (corners it ignores where its map moves; reported, not judged), and
+    the verdict: 'reveals' when reveals passes and neither selective nor specific fails or is unclear, 'fails' when any
+    fails, 'n/a' when the biased model uses no corner, else 'unclear'."""
+    use = {(p["model"], p["group"], p["corner"]): interval_side(p["use"]["ci95"]) for p in predictions}
+    delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"]["ci95"] for r in records
+             if r["measure"] == VERDICT_MEASURE}
+    verdicts = []
+    for method, layer, group in dict.fromkeys((r["method"], r["layer"], r["group"]) for r in records
+                                              if r["model"] == "biased"):
+        used = [c for c in CORNERS if use.get(("biased", group, c)) == "above"]
+        ignored = {m: [c for c in CORNERS if use.get((m, group, c)) == "below" and (m, method, layer, group, c) in delta]
+                   for m in AUDIT_MODELS}
+        row = dict(method=method, layer=layer, group=group, measure=VERDICT_MEASURE, margin=VERDICT_MARGIN,
+                   used_corners=used,
+                   reveals=judge([delta[("biased", method, layer, group, c)] for c in used], "above"),
+                   selective=judge([delta[("biased", method, layer, group, c)] for c in ignored["biased"]], "below"),
+                   specific=judge([delta[(m, method, layer, group, c)] for m in ("standard", "control")
+                                   for c in used if c in ignored[m]], "below"),
+                   control_false_alarms=[c for c in ignored["control"] if c not in used and
+                                         interval_side(delta[("control", method, layer, group, c)]) == "above"])
+        parts = (row["reveals"], row["selective"], row["specific"])
+        row["verdict"] = ("n/a" if row["reveals"] == "n/a" else "fails" if "fail" in parts else
+                          "reveals" if row["reveals"] == "pass" and set(parts[1:]) <= {"pass", "n/a"} else "unclear")
+        verdicts.append(row)
+    return verdicts
 
 
 def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, int]:
@@ -2152,170 +2175,119 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
-MODEL_COLORS = ("tab:green", "tab:orange", "tab:gray")
+def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condition: str) -> dict[str, np.ndarray]:
+    """The stored maps of a group's first image (shortcut_audit keeps them): method key -> [H, W], min-max scaled."""
+    prefix = f"maps/{model}/"
+    found = {}
+    for key, m in per_image.items():
+        if key.startswith(prefix) and key.endswith(f"/{group}/{condition}"):
+            method, layer = key[len(prefix):].split("/")[:2]
+            found[method if layer == "-" else f"{method}@{layer}"] = minmax_normalize(torch.from_numpy(
+                m.astype(np.float32))[None])[0].numpy()
+    return found
 
 
-def audit_scores_figure(report: dict, path: Path, show: bool) -> str:
-    """Every audit score per method and model, both groups, with bootstrap 95% intervals and its computed baselines:
-    black tick = random maps at the method's resolution, white diamond = the model's image-independent map."""
-    from matplotlib.figure import Figure
-    models = list(report["models"])
-    methods = list(report["models"][models[0]])
-    groups = list(report["groups"])
-    target, tol = report["explained_class"], report["pointing_tolerance_px"]
-    panels = [("share", "at_square", f"mass of the '{target}' map inside the square\n(area prior "
-                                     f"{report['area_prior']:.3f})"),
-              ("share", "follows_square", "follows the square: mass at its position\nminus mass at the other corners"),
-              ("pointing_tolerant", "at_square", f"maximum within {tol} px of the square"),
-              ("pointing_tolerant", "follows_square", f"follows the square: maximum within {tol} px of it\n"
-                                                      "minus of the other corners")]
-    # one row per score, one column per group: the same score for frogs and non-frogs side by side
-    fig = Figure(figsize=(2 * (1.5 + 0.42 * len(methods)), 3.3 * len(panels) + 1.3), dpi=100)
-    axes = fig.subplots(len(panels), len(groups), squeeze=False, sharey="row")  # one scale per score
-    width = 0.8 / len(models)
-    for col, group in enumerate(groups):
-        for row, (measure, stat, title) in enumerate(panels):
-            ax = axes[row, col]
-            for j, model in enumerate(models):
-                xs = np.arange(len(methods)) + (j - (len(models) - 1) / 2) * width
-                cells = [report["models"][model][m][group][measure] for m in methods]
-                means = np.array([c[stat]["mean"] for c in cells])
-                errors = np.array([[c[stat]["mean"] - c[stat]["ci95"][0], c[stat]["ci95"][1] - c[stat]["mean"]]
-                                   for c in cells]).T
-                ax.bar(xs, means, width, yerr=errors, capsize=2, color=MODEL_COLORS[j % 3], label=f"{model} model")
-                if stat == "at_square":
-                    ax.scatter(xs, [c["image_independent"] for c in cells], marker="D", s=14, facecolor="white",
-                               edgecolor="k", zorder=3, label="its image-independent map" if j == 0 else None)
-                    ax.scatter(xs, [c["random"] for c in cells], marker="_", s=120, color="k", zorder=3,
-                               label="random maps, same resolution" if j == 0 else None)
-            if stat == "at_square" and measure == "share":
-                ax.axhline(report["area_prior"], color="k", ls=":", lw=0.8, label="area prior")
-            ax.axhline(0, color="k", lw=0.6)
-            ax.set_xticks(range(len(methods)), methods, fontsize=6, rotation=40,
-                          ha="right", rotation_mode="anchor")
-            ax.tick_params(axis="y", labelsize=7)
-            ax.grid(axis="y", alpha=0.3)
-            n = report["groups"][group]["images"]
-            ax.set_title(f"{group} ({count_images(n)}): {title}", fontsize=8)
-            if row == 0 and col == 0:
-                fig.legend(*ax.get_legend_handles_labels(), loc="upper center", ncol=6, fontsize=7.5,
-                           bbox_to_anchor=(0.5, 0.968))
-    fig.suptitle(f"Shortcut audit: maps of '{target}' with the square at each corner in turn (scores at its actual "
-                 "position, averaged over the four corners);\nmeans with bootstrap 95% intervals over images. "
-                 f"Occlusion: the first {count_images(report['occlusion']['images']['frogs'])} of each group.", fontsize=9,
-                 y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.955))
-    return save_figure(fig, path, show)
+def square_at(image: torch.Tensor, square: Square, condition: str) -> np.ndarray:
+    """A uint8 image [3, H, W] as drawn: without the square ('none') or with it at `condition`'s corner."""
+    return to_hwc(image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition)))[0]
 
 
-def relocation_figure(models: dict[str, nn.Module], image: torch.Tensor, label: int, target: int, square: Square,
-                      layer: str, channels_last: bool, occlusion: tuple[int, int, int, bool], path: Path, show: bool) -> str:
-    """One uint8 test image [3, H, W] without the square and with it at each corner (rows): the image with p(target)
-    for both models, then the biased model's Grad-CAM, Guided Backprop, Guided Grad-CAM and occlusion of `target`,
-    and the standard model's Grad-CAM and occlusion, each min-max scaled per panel."""
-    name = CIFAR10_CLASSES[target]
+def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: torch.Tensor, label: int, group: str,
+                      square: Square, path: Path, show: bool) -> str:
+    """One test image (the group's first audit image) without the square and with it at each corner (rows): p(target)
+    from each model, then the stored maps (no recomputation): Grad-CAM of the standard, biased and control model at the
+    first audit layer, Guided Backprop of the biased model and the control, occlusion of the biased model."""
+    name = report["explained_class"]
+    layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
+    columns = [("biased", f"Grad-CAM@{layer}"), ("standard", f"Grad-CAM@{layer}"), ("control", f"Grad-CAM@{layer}"),
+               ("biased", "Guided Backprop"), ("control", "Guided Backprop"), ("biased", "Occlusion")]
     panels = []
-    for condition in AUDIT_CONDITIONS:
-        images = image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition))
-        x = normalize(images, channels_last)
-        maps, p = {}, {}
-        for which in ("biased", "standard"):
-            probs = predict_logits(models[which], images, 1, False, channels_last).softmax(1)
-            p[which] = probs[0, target].item()
-            found = audit_maps(models[which], x, target, [layer], occlusion[2],
-                               Occlusion(models[which], *occlusion), 1)
-            maps[which] = {method: minmax_normalize(m)[0].cpu().numpy() for method, m in found.items()}
-        picture = to_hwc(images)[0]
-        where = "no square" if condition == "none" else f"square {condition}"
-        panels += [Panel(picture, f"{where}\np({name}): biased {p['biased']:.0%}, std {p['standard']:.0%}"),
-                   Panel(picture, "biased: Grad-CAM", maps["biased"][f"Grad-CAM@{layer}"]),
-                   Panel(picture, "biased: Guided BP", maps["biased"]["Guided Backprop"]),
-                   Panel(picture, "biased: Guided Grad-CAM", maps["biased"][f"Guided Grad-CAM@{layer}"]),
-                   Panel(picture, "biased: occlusion", maps["biased"]["Occlusion"]),
-                   Panel(picture, "standard: Grad-CAM", maps["standard"][f"Grad-CAM@{layer}"]),
-                   Panel(picture, "standard: occlusion", maps["standard"]["Occlusion"])]
-    note = (f"Every map explains '{name}'. Grad-CAM at {layer}; Guided Backprop as saliency (max |gradient| over colour); "
-            f"occlusion: drop of p({name}), {occlusion[0]}x{occlusion[0]} mean-filled patch, stride {occlusion[1]}. "
-            "Does the map move with the square?")
-    title = f"Moving the square: one test {CIFAR10_CLASSES[label]} through the biased and the standard model"
-    return save_figure(figure_grid(panels, 7, title, note, "map value, per panel (0 = lowest, 1 = highest)"),
-                       path, show)
+    for k, condition in enumerate(AUDIT_CONDITIONS):
+        picture = square_at(image, square, condition)
+        p = {model: per_image[f"p_target/{model}/{group}"][0, k] for model in AUDIT_MODELS}
+        where = "no square" if condition == "none" else f"square {condition}" + (
+            " (trained)" if condition == square.corner else "")
+        panels.append(Panel(picture, f"{where}\np({name}): biased {p['biased']:.0%}, std {p['standard']:.0%}"))
+        maps = {model: example_maps(per_image, model, group, condition) for model in AUDIT_MODELS}
+        panels += [Panel(picture, f"{model}: {method.split('@')[0]}", maps[model][method])
+                   for model, method in columns if method in maps[model]]
+    note = (f"Every map explains '{name}' (stored by the audit). Grad-CAM at {layer}; control = the biased model with fc "
+            f"and layer4 re-initialised; Guided Backprop as saliency; occlusion: drop of p({name}). A map that explains "
+            "the biased model lights the square only where p(frog) jumps.")
+    title = f"Moving the square: one test {CIFAR10_CLASSES[label]} through the three models"
+    return save_figure(figure_grid(panels, len(panels) // len(AUDIT_CONDITIONS), title, note,
+                                   "map value, per panel (0 = lowest, 1 = highest)"), path, show)
 
 
-def cam_family_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, target: int, square: Square,
-                      layer: str, methods: Sequence[str], scorecam: bool, channels_last: bool,
-                      occlusion: tuple[int, int, int, bool], path: Path, show: bool) -> str:
-    """Every method's map of `target` from the biased model for uint8 test images [N, 3, H, W], each with the square at
-    its trained corner and moved to the opposite one (rows): the image with p(target), then the maps of audit_maps in
-    its order (Guided Backprop, the gradient CAMs at `layer`, Guided Grad-CAM, Score-CAM when `scorecam`, occlusion),
-    min-max scaled per panel."""
-    name = CIFAR10_CLASSES[target]
+def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor,
+                      square: Square, path: Path, show: bool) -> str:
+    """Every stored map of the biased model for the first audit image of each group (uint8 images [2, 3, H, W],
+    frogs then non-frogs), with the square at its trained corner and at the opposite one (rows)."""
+    name = report["explained_class"]
     opposite = CORNERS[3 - CORNERS.index(square.corner)]
-    corners = [corner for _ in images for corner in (square.corner, opposite)]
-    stamped = torch.cat([stamp_square(image[None], square._replace(corner=corner))
-                         for image, corner in zip(images.repeat_interleave(2, 0), corners)])
-    x = normalize(stamped, channels_last)
-    maps = audit_maps(model, x, target, [layer], occlusion[2], Occlusion(model, *occlusion), len(x), methods,
-                      len(x) if scorecam else 0, forward_amp=occlusion[3])
-    p = predict_logits(model, stamped, len(x), False, channels_last).softmax(1)[:, target]
     panels = []
-    for i, (picture, corner) in enumerate(zip(to_hwc(stamped), corners)):
-        where = "trained corner" if corner == square.corner else "moved"
-        panels.append(Panel(picture, f"{CIFAR10_CLASSES[int(labels[i // 2])]}, square {corner}\n({where}) "
-                                     f"p({name}) {p[i]:.0%}"))
-        panels += [Panel(picture, method.split("@")[0], minmax_normalize(m)[i].cpu().numpy())
-                   for method, m in maps.items()]
-    columns = len(panels) // (2 * len(images))
-    cells = "x".join(map(str, feature_size(model, layer)))
-    note = (f"Biased model; every map explains '{name}'. CAMs and Guided Grad-CAM at {layer} "
-            f"({cells} cells, bilinearly upsampled); Guided "
-            f"Backprop as saliency; occlusion: drop of p({name}), {occlusion[0]}x{occlusion[0]} patch, stride "
-            f"{occlusion[1]}. A map that reveals the shortcut lights the square and moves with it.")
-    return save_figure(figure_grid(panels, columns, f"Every method on the same stamped images, square at the trained "
-                                   f"corner and moved", note, "map value, per panel (0 = lowest, 1 = highest)"),
+    for image, label, group in zip(images, labels.tolist(), report["groups"]):
+        for corner in (square.corner, opposite):
+            k = AUDIT_CONDITIONS.index(corner)
+            p = per_image[f"p_target/biased/{group}"][0, k]
+            picture = square_at(image, square, corner)
+            where = "trained corner" if corner == square.corner else "moved"
+            panels.append(Panel(picture, f"{CIFAR10_CLASSES[label]}, square {corner}\n({where}) p({name}) {p:.0%}"))
+            panels += [Panel(picture, method.split("@")[0], m)
+                       for method, m in example_maps(per_image, "biased", group, corner).items()]
+    layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
+    note = (f"Biased model; every map explains '{name}'. CAMs and Guided Grad-CAM at {layer}; Guided Backprop as "
+            f"saliency; occlusion: drop of p({name}). A map that reveals the shortcut lights the square at the trained "
+            "corner only: the model ignores it elsewhere.")
+    return save_figure(figure_grid(panels, len(panels) // 4, "Every method on the same stamped images, square at the "
+                                   "trained corner and moved", note, "map value, per panel (0 = lowest, 1 = highest)"),
                        path, show)
 
 
-def shortcut_catch_figure(report: dict, path: Path, show: bool) -> str:
-    """Which method catches the shortcut: per method and layer (rows), the biased model's and the control's
-    'follows the square' (mass at the square minus at the other corners) and Adebayo et al.'s (2022) cause for concern
-    vs false alarm (1 - SIM between the biased and the standard model's maps, stamped vs clean images), per group."""
+def verdict_figure(report: dict, path: Path, show: bool) -> str:
+    """Per method and layer (rows) and group (columns): the mean paired delta of the verdict measure with its bootstrap
+    95% interval for the biased model at the corners it uses and at those it ignores, and for the standard model and
+    the control at the used corners; the margin, and the verdict."""
     from matplotlib.figure import Figure
-    models = list(report["models"])
-    reference, biased, control = models[0], models[1], models[-1]
-    methods = list(report["models"][reference])
     groups = list(report["groups"])
-    fig = Figure(figsize=(15, 0.28 * len(methods) + 2.2), dpi=100)
-    axes = fig.subplots(1, 2 * len(groups), sharey=True, squeeze=False)[0]
-    ys = np.arange(len(methods))[::-1]
-    for g, group in enumerate(groups):
-        n = report["groups"][group]["images"]
-        for ax, kind in ((axes[2 * g], "follows"), (axes[2 * g + 1], "concern")):
-            series = ([(biased, "follows_square", "tab:orange", f"{biased} model"),
-                       (control, "follows_square", "tab:gray", control)] if kind == "follows" else
-                      [(biased, "cause_for_concern", "tab:red", "cause for concern (stamped images)"),
-                       (biased, "false_alarm", "tab:blue", "false alarm (clean images)")])
-            for k, (model, stat, color, label) in enumerate(series):
-                cells = [report["models"][model][m][group] for m in methods]
-                values = [c["share"][stat] if kind == "follows" else c["vs_reference"][stat] for c in cells]
-                means = np.array([v["mean"] for v in values])
-                errors = np.array([[v["mean"] - v["ci95"][0], v["ci95"][1] - v["mean"]] for v in values]).T
-                ax.errorbar(means, ys + (0.15 if k == 0 else -0.15), xerr=errors, fmt="o", ms=3.5, color=color,
-                            capsize=2, lw=1, label=label)
-            ax.axvline(0, color="k", lw=0.6)
-            ax.grid(axis="x", alpha=0.3)
-            ax.tick_params(labelsize=7)
-            title = (f"{group} ({n} images): follows the square\n(mass at it minus at the other corners)"
-                     if kind == "follows" else f"{group}: 1 - SIM({biased}, {reference} maps)")
-            ax.set_title(title, fontsize=8)
-            ax.legend(fontsize=6.5, loc="best")
-    axes[0].set_yticks(ys, methods, fontsize=7)
-    sc = report.get("scorecam_images", {}).get(groups[0], 0)
-    fig.suptitle(f"Which explanation catches the shortcut? Detection: the biased model's map follows the moved square, "
-                 f"the control's (fc+layer4 re-initialised) does not;\ncause for concern above false alarm. Means, "
-                 f"bootstrap 95% intervals. Occlusion: first {count_images(report['occlusion']['images'][groups[0]])} per group"
-                 + (f", Score-CAM: first {sc}" if sc else "") + ".", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    rows = [v for v in report["verdicts"] if v["group"] == groups[0]]
+    delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"] for r in report["records"]
+             if r["measure"] == VERDICT_MEASURE}
+    fig = Figure(figsize=(13, 0.34 * len(rows) + 1.9), dpi=100)
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    ys = np.arange(len(rows))[::-1]
+    series = (("biased", "used", "tab:red", "biased model, corner it uses"),
+              ("biased", "ignored", "tab:orange", "biased model, corners it ignores"),
+              ("standard", "used", "tab:green", "standard model, that corner"),
+              ("control", "used", "tab:gray", "control, that corner"))
+    for ax, group in zip(axes, groups):
+        verdicts = {(v["method"], v["layer"]): v for v in report["verdicts"] if v["group"] == group}
+        for j, (model, which, color, label) in enumerate(series):
+            for y, row in zip(ys, rows):
+                v = verdicts[(row["method"], row["layer"])]
+                corners = v["used_corners"] if which == "used" else [c for c in CORNERS if c not in v["used_corners"]]
+                for i, corner in enumerate(corners):
+                    d = delta.get((model, row["method"], row["layer"], group, corner))
+                    if d is not None:
+                        ax.errorbar(d["mean"], y + 0.3 - 0.2 * j, xerr=[[d["mean"] - d["ci95"][0]], [d["ci95"][1] - d["mean"]]],
+                                    fmt="o", ms=3.5, color=color, capsize=2, lw=1, label=label if y == ys[0] and i == 0 else None)
+        for y, row in zip(ys, rows):
+            ax.text(1.08, y, verdicts[(row["method"], row["layer"])]["verdict"], fontsize=7, va="center")
+        ax.axvline(0, color="k", lw=0.6)
+        ax.axvline(VERDICT_MARGIN, color="k", ls=":", lw=0.8)
+        ax.set_xlim(-0.6, 1.3)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{group} ({count_images(report['groups'][group]['images'])}): change in '{VERDICT_MEASURE}' "
+                     "when the square is added", fontsize=8)
+    axes[0].set_yticks(ys, [f"{r['method']} {'' if r['layer'] == '-' else r['layer']}" for r in rows], fontsize=7)
+    axes[0].legend(fontsize=6.5, loc="lower left")
+    fig.suptitle(f"Does the map of '{report['explained_class']}' move to the square exactly where the model uses it? "
+                 f"Paired change (square there minus clean) of '{VERDICT_MEASURE}' (maximum within "
+                 f"{report['pointing_tolerance_px']} px of the square),\nmeans with bootstrap 95% intervals; dotted: the "
+                 f"verdict's margin {VERDICT_MARGIN}. Right: the verdict (reveals = moves where used, stays where ignored, "
+                 "stays in the standard model and the control).", fontsize=8.5)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return save_figure(fig, path, show)
 
 
@@ -2368,8 +2340,32 @@ def _cpu_name() -> str:
         return platform.processor() or "cpu"
 
 
-def _fmt_ci(r: dict) -> str:
-    return f"{r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+def _fmt_ci(r: dict, spec: str = ".3f") -> str:
+    return f"{r['mean']:{spec}} [{r['ci95'][0]:{spec}}, {r['ci95'][1]:{spec}}]"
+
+
+def audit_sizes(audit: dict) -> dict[str, int]:
+    return {g: r["images"] for g, r in audit["groups"].items()}
+
+
+def verdict_rows(audit: dict, group: str) -> list[list[str]]:
+    """One row per method and layer for the summary tables, from the records: the verdict measure's delta for the
+    biased model at the first corner it uses (with the stamped and clean levels), the largest at the corners it
+    ignores, the standard model's and the control's at the used corner, and the verdict."""
+    delta = {(r["model"], r["method"], r["layer"], r["corner"]): r for r in audit["records"]
+             if r["measure"] == VERDICT_MEASURE and r["group"] == group}
+    rows = []
+    for v in (v for v in audit["verdicts"] if v["group"] == group):
+        at = {model: delta.get((model, v["method"], v["layer"], (v["used_corners"] or [None])[0]))
+              for model in AUDIT_MODELS}
+        ignored = [delta[("biased", v["method"], v["layer"], c)] for c in CORNERS if c not in v["used_corners"]]
+        worst = max(ignored, key=lambda r: r["delta"]["mean"], default=None)
+        biased = at["biased"] and f"{_fmt_ci(at['biased']['delta'], '+.2f')} ({at['biased']['stamped']:.2f} vs " \
+                                  f"{at['biased']['clean']:.2f})"
+        rows.append([v["method"], v["layer"], biased or "-",
+                     *(_fmt_ci(r["delta"], "+.2f") if r else "-" for r in (worst, at["standard"], at["control"])),
+                     v["verdict"]])
+    return rows
 
 
 def print_summary(metrics: dict) -> None:
@@ -2381,33 +2377,16 @@ def print_summary(metrics: dict) -> None:
                 [[name, m["test_accuracy"], m["frog_recall_clean"], m["frog_recall_stamped"], m["shortcut_rate_clean"],
                   m["shortcut_rate_stamped"], f"{m['train_seconds']:.1f}"] for name, m in metrics["models"].items()])
     audit = metrics["shortcut_audit"]
-    print(f"\nShortcut audit, predictions: share of the audit images called '{target}', without the square and "
-          f"with it at each corner (trained: {audit['trained_corner']}); AUROC of the '{target}' logit on the clean "
-          f"audit images (all test images: " + ", ".join(f"{name} {r['mean']:.3f}" for name, r in
-                                                         audit["target_logit_auroc_all_test_images"].items()) + ")")
-    print_table(["model", "group", *audit["conditions"], f"AUROC {target} logit"],
-                [[name, group, *(f"{by[c]['called_target']:.3f}" for c in audit["conditions"]),
-                  _fmt_ci(audit["target_logit_auroc"][name]) if group == "frogs" else ""]
-                 for name, groups in audit["predictions"].items() for group, by in groups.items()])
-    models = list(audit["models"])
-    reference, studied = models[0], models[1:]
-    print(f"\nShortcut audit, explanations of '{target}' with the square at each corner in turn (mean [95% interval]; "
-          f"'follows' = mass in the square at its position minus at the other corners, 0 for a map that does not move; "
-          f"area prior {audit['area_prior']:.3f}; 'max near' = maximum within {audit['pointing_tolerance_px']} px of "
-          f"the square, chance = random maps at the method's resolution; concern - false alarm: Adebayo et al. 2022, "
-          f"vs the {reference} model)")
-    rows = []
-    for method in audit["models"][reference]:
-        for group in audit["groups"]:
-            cells = {name: audit["models"][name][method][group] for name in models}
-            first = cells[studied[0]]
-            rows.append([method, group, first["images"], *(_fmt_ci(cells[name]["share"]["follows_square"]) for name in models),
-                         _fmt_ci(first["share"][f"follows_minus_{reference}"]), _fmt_ci(first["pointing_tolerant"]["at_square"]),
-                         f"{first['pointing_tolerant']['random']:.3f}",
-                         _fmt_ci(first["vs_reference"]["concern_minus_false_alarm"]), f"{first['constant_maps']:.2f}"])
-    print_table(["method", "group", "images", *(f"follows: {name}" for name in models),
-                 f"{studied[0]} - {reference} follows", f"{studied[0]}: max near", "chance", "concern - false alarm",
-                 "constant maps"], rows)
+    print(f"\nShortcut audit: p({target}) without the square and with it at each corner (trained: "
+          f"{audit['trained_corner']}), {', '.join(f'{n} {g}' for g, n in audit_sizes(audit).items())}")
+    print_table(["model", "group", "clean", *CORNERS],
+                [[p["model"], p["group"], f"{p['p_clean']:.3f}",
+                  *(f"{q['p_stamped']:.3f}" for q in audit["predictions"] if (q["model"], q["group"]) == (p["model"], p["group"]))]
+                 for p in audit["predictions"] if p["corner"] == CORNERS[0]])
+    print(f"\nShortcut audit verdicts ({VERDICT_MEASURE}, stamped non-{target}s): change when the square is added, mean "
+          f"[95% interval] (stamped vs clean level); ignored corners: the largest mean change; margin {VERDICT_MARGIN}")
+    print_table(["method", "layer", "biased, used corner", "biased, ignored", "standard", "control", "verdict"],
+                verdict_rows(audit, "nonfrogs"))
     faith = metrics["faithfulness"]
     print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
           "correctly classified, true class explained (mean [bootstrap 95% interval])")
@@ -2464,6 +2443,12 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+def audit_models(models: dict[str, nn.Module], seed: int) -> dict[str, nn.Module]:
+    """The three models of the audit (AUDIT_MODELS): the control is the biased model with fc and layer4 re-initialised,
+    which keeps the square's features below layer4 but not the decision that uses them."""
+    return dict(standard=models["standard"], biased=models["biased"], control=reinitialised(models["biased"], "layer4", seed))
+
+
 def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     """Grad-CAM of every requested layer on an untrained model and one blank image: a layer that does not exist,
     has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""
@@ -2538,14 +2523,9 @@ def run(cfg: Config) -> dict:
             show))
 
     ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
-    ##### standard model (the reference), the biased model, and the biased model with fc and layer4 re-initialised
+    ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
     with timed(timings, "audit"):
-        audited = {"standard": models["standard"], "biased": models["biased"],
-                   CONTROL_MODEL: reinitialised(models["biased"], "layer4", cfg.seed)}
-        audit, audit_per_image = shortcut_audit(audited, cfg, test)
-        audit["target_logit_auroc_all_test_images"] = auroc_with_ci(
-            {name: logits[name]["clean"][:, cfg.artifact_class] for name in models},
-            test.labels == cfg.artifact_class, cfg.bootstrap_resamples, cfg.seed)
+        audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
 
     ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
     picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
@@ -2567,24 +2547,20 @@ def run(cfg: Config) -> dict:
     with timed(timings, "m3_figures"):
         figures += [faithfulness_figure(faith, out / "faithfulness.png", show),
                     sanity_figure(sanity, out / "sanity_check.png", show),
-                    audit_scores_figure(audit, out / "shortcut_audit_scores.png", show)]
+                    verdict_figure(audit, out / "shortcut_verdict.png", show)]
         frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
         others = pick_examples(test.labels, [c for c in range(len(CIFAR10_CLASSES)) if c != cfg.artifact_class][:4], 1)
         shown = torch.cat([frogs, others])
         figures.append(audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
                                     cfg.artifact_class, len(frogs), layer, cfg.channels_last,
                                     out / "shortcut_audit.png", show))
-        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # as Occlusion()
-        for group, index in (("frog", frogs[0]), ("nonfrog", others[0])):
-            figures.append(relocation_figure(models, test.images[index], int(test.labels[index]), cfg.artifact_class,
-                                             cfg.square, layer, cfg.channels_last, occlusion,
-                                             out / f"relocation_{group}.png", show))
-        pair = torch.stack([frogs[0], others[0]])
-        figures.append(cam_family_figure(models["biased"], test.images[pair], test.labels[pair], cfg.artifact_class,
-                                         cfg.square, layer, cfg.method_names, cfg.scorecam_images > 0,
-                                         cfg.channels_last, occlusion,
+        first = torch.tensor([audit_per_image[f"indices/{g}"][0] for g in audit["groups"]])  # its stored examples
+        for (group, index), stem in zip(zip(audit["groups"], first), ("frog", "nonfrog")):
+            figures.append(relocation_figure(audit, audit_per_image, test.images[index], int(test.labels[index]), group,
+                                             cfg.square, out / f"relocation_{stem}.png", show))
+        figures.append(cam_family_figure(audit, audit_per_image, test.images[first], test.labels[first], cfg.square,
                                          out / "cam_family_biased.png", show))
-        figures.append(shortcut_catch_figure(audit, out / "cam_family_shortcut.png", show))
+        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # as Occlusion()
         picks = pick_examples(test.labels, cat_ship, 2, std_logits)
         figures.append(methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
                                       cfg.channels_last, occlusion, "Standard model: four explanation methods on "

@@ -127,8 +127,8 @@ def main() -> int:
                 xs[:k // 2], target[:k // 2], normalize=False)
             report["seconds"][f"audit_{precision}"] = report["seconds"].get(f"audit_{precision}", 0.0) + (
                 time.perf_counter() - start)
-            per_corner[precision]["occlusion"].append(gce.score_at_corners(occ, masks, cfg.pointing_tolerance)["share"])
-            per_corner[precision]["score_cam"].append(gce.score_at_corners(sc, masks, cfg.pointing_tolerance)["share"])
+            per_corner[precision]["occlusion"].append(torch.stack([gce.artifact_attention_share(occ, m) for m in masks], 1))
+            per_corner[precision]["score_cam"].append(torch.stack([gce.artifact_attention_share(sc, m) for m in masks], 1))
     for method in ("occlusion", "score_cam"):
         at, follows = {}, {}
         for precision in ("fp32", "bf16"):

@@ -1,23 +1,19 @@
-"""Seed spread of the headline numbers, and bf16 vs fp32 training accuracy (issue 12).
+"""Replication of the headline numbers and of the shortcut audit's verdicts across training seeds.
 
 For each seed (which draws the training and test subsets, the initial weights, the batch order, the augmentation
-and the audit images: the spread is that of a whole rerun, evaluation sample included), the
-reference recipe trains the standard and the biased model (--amp's precision: bf16 on a CPU with native bf16) and,
-for the precision comparison, the standard model once more in fp32 (--no-amp), same recipe, same epochs
-(--no-fp32-comparison skips it: at full scale on a 2-core CPU, fp32 training runs at about half the speed of bf16, so
-it adds about as much time as the two bf16 models together). Then:
-  - the prediction-level shortcut numbers of grad_cam_experiment.evaluate_model (fp32 predictions);
-  - the shortcut audit's key rows (grad_cam_experiment.shortcut_audit, Grad-CAM at every audit layer, Guided
-    Grad-CAM, occlusion on the first --audit-occlusion-images): on stamped non-frogs, the mass of the 'frog' map in
-    the square at its position minus at the other corners ('follows the square'), for the biased model and the
-    control (the biased model with fc and layer4 re-initialised);
-and across seeds the mean, the sample standard deviation and the range. Checkpoints go to <out>/checkpoints and
-are reused by a rerun of the same scale.
+and the audit images: the spread is that of a whole rerun, evaluation sample included), the stages of
+grad_cam_experiment.run() that the audit needs run as they do there: load_cifar10, train_or_load (the standard and the
+biased model, --amp's precision), evaluate_model (fp32 predictions), audit_models and shortcut_audit (the per-corner
+deltas, the records and the verdict rule, every method and audit layer; Score-CAM off). Each seed's results are
+written as soon as it finishes, to <out>/seed-<N>/audit.json (the audit's summary and the predictions) and
+<out>/seed-<N>/audit_per_image.npz (the per-image arrays every record is computed from): commit them then, since
+checkpoints do not survive a move to another machine. <out>/metrics.json gathers the seeds of the call: per seed the
+prediction numbers and every verdict, across seeds the mean, sd and range. --fp32-comparison also trains the standard
+model in fp32 per seed (bf16 vs fp32 accuracy; needs a device that trains in a low precision).
 
 Run:  python benchmarks/seeds.py --data-dir /tmp/cifar10-jpeg --seeds 0,1,2 --train-subset 2500
-Full scale, spread only:  ... --train-subset 0 --test-subset 0 --no-fp32-comparison --out outputs/seeds-full
-(a seed's checkpoints copied from a default run's output-dir/checkpoints are reused: same key).
-Writes <out>/metrics.json (default outputs/seeds/), whose `seeds` key lists the seeds, and prints tables.
+Full scale, one seed per call:  ... --seeds 1 --train-subset 0 --test-subset 0 --audit-images 200
+      --no-fp32-comparison --out outputs/seeds-full
 """
 
 from __future__ import annotations
@@ -40,11 +36,12 @@ PREDICTION_KEYS = ("test_accuracy", "frog_recall_clean", "frog_recall_stamped", 
                    "shortcut_rate_stamped")
 
 
-def key_audit_rows(audit: dict, layers: list[str]) -> dict[str, float]:
-    """'follows the square' (share of the map's mass) on stamped non-frogs, per audited model and key method."""
-    methods = [f"Grad-CAM@{layer}" for layer in layers] + [f"Guided Grad-CAM@{layers[0]}", "Occlusion"]
-    return {f"{model}: {method}": audit["models"][model][method]["nonfrogs"]["share"]["follows_square"]["mean"]
-            for model in ("biased", gce.CONTROL_MODEL) for method in methods}
+def key_values(audit: dict) -> dict[str, float]:
+    """Per method and layer, on stamped non-frogs: the biased model's change of the verdict measure at the first corner
+    it uses (stamped minus clean), the numbers whose spread across seeds the study reports."""
+    used = next((v["used_corners"][0] for v in audit["verdicts"] if v["used_corners"]), None)
+    return {f"biased {r['measure']} delta: {r['method']} {r['layer']}": r["delta"]["mean"] for r in audit["records"]
+            if (r["model"], r["group"], r["corner"], r["measure"]) == ("biased", "nonfrogs", used, gce.VERDICT_MEASURE)}
 
 
 def spread(values: list[float]) -> dict:
@@ -52,24 +49,30 @@ def spread(values: list[float]) -> dict:
                 sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values))
 
 
-def one_seed(cfg: gce.Config, device: torch.device, fp32_comparison: bool) -> dict:
+def one_seed(cfg: gce.Config, device: torch.device, fp32_comparison: bool, out: Path) -> dict:
     start = time.perf_counter()
     train, test, _ = gce.load_cifar10(cfg, device)
     fingerprint = gce.data_fingerprint(train, test)
     models = {name: gce.train_or_load(cfg, train, test, device, name == "biased", fingerprint)[0]
               for name in ("standard", "biased")}
     predictions = {name: gce.evaluate_model(model, cfg, test)[0] for name, model in models.items()}
-    audited = {"standard": models["standard"], "biased": models["biased"],
-               gce.CONTROL_MODEL: gce.reinitialised(models["biased"], "layer4", cfg.seed)}
-    audit, _ = gce.shortcut_audit(audited, cfg, test)
+    audit, per_image = gce.shortcut_audit(gce.audit_models(models, cfg.seed), cfg, test)
+    folder = out / f"seed-{cfg.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit.json").write_text(json.dumps(dict(seed=cfg.seed, config=cfg.to_dict(), models=predictions,
+                                                       shortcut_audit=audit), indent=1, default=str))
+    gce.np.savez_compressed(folder / "audit_per_image.npz", **{k: v for k, v in per_image.items()
+                                                               if not k.startswith("maps/")})
     row = {f"{name}: {key}": predictions[name][key] for name in models for key in PREDICTION_KEYS}
     if fp32_comparison:
         fp32_standard, _ = gce.train_or_load(dataclasses.replace(cfg, amp=False), train, test, device, False,
                                              fingerprint)
         row["standard: test_accuracy, fp32 training"] = gce.evaluate_model(fp32_standard, cfg, test)[0]["test_accuracy"]
-    row.update(key_audit_rows(audit, cfg.audit_layer_names))
-    return dict(seed=cfg.seed, values=row, train_images=len(train.labels), test_images=len(test.labels),
-                seconds=time.perf_counter() - start)
+    row.update(key_values(audit))
+    print(f"seed {cfg.seed}: wrote {folder}")
+    return dict(seed=cfg.seed, values=row, verdicts={f"{v['method']} {v['layer']} {v['group']}": v["verdict"]
+                                                     for v in audit["verdicts"]},
+                train_images=len(train.labels), test_images=len(test.labels), seconds=time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=recipe.epochs,
                         help="training epochs per model (default: the recipe's)")
     parser.add_argument("--bootstrap-resamples", type=int, default=recipe.bootstrap_resamples)
-    parser.add_argument("--audit-images", type=int, default=100)
-    parser.add_argument("--audit-occlusion-images", type=int, default=10)
+    parser.add_argument("--audit-images", type=int, default=200)
+    parser.add_argument("--audit-occlusion-images", type=int, default=20)
     parser.add_argument("--fp32-comparison", action=argparse.BooleanOptionalAction, default=True,
                         help="also train the standard model in fp32 per seed (the precision comparison; at full scale "
                              "on a 2-core CPU with native bf16 that is ~45 min per seed)")
@@ -98,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         base = gce.Config(data_dir=args.data_dir, output_dir=args.out, train_subset=args.train_subset,
                           test_subset=args.test_subset, epochs=args.epochs,
                           bootstrap_resamples=args.bootstrap_resamples, audit_images=args.audit_images,
-                          audit_occlusion_images=args.audit_occlusion_images, methods="GradCAM",
-                          audit_scorecam_images=0, progress=False)
+                          audit_occlusion_images=args.audit_occlusion_images, audit_scorecam_images=0,
+                          progress=False)
     except (ValueError, gce.UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     comparing = ", and fp32 for the comparison" if args.fp32_comparison else ""
     print(f"precision: training {precision['training']} ({precision['reason']}){comparing}")
     gce.print_table(gce.EPOCH_LOG)
-    runs = [one_seed(dataclasses.replace(base, seed=seed), device, args.fp32_comparison) for seed in seeds]
+    out = Path(args.out)
+    runs = [one_seed(dataclasses.replace(base, seed=seed), device, args.fp32_comparison, out) for seed in seeds]
     names = list(runs[0]["values"])
     summary = {name: spread([r["values"][name] for r in runs]) for name in names}
     comparison = None
@@ -126,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
                                           audit_occlusion_images=base.audit_occlusion_images),
                   config=base.to_dict(), environment=gce.environment_info(device), precision=precision,
                   per_seed=runs, summary=summary, precision_accuracy=comparison)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
     print()
     gce.print_table(["model: measure", *(f"seed {s}" for s in seeds), "mean", "sd"],
                     [[name, *(f"{v:.4f}" for v in s["values"]), f"{s['mean']:.4f}", f"{s['sd'] or 0:.4f}"]
                      for name, s in summary.items()])
+    print()
+    gce.print_table(["method layer group", *(f"seed {s}" for s in seeds)],
+                    [[case, *(r["verdicts"][case] for r in runs)] for case in runs[0]["verdicts"]])
     if comparison is not None:
         print(f"\nstandard model test accuracy: {precision['training']} {comparison['amp']['mean']:.4f} "
               f"(sd {comparison['amp']['sd'] or 0:.4f}) vs fp32 {comparison['fp32']['mean']:.4f} "

@@ -1,6 +1,7 @@
-"""The shortcut audit as a counterfactual test: every measure on hand-built maps and toy models whose answer is
-known (a map that follows a moved square, a fixed blob, a constant map, a model that ignores the square), the chance
-levels by enumeration, the statistics, and the per-image scores from which every interval can be recomputed."""
+"""The shortcut audit as a counterfactual test: every measure on hand-built maps whose answer is known, chance and
+ceiling by enumeration, agreement with Quantus, the verdict rule on hand-built maps (a faithful map passes; a fixed blob,
+a bright-patch detector, a map that moves in the control and one that moves at every corner fail), toy models, and the
+per-image arrays from which every record can be recomputed."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from test_milestone3 import SquareDetector
 
 MASKS = gce.corner_masks(6)  # [4, 32, 32], in gce.CORNERS order
 TOLERANCE = 8
+CELL = 8  # layer4's grid on 32x32 inputs: 4x4 cells of 8 px
 
 
 def test_corner_masks_are_the_stamped_squares():
@@ -43,97 +45,200 @@ def test_similarity_is_histogram_intersection_and_defined_for_constant_maps():
     zero, constant = torch.zeros(1, 32, 32), torch.full((1, 32, 32), 0.7)
     assert gce.similarity(zero, constant).item() == pytest.approx(1.0)  # both uniform: no location
     assert gce.similarity(zero, square).item() == pytest.approx(36 / 1024)
-    half = square * 0.5 + MASKS[3].float()[None] * 0.5  # half the mass on the square
-    assert gce.similarity(half, square).item() == pytest.approx(0.5)
     a, b = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
     torch.testing.assert_close(gce.similarity(a, b), gce.similarity(b, a))
     torch.testing.assert_close(gce.similarity(a, 5 * a), torch.ones(3, dtype=torch.float64))  # scale-free
 
 
-def follow_scores(maps_for: dict) -> dict:
-    """score_at_corners of the maps for each condition ('none' and every corner)."""
-    return {c: gce.score_at_corners(m, MASKS, TOLERANCE) for c, m in maps_for.items()}
+def one_hot_cams(*cells) -> torch.Tensor:
+    """4x4 CAMs, one per (row, col) cell, brought to 32x32 by Grad-CAM's own upsampling."""
+    native = torch.zeros(len(cells), 4, 4)
+    for i, (r, c) in enumerate(cells):
+        native[i, r, c] = 1.0
+    return gce.cam_upsample(native, (32, 32))
 
 
-def summary(maps_for: dict) -> dict:
-    scores = follow_scores(maps_for)
-    fixed = gce.score_at_corners(maps_for["none"].mean(0, keepdim=True), MASKS, TOLERANCE)
-    chance = {m: 0.0 for m in gce.AUDIT_MEASURES}
-    return gce.relocation_summary(scores, fixed, chance, resamples=100, seed=0)
+def test_measures_at_the_native_grid_on_hand_built_cams():
+    # The square's own cell (0, 0); one cell diagonally inward (1, 1): the biased model's Grad-CAM at layer4.1.conv2;
+    # the far corner (3, 3).
+    s = gce.score_at_corners(one_hot_cams((0, 0), (1, 1), (3, 3)), MASKS, TOLERANCE, CELL)
+    top_left = {m: s[m][:, 0].tolist() for m in gce.AUDIT_MEASURES}
+    assert top_left["point_cell"] == [1, 0, 0] and top_left["point_near_cell"] == [1, 1, 0]
+    assert top_left["point_px"] == [1, 1, 0]  # 8 px around a 6 px square reach into cell (1, 1)
+    assert top_left["share"][1] < 0.002 < 0.1 < top_left["share"][0]  # mass in the square sees only its own cell
+    assert s["point_cell"][2].tolist() == [0, 0, 0, 1]  # the far corner's cell is the bottom-right square's
+    # Pixel resolution (cell 1): point_cell is strict pointing, point_near_cell one pixel around the square.
+    near = torch.zeros(1, 32, 32)
+    near[0, 6, 6] = 1.0
+    p = gce.score_at_corners(near, MASKS, TOLERANCE, 1)
+    assert p["point_cell"][0, 0] == 0 and p["point_near_cell"][0, 0] == 1 and p["point_px"][0, 0] == 1
+    constant = gce.score_at_corners(torch.ones(2, 32, 32), MASKS, TOLERANCE, CELL)
+    assert all(constant[m].sum() == 0 for m in ("point_px", "point_cell", "point_near_cell"))  # points nowhere
+    assert constant["share"][0, 0] == pytest.approx(36 / 1024)
 
 
-def test_a_map_that_follows_the_square_scores_one_and_a_fixed_blob_zero():
-    blank = torch.zeros(2, 32, 32)
-    following = {"none": blank + 0.1, **{c: m.float().expand(2, 32, 32) for c, m in zip(gce.CORNERS, MASKS)}}
-    r = summary(following)
-    for measure in ("share", "pointing_strict", "pointing_tolerant", "similarity"):
-        assert r[measure]["at_square"]["mean"] == pytest.approx(1.0) and r[measure]["elsewhere"] == 0.0
-        assert r[measure]["follows_square"]["mean"] == pytest.approx(1.0)
-    assert r["share"]["clean"] == pytest.approx(36 / 1024)  # the clean map is constant: uniform mass
-
-    # A blob that stays near the trained corner whatever the square does: it hits the square once in four placements
-    # and its 'follows' score is exactly 0, however high it scores at the trained corner.
-    blob = torch.zeros(2, 32, 32)
-    blob[:, 2:10, 2:10] = 1.0
-    fixed = {c: blob for c in gce.AUDIT_CONDITIONS}
-    r = summary(fixed)
-    assert r["by_corner"]["top-left"]["pointing_tolerant"] == 1.0 and r["pointing_tolerant"]["at_square"]["mean"] == 0.25
-    for measure in gce.AUDIT_MEASURES:
-        assert r[measure]["follows_square"]["mean"] == pytest.approx(0.0, abs=1e-12)
-        assert r[measure]["stamped_minus_clean"]["mean"] == pytest.approx(0.0, abs=1e-12)
-        assert r[measure]["minus_image_independent"]["mean"] == pytest.approx(0.0, abs=1e-12)
-
-    constant = {c: torch.ones(2, 32, 32) for c in gce.AUDIT_CONDITIONS}
-    r = summary(constant)
-    assert r["pointing_strict"]["at_square"]["mean"] == 0.0  # a constant map points nowhere
-    assert r["share"]["at_square"]["mean"] == pytest.approx(36 / 1024) and r["share"]["follows_square"]["mean"] == 0
-
-
-def test_pointing_chance_at_4x4_by_enumeration_matches_the_simulation():
-    # Enumeration: a one-hot 4x4 map through Grad-CAM's own upsampling; which of the 16 argmax cells hit the square?
-    one_hot = torch.eye(16).view(16, 4, 4)
-    up = gce.cam_upsample(one_hot, (32, 32))
-    hits = gce.score_at_corners(up, MASKS, TOLERANCE)
-    assert hits["pointing_strict"].mean().item() == 1 / 16   # only the corner cell's peak lies in the 6x6 square
-    assert hits["pointing_tolerant"].mean().item() == 4 / 16  # the four cells of the corner's 2x2 quadrant
-    simulated = gce.method_chance(gce.build_model(), "Grad-CAM@layer4.1.conv2", MASKS, TOLERANCE, (8, 2), seed=0)
-    # Random 4x4 maps hit the square more often than one cell in 16: bilinear upsampling keeps a corner cell's value
-    # undiluted on its clamped border pixels but never reaches an interior cell's full value, so a corner cell wins
-    # some maxima that belong to an interior cell. That is why chance is simulated through the real upsampling.
-    assert 1 / 16 < simulated["pointing_strict"] < 0.1
-    assert simulated["pointing_tolerant"] == pytest.approx(4 / 16, abs=0.02)
-    assert simulated["share"] == pytest.approx(36 / 1024, abs=0.004)
-    pixels = gce.method_chance(gce.build_model(), "Guided Backprop", MASKS, TOLERANCE, (8, 2), seed=0)
-    assert pixels["pointing_strict"] == pytest.approx(36 / 1024, abs=0.01)
-    assert pixels["pointing_tolerant"] == pytest.approx(196 / 1024, abs=0.02)  # the 14x14 region around a corner
-    # Guided Grad-CAM's maximum follows its CAM's coarse grid: its chance lies above the pixel level.
-    guided = gce.method_chance(gce.build_model(), "Guided Grad-CAM@layer4.1.conv2", MASKS, TOLERANCE, (8, 2), seed=0)
-    assert guided["pointing_tolerant"] > pixels["pointing_tolerant"] + 0.02
-    layer3 = gce.method_chance(gce.build_model(), "Grad-CAM@layer3", MASKS, TOLERANCE, (8, 2), seed=0)
-    assert layer3["pointing_tolerant"] < simulated["pointing_tolerant"]  # finer grid: closer to the area prior
+def test_chance_and_ceiling_by_enumeration():
+    # Enumeration: which of the 16 one-hot 4x4 maps, through Grad-CAM's upsampling, hit the top-left square?
+    hits = gce.score_at_corners(one_hot_cams(*[(r, c) for r in range(4) for c in range(4)]), MASKS, TOLERANCE, CELL)
+    assert hits["point_cell"].mean().item() == 1 / 16 and hits["point_near_cell"].mean().item() == 4 / 16
+    assert hits["point_px"].mean().item() == 4 / 16  # the four cells of the corner's 2x2 quadrant
+    model = gce.build_model()
+    cam = gce.method_baselines(model, "Grad-CAM@layer4.1.conv2", MASKS, TOLERANCE, CELL, (8, 2), seed=0)
+    # Random 4x4 maps: the peak cell is uniform over the 16 cells
+    assert cam["point_cell"]["chance"] == pytest.approx(1 / 16, abs=0.015)
+    assert cam["point_near_cell"]["chance"] == pytest.approx(4 / 16, abs=0.02)
+    assert cam["point_px"]["chance"] == pytest.approx(4 / 16, abs=0.02)
+    assert cam["share"]["chance"] == pytest.approx(36 / 1024, abs=0.004)
+    assert all(cam[m]["ceiling"] == 1.0 for m in ("point_px", "point_cell", "point_near_cell"))
+    best = gce.score_at_corners(one_hot_cams((0, 0)), MASKS, TOLERANCE, CELL)["share"][0, 0].item()
+    assert cam["share"]["ceiling"] == pytest.approx(best) and 0.3 < best < 0.7  # no 4x4 map puts all its mass there
+    pixels = gce.method_baselines(model, "Guided Backprop", MASKS, TOLERANCE, 1, (8, 2), seed=0)
+    assert pixels["point_cell"]["chance"] == pytest.approx(36 / 1024, abs=0.01) and pixels["share"]["ceiling"] == 1.0
+    assert pixels["point_px"]["chance"] == pytest.approx(196 / 1024, abs=0.02)  # the 14x14 region around a corner
+    guided = gce.method_baselines(model, "Guided Grad-CAM@layer4.1.conv2", MASKS, TOLERANCE, 1, (8, 2), seed=0)
+    assert guided["point_px"]["chance"] > pixels["point_px"]["chance"] + 0.02  # its maximum follows the CAM's grid
+    occlusion = gce.method_baselines(model, "Occlusion", MASKS, TOLERANCE, 2, (8, 2), seed=0)
+    assert occlusion["point_cell"]["ceiling"] == 1.0 and occlusion["share"]["ceiling"] < 1.0
+    assert gce.native_cell("Grad-CAM@layer3", {"layer3": (8, 8)}, 2) == 4 and gce.native_cell("Occlusion", {}, 2) == 2
+    assert gce.native_cell("Guided Grad-CAM@layer3", {"layer3": (8, 8)}, 2) == 1
 
 
-def test_occlusion_map_is_the_mean_over_covering_windows():
-    windows = gce.occlusion_windows(32, 32, 8, 2)
-    assert windows.shape == (169, 32, 32) and windows.sum(0).min() >= 1
-    torch.testing.assert_close(gce.occlusion_map(torch.ones(1, 169), windows), torch.ones(1, 32, 32))
-
-
-def test_auroc_matches_pairwise_counting():
+def test_pointing_and_share_agree_with_quantus():
+    # Quantus 0.6.0 on the same maps: PointingGame (tolerance: the grown mask as its segmentation) and
+    # RelevanceMassAccuracy. Two differences of definition: Quantus counts a constant map (every pixel a tied maximum)
+    # as a hit, we count it as a miss; and it rescales each map by its maximum first (normalise=True), which changes
+    # neither the maximum's position nor the share. Tied maxima count as hits in both.
+    import quantus
     g = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 6, (40,), generator=g).double()  # many ties
-    positive = torch.rand(40, generator=g) < 0.4
-    pos, neg = scores[positive], scores[~positive]
-    pairwise = ((pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()).mean()
-    assert gce.auroc(scores[None], positive).item() == pytest.approx(pairwise.item())
-    assert gce.auroc(positive.double()[None], positive).item() == 1.0
-    assert gce.auroc(-positive.double()[None], positive).item() == 0.0
-    assert gce.auroc(torch.zeros(1, 40), positive).item() == 0.5
-    r = gce.auroc_with_ci({"a": scores, "b": positive.double()}, positive, resamples=200, seed=0)
-    assert r["b"]["mean"] == 1.0 and r["b"]["ci95"] == [1.0, 1.0]
-    assert r["a"]["ci95"][0] <= r["a"]["mean"] <= r["a"]["ci95"][1]
-    assert r["b - a"]["mean"] == pytest.approx(1.0 - r["a"]["mean"])
+    maps = torch.rand(24, 32, 32, generator=g) ** 4
+    maps[:6] = one_hot_cams((0, 0), (1, 1), (0, 3), (3, 0), (2, 2), (1, 0))
+    maps[6] = 0.0
+    maps[6, :2, :2] = maps[6, 30:, 30:] = 1.0  # tied maxima, one inside the square
+    maps[7] = 1.0  # constant
+    x = torch.zeros(len(maps), 3, 32, 32).numpy()
+    y = np.zeros(len(maps), dtype=int)
+    ours = gce.score_at_corners(maps, MASKS, TOLERANCE, 1)
+    for k, mask in enumerate(MASKS):
+        for tolerance, measure in ((0, "point_cell"), (TOLERANCE, "point_px")):
+            region = gce.dilate(mask, tolerance).float().expand(len(maps), 1, 32, 32).numpy()
+            theirs = quantus.PointingGame(disable_warnings=True)(model=None, x_batch=x, y_batch=y,
+                                                                  a_batch=maps[:, None].numpy(), s_batch=region)
+            theirs = np.array(theirs, dtype=float)
+            assert theirs[7] == 1.0 and ours[measure][7, k] == 0.0  # the constant map
+            keep = np.arange(len(maps)) != 7
+            np.testing.assert_array_equal(ours[measure][keep, k].numpy(), theirs[keep])
+        mass = quantus.RelevanceMassAccuracy(disable_warnings=True)(
+            model=None, x_batch=x, y_batch=y, a_batch=maps[:, None].numpy(),
+            s_batch=mask.float().expand(len(maps), 1, 32, 32).numpy())
+        np.testing.assert_allclose(ours["share"][:, k].numpy(), np.array(mass, dtype=float), rtol=1e-5, atol=1e-7)
 
+
+# ---------------------------------------------------------------- the verdict rule on hand-built maps
+
+N = 40
+BLOB = torch.zeros(32, 32)
+BLOB[14:18, 14:18] = 1.0  # a centred blob, beyond 8 px of every corner square,: where a map looks when not at the square
+
+
+def hand_built(moves: dict[str, set], uses: dict[str, set], fraction: float = 1.0) -> dict[str, np.ndarray]:
+    """Per-image arrays as shortcut_audit writes them, for one method: a model's map lights the square at the corners
+    in moves[model] (for the first `fraction` of the images) and the centred blob otherwise; its p(target) is 0.9 with
+    the square at the corners in uses[model], 0.05 otherwise."""
+    per_image = {}
+    for model in gce.AUDIT_MODELS:
+        for state in ("clean", "stamped"):
+            for k, corner in enumerate(gce.CORNERS):
+                maps = BLOB.expand(N, 32, 32).clone()
+                if state == "stamped" and corner in moves[model]:
+                    maps[:int(N * fraction)] = MASKS[k].float()
+                scored = gce.score_at_corners(maps, MASKS, TOLERANCE, CELL)
+                for measure, values in scored.items():
+                    key = f"scores/{model}/Grad-CAM/layer4.1.conv2/nonfrogs/{state}/{measure}"
+                    per_image.setdefault(key, values.numpy().copy())[:, k] = values[:, k].numpy()
+        p = np.full((N, 5), 0.05)
+        p[:, 1:] = [0.9 if c in uses[model] else 0.05 for c in gce.CORNERS]
+        per_image[f"p_target/{model}/nonfrogs"] = p
+    return per_image
+
+
+def verdict(moves: dict[str, set], uses: dict[str, set] | None = None, fraction: float = 1.0) -> dict:
+    uses = uses or {"standard": set(), "biased": {"top-left"}, "control": set()}
+    summary = gce.audit_summary(hand_built(moves, uses, fraction), resamples=200, seed=0)
+    (row,) = summary["verdicts"]
+    return row
+
+
+ALL = set(gce.CORNERS)
+
+
+def test_a_faithful_map_passes():
+    row = verdict({"standard": set(), "biased": {"top-left"}, "control": set()})
+    assert (row["reveals"], row["selective"], row["specific"], row["verdict"]) == ("pass", "pass", "pass", "reveals")
+    assert row["used_corners"] == ["top-left"] and row["control_false_alarms"] == []
+    assert verdict({"standard": set(), "biased": {"top-left"}, "control": set()}, fraction=0.7)["verdict"] == "reveals"
+
+
+def test_a_fixed_blob_fails_to_reveal():
+    row = verdict({"standard": set(), "biased": set(), "control": set()})
+    assert row["reveals"] == "fail" and row["verdict"] == "fails"
+
+
+def test_a_bright_patch_detector_fails():
+    row = verdict({"standard": ALL, "biased": ALL, "control": ALL})
+    assert (row["reveals"], row["selective"], row["specific"], row["verdict"]) == ("pass", "fail", "fail", "fails")
+    assert row["control_false_alarms"] == ["top-right", "bottom-left", "bottom-right"]
+
+
+def test_a_map_that_moves_in_the_control_fails():
+    row = verdict({"standard": set(), "biased": {"top-left"}, "control": {"top-left"}})
+    assert (row["selective"], row["specific"], row["verdict"]) == ("pass", "fail", "fails")
+
+
+def test_a_map_that_moves_at_every_corner_fails():
+    row = verdict({"standard": set(), "biased": ALL, "control": set()})
+    assert (row["reveals"], row["selective"], row["specific"], row["verdict"]) == ("pass", "fail", "pass", "fails")
+
+
+def test_the_rule_follows_the_corners_the_model_uses_and_says_unclear_when_the_data_do_not_decide():
+    two = {"standard": set(), "biased": {"top-left", "top-right"}, "control": set()}
+    row = verdict(two, two)
+    assert row["used_corners"] == ["top-left", "top-right"] and row["verdict"] == "reveals"
+    assert verdict({"standard": set(), "biased": {"top-left"}, "control": set()}, two)["reveals"] == "fail"
+    assert verdict(two, {"standard": set(), "biased": set(), "control": set()})["verdict"] == "n/a"  # no shortcut
+    # A quarter of the images move: the interval straddles the margin (0.2) -> neither pass nor fail.
+    row = verdict({"standard": set(), "biased": {"top-left"}, "control": set()}, fraction=0.25)
+    assert row["reveals"] == "unclear" and row["verdict"] == "unclear"
+    assert gce.judge([[0.3, 0.5], [0.25, 0.9]], "above") == "pass" and gce.judge([], "below") == "n/a"
+    assert gce.judge([[0.3, 0.5], [0.0, 0.1]], "above") == "fail" and gce.judge([[0.1, 0.3]], "below") == "unclear"
+
+
+def test_the_records_hold_the_levels_beside_every_delta():
+    summary = gce.audit_summary(hand_built({"standard": set(), "biased": {"top-left"}, "control": set()},
+                                           {"standard": set(), "biased": {"top-left"}, "control": set()}), 200, 0)
+    (r,) = [r for r in summary["records"] if (r["model"], r["corner"], r["measure"]) == ("biased", "top-left", "point_px")]
+    assert (r["method"], r["layer"], r["group"], r["n"]) == ("Grad-CAM", "layer4.1.conv2", "nonfrogs", N)
+    assert (r["stamped"], r["clean"], r["delta"]["mean"]) == (1.0, 0.0, 1.0)
+    (p,) = [p for p in summary["predictions"] if (p["model"], p["corner"]) == ("biased", "top-left")]
+    assert p["p_stamped"] == pytest.approx(0.9) and p["use"]["mean"] == pytest.approx(0.85)
+    assert len(summary["records"]) == 3 * 4 * len(gce.AUDIT_MEASURES)
+
+
+def test_hotspot_check_tells_a_hotspot_that_follows_the_object_from_one_pinned_by_the_square():
+    g = torch.Generator().manual_seed(0)
+    objects = torch.zeros(30, 32, 32)
+    for i, (r, c) in enumerate(torch.randint(8, 24, (30, 2), generator=g).tolist()):
+        objects[i, r - 4:r + 4, c - 4:c + 4] = 0.5  # the standard model's hotspot: on the object, wherever it is
+        objects[i, r, c] = 1.0
+    pinned = torch.zeros(30, 32, 32)
+    pinned[:, 8:14, 8:14] = 1.0  # one cell in from the square, whatever the image
+    check = gce.hotspot_check({"standard": objects, "biased": pinned}, MASKS[0], TOLERANCE, 200, 0)
+    assert check["near_square"]["biased"]["mean"] == 1.0 and check["near_square"]["standard"]["mean"] < 0.5
+    assert abs(check["sim_same_minus_other"]["mean"]) < 0.1
+    follows = gce.hotspot_check({"standard": objects, "biased": objects * 0.5 + pinned * 0.1}, MASKS[0], TOLERANCE, 200, 0)
+    assert follows["sim_same_minus_other"]["ci95"][0] > 0.2
+
+
+# ---------------------------------------------------------------- toy models through the whole audit
 
 class FixedBlob(nn.Module):
     """'frog' logit from a feature map that is the same blob near the top-left corner for every input: its
@@ -153,66 +258,82 @@ class FixedBlob(nn.Module):
         return logits.index_copy(1, torch.tensor([6], device=x.device), score[:, None])
 
 
+class CornerDetector(nn.Module):
+    """'frog' logit from yellow pixels in the top-left quadrant only: a model that uses the square at one corner.
+    Its `features` light yellow anywhere, so Grad-CAM (one channel, its gradient averaged over space) lights the square
+    at every corner although the decision ignores three of them; HiResCAM (gradient x activation per position) does
+    not. A known failure of gradient averaging, which the verdict must catch."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = SquareDetector().features
+        quadrant = torch.zeros(1, 1, 32, 32)
+        quadrant[..., :16, :16] = 1.0
+        self.register_buffer("quadrant", quadrant)
+
+    def forward(self, x):
+        score = (self.features(x).clamp(max=1.0) * self.quadrant).flatten(1).mean(1) * 1000
+        logits = torch.zeros(len(x), 10, device=x.device)
+        return logits.index_copy(1, torch.tensor([6], device=x.device), score[:, None])
+
+
 @pytest.fixture(scope="module")
 def toy_audit():
-    cfg = gce.Config(audit_layers="features", channels_last=False, eval_batch_size=16, audit_images=9,
-                     audit_occlusion_images=3, bootstrap_resamples=100, occlusion_stride=4)
+    cfg = gce.Config(audit_layers="features", channels_last=False, eval_batch_size=16, audit_images=18,
+                     audit_occlusion_images=3, bootstrap_resamples=100, occlusion_stride=4, methods="GradCAM,HiResCAM",
+                     progress=False)
     g = torch.Generator().manual_seed(0)
-    test = gce.Split(torch.randint(0, 120, (100, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(100) % 10)
+    test = gce.Split(torch.randint(0, 120, (200, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(200) % 10)
     models = {"standard": SquareDetector(colour_sign=(0.0, 0.0, 1.0), bias=-1.0),  # looks at blue: ignores the square
-              "biased": SquareDetector(), "fixed blob": FixedBlob()}
+              "biased": CornerDetector(), "control": FixedBlob()}
     report, per_image = gce.shortcut_audit(models, cfg, test)
     return cfg, test, report, per_image
 
 
+def find(rows, **where):
+    (row,) = [r for r in rows if all(r[k] == v for k, v in where.items())]
+    return row
+
+
 def test_audit_on_models_whose_answer_is_known(toy_audit):
     cfg, test, report, _ = toy_audit
-    assert report["groups"]["frogs"]["images"] == 9 and report["groups"]["nonfrogs"]["images"] == 9
+    assert report["groups"]["frogs"]["images"] == 18 and report["groups"]["nonfrogs"]["images"] == 18
     assert set(report["groups"]["nonfrogs"]["per_class"]) == set(gce.CIFAR10_CLASSES) - {"frog"}
     assert report["area_prior"] == pytest.approx(36 / 1024) and report["occlusion"]["images"] == dict(frogs=3,
                                                                                                      nonfrogs=3)
-    biased, standard, blob = (report["models"][m] for m in ("biased", "standard", "fixed blob"))
     for group in ("frogs", "nonfrogs"):
-        for method in ("Grad-CAM@features", "Guided Grad-CAM@features"):  # the square detector's map is the square
-            r = biased[method][group]
-            assert r["share"]["follows_square"]["mean"] == pytest.approx(1.0)
-            assert r["pointing_strict"]["at_square"]["mean"] == 1.0 and r["similarity"]["at_square"]["mean"] > 0.99
-            assert r["share"]["minus_standard"]["ci95"][0] > 0.9
-            assert r["vs_reference"]["false_alarm"]["mean"] == 0.0  # both all-zero on clean images: uniform
-            assert r["vs_reference"]["concern_minus_false_alarm"]["mean"] > 0.9
-            assert standard[method][group]["constant_maps"] == 1.0  # no blue anywhere: no evidence at all
-            assert standard[method][group]["share"]["follows_square"]["mean"] == 0.0
-        occlusion = biased["Occlusion"][group]  # covering the square removes the evidence: drop on the square
-        assert occlusion["pointing_tolerant"]["follows_square"]["mean"] == 1.0 and occlusion["images"] == 3
-        for method, r in blob.items():  # input-independent maps never follow the square
-            if method.startswith("Score-CAM"):  # not input-independent: see test_score_cam_of_a_model_that_ignores_x
-                continue
-            for measure in gce.AUDIT_MEASURES:
-                assert r[group][measure]["follows_square"]["mean"] == pytest.approx(0.0, abs=1e-9), (method, measure)
-        assert blob["Grad-CAM@features"][group]["share"]["at_square"]["mean"] == pytest.approx(
-            blob["Grad-CAM@features"][group]["share"]["image_independent"])
-    predictions = report["predictions"]["biased"]
-    for group in ("frogs", "nonfrogs"):
-        assert predictions[group]["none"]["called_target"] == 0.0
-        assert all(predictions[group][c]["called_target"] == 1.0 for c in gce.CORNERS)  # the shortcut, any corner
-    assert report["target_logit_auroc"]["biased"]["mean"] == 0.5  # without the square it does not see frogs at all
-    chance = report["chance"]["Grad-CAM@features"]  # 'features' is 32x32: pixel resolution
-    assert chance["pointing_strict"] == pytest.approx(36 / 1024, abs=0.01)
+        use = {c: find(report["predictions"], model="biased", group=group, corner=c)["use"]["mean"] for c in gce.CORNERS}
+        assert use["top-left"] > 0.85 and max(use[c] for c in gce.CORNERS[1:]) == 0.0
+        verdicts = {(v["method"], v["layer"]): v for v in report["verdicts"] if v["group"] == group}
+        assert verdicts[("HiResCAM", "features")]["verdict"] == "reveals"
+        # Guided Grad-CAM multiplies Grad-CAM's map by the guided gradients, which are zero where the decision ignores
+        # the square: the product stays there.
+        assert verdicts[("Guided Grad-CAM", "features")]["verdict"] == verdicts[("Guided Backprop", "-")]["verdict"] \
+            == "reveals"
+        grad_cam = verdicts[("Grad-CAM", "features")]
+        assert (grad_cam["reveals"], grad_cam["selective"], grad_cam["verdict"]) == ("pass", "fail", "fails")
+        r = find(report["records"], model="biased", method="Grad-CAM", layer="features", group=group, corner="top-right",
+                 measure="point_cell")
+        assert (r["stamped"], r["clean"]) == (1.0, 0.0)  # lights the square where the model ignores it
+        for v in verdicts.values():  # the fixed blob (control) never moves; the blue-looking standard model neither
+            assert v["specific"] in ("pass", "n/a") and v["control_false_alarms"] == []
+        assert find(report["records"], model="biased", method="Occlusion", layer="-", group=group, corner="top-left",
+                    measure="point_px")["n"] == 3
+    baseline = find(report["baselines"], method="Grad-CAM", layer="features")  # 'features' is 32x32: pixels
+    assert baseline["cell_px"] == 1 and baseline["point_cell_chance"] == pytest.approx(36 / 1024, abs=0.01)
+    assert report["hotspot"]["near_square"]["biased"]["mean"] == 1.0
 
 
-def test_every_interval_can_be_recomputed_from_the_per_image_scores(toy_audit, tmp_path):
+def test_every_record_can_be_recomputed_from_the_per_image_arrays(toy_audit, tmp_path):
     cfg, test, report, per_image = toy_audit
     np.savez_compressed(tmp_path / "audit_per_image.npz", **per_image)
-    saved = np.load(tmp_path / "audit_per_image.npz")
-    assert np.array_equal(saved["indices/frogs"], gce.audit_groups(test.labels, 6, 9, cfg.seed)["frogs"].numpy())
-    key = "scores/biased/Grad-CAM@features/frogs/{}/share"
-    at = np.mean([saved[key.format(c)][:, k] for k, c in enumerate(gce.CORNERS)], axis=0)
-    r = report["models"]["biased"]["Grad-CAM@features"]["frogs"]["share"]
-    again = gce.mean_with_ci(torch.from_numpy(at), cfg.bootstrap_resamples, cfg.seed)
-    assert again["mean"] == pytest.approx(r["at_square"]["mean"]) and again["ci95"] == pytest.approx(
-        r["at_square"]["ci95"], abs=1e-6)
-    hits = saved["scores/standard/Guided Backprop/nonfrogs/top-right/pointing_tolerant"]
-    assert hits.dtype == np.uint8 and hits.shape == (9, 4)
+    saved = dict(np.load(tmp_path / "audit_per_image.npz"))
+    assert np.array_equal(saved["indices/frogs"], gce.audit_groups(test.labels, 6, 18, cfg.seed)["frogs"].numpy())
+    again = gce.audit_summary({k: v for k, v in saved.items() if not k.startswith("maps/")}, cfg.bootstrap_resamples,
+                              cfg.seed)
+    assert again["records"] == report["records"] and again["verdicts"] == report["verdicts"]
+    assert saved["scores/control/Guided Backprop/-/nonfrogs/stamped/point_px"].shape == (18, 4)
+    assert saved["maps/biased/Grad-CAM/features/frogs/top-left"].shape == (32, 32)  # the figures' example maps
 
 
 def test_score_cam_of_a_model_that_ignores_its_input_shows_the_activations():

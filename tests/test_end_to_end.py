@@ -11,9 +11,9 @@ import grad_cam_experiment as gce
 from conftest import write_image_folder
 
 FIGURES = ["standard_cat_ship.png", "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png",
-           "faithfulness.png", "sanity_check.png", "shortcut_audit_scores.png", "shortcut_audit.png",
+           "faithfulness.png", "sanity_check.png", "shortcut_verdict.png", "shortcut_audit.png",
            "relocation_frog.png", "relocation_nonfrog.png", "methods_standard.png", "methods_biased_frogs.png",
-           "cam_family_biased.png", "cam_family_shortcut.png"]
+           "cam_family_biased.png"]
 
 
 def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_path, capsys):
@@ -42,11 +42,13 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
         assert 0 <= m["test_accuracy"] <= 1 and set(m["per_class_accuracy"]) == set(gce.CIFAR10_CLASSES)
         assert 0 <= m["frog_recall_clean"] <= 1 and 0 <= m["frog_recall_stamped"] <= 1
         assert 0 <= m["shortcut_rate_clean"] <= 1 and 0 <= m["shortcut_rate_stamped"] <= 1
-        methods = metrics["shortcut_audit"]["models"][name]
+        records = [r for r in metrics["shortcut_audit"]["records"] if r["model"] == name]
         cams = ("Grad-CAM", "Grad-CAM++", "HiResCAM", "LayerCAM", "XGrad-CAM", "Guided Grad-CAM")  # no Score-CAM: quick
-        assert list(methods) == ["Guided Backprop", *(f"{m}@{layer}" for layer in ("layer4.1.conv2", "layer4.1", "layer3")
-                                                      for m in cams), "Occlusion"]
-        assert 0 <= methods["Grad-CAM@layer3"]["frogs"]["share"]["at_square"]["mean"] <= 1
+        assert list(dict.fromkeys((r["method"], r["layer"]) for r in records)) == [
+            ("Guided Backprop", "-"), *((m, layer) for layer in ("layer4.1.conv2", "layer4.1", "layer3") for m in cams),
+            ("Occlusion", "-")]
+        assert len(records) == (2 + 3 * len(cams)) * 2 * 4 * len(gce.AUDIT_MEASURES)  # groups x corners x measures
+        assert all(0 <= r["stamped"] <= 1 and 0 <= r["clean"] <= 1 for r in records)
         assert not m["reused_checkpoint"] and Path(m["checkpoint"]).is_file()
     every = {"Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Grad-CAM++", "HiResCAM", "LayerCAM", "XGrad-CAM",
              "Score-CAM"}
@@ -54,7 +56,10 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert metrics["faithfulness"]["methods"]["Score-CAM"]["images"] == 1  # --quick: one image
     assert set(metrics["sanity_check"]["verdict"]) == every
     assert {"data_seconds", "train_seconds", "total_seconds"} <= metrics["timings"].keys()
-    assert gce.CONTROL_MODEL in metrics["shortcut_audit"]["models"]
+    audit = metrics["shortcut_audit"]
+    assert {p["model"] for p in audit["predictions"]} == set(gce.AUDIT_MODELS)
+    assert len(audit["verdicts"]) == 2 * (2 + 3 * len(cams))
+    assert {v["verdict"] for v in audit["verdicts"]} <= {"reveals", "fails", "unclear", "n/a"}
     per_image = gce.np.load(out / "audit_per_image.npz")
     assert len(per_image["indices/frogs"]) == metrics["shortcut_audit"]["groups"]["frogs"]["images"]
     assert "| standard |     1 |" in log and "| biased   |     1 |" in log

@@ -1,0 +1,85 @@
+"""The committed reference run's audit, re-read per corner with the current records and verdict rule.
+
+The reference run (outputs/metrics.json: all 50,000 training images, 5 epochs, bf16 on a CPU with native bf16, 500
+audit images per group) stored its per-image scores in outputs/audit_per_image.npz in the audit's earlier layout: every
+map scored at every corner for every placement of the square, measures share, pointing_strict, pointing_tolerant and
+similarity. Its checkpoints are not in the repository, so its maps cannot be recomputed here; this script maps the
+stored per-image scores onto the current layout (the stamped map scored at the square's own corner, the clean map at
+each corner) for the measures whose definitions are unchanged - point_px is pointing_tolerant (a maximum within the
+same 8 px), share is share - and runs grad_cam_experiment.audit_summary and the verdict figure on them. The grid
+measures (point_cell, point_near_cell) need the maps and are not available for this run.
+
+Run:  python benchmarks/rescore_reference.py      # writes outputs/reference-rescored/{metrics.json, shortcut_verdict.png}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import grad_cam_experiment as gce  # noqa: E402
+
+RENAMED_MODELS = {"standard": "standard", "biased": "biased", "biased, fc+layer4 re-initialised": "control"}
+RENAMED_MEASURES = {"pointing_tolerant": "point_px", "share": "share"}
+
+
+def current_layout(old: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Old per-image keys scores/<model>/<method@layer>/<group>/<condition>/<measure> [B, 4] -> the current layout."""
+    new: dict[str, np.ndarray] = {k: v for k, v in old.items() if k.startswith("indices/")}
+    for key, values in old.items():
+        parts = key.split("/")
+        if parts[0] == "scores" and parts[4] == "none" and parts[5] in RENAMED_MEASURES:
+            model, (method, layer), group = RENAMED_MODELS[parts[1]], gce.method_layer(parts[2]), parts[3]
+            path = f"scores/{model}/{method}/{layer}/{group}"
+            measure = RENAMED_MEASURES[parts[5]]
+            new[f"{path}/clean/{measure}"] = values.astype(np.float32)
+            stamped = np.stack([old[f"scores/{parts[1]}/{parts[2]}/{group}/{c}/{parts[5]}"][:, k]
+                                for k, c in enumerate(gce.CORNERS)], 1)
+            new[f"{path}/stamped/{measure}"] = stamped.astype(np.float32)
+        elif parts[0] == "p_target" and parts[3] == "none":
+            new[f"p_target/{RENAMED_MODELS[parts[1]]}/{parts[2]}"] = np.stack(
+                [old[f"p_target/{parts[1]}/{parts[2]}/{c}"] for c in gce.AUDIT_CONDITIONS], 1)
+    return new
+
+
+def baselines(keys: list[str], cfg: dict) -> list[dict]:
+    """Chance and ceiling of every audited method, exactly as the audit computes them (they need the architecture's
+    layer grids, not its trained weights)."""
+    model = gce.build_model()
+    grids = {layer: gce.feature_size(model, layer) for layer in {gce.method_layer(k)[1] for k in keys} - {"-"}}
+    cells = {key: gce.native_cell(key, grids, cfg["occlusion_stride"]) for key in keys}
+    return gce.audit_baselines(model, cells, gce.corner_masks(cfg["artifact_size"]), cfg["pointing_tolerance"],
+                               (cfg["occlusion_patch"], cfg["occlusion_stride"]), cfg["seed"])
+
+
+def main() -> int:
+    metrics = json.loads((ROOT / "outputs" / "metrics.json").read_text())
+    cfg = metrics["config"]
+    per_image = current_layout(dict(np.load(ROOT / "outputs" / "audit_per_image.npz")))
+    old = metrics["shortcut_audit"]
+    audit = dict(explained_class=old["explained_class"], trained_corner=old["trained_corner"],
+                 pointing_tolerance_px=old["pointing_tolerance_px"], area_prior=old["area_prior"], groups=old["groups"],
+                 occlusion=old["occlusion"], scorecam_images=old["scorecam_images"],
+                 baselines=baselines(list(old["chance"]), cfg),
+                 **gce.audit_summary(per_image, cfg["bootstrap_resamples"], cfg["seed"]))
+    out = ROOT / "outputs" / "reference-rescored"
+    out.mkdir(parents=True, exist_ok=True)
+    figure = gce.verdict_figure(audit, out / "shortcut_verdict.png", False)
+    (out / "metrics.json").write_text(json.dumps(dict(
+        source="outputs/metrics.json and outputs/audit_per_image.npz (the reference run), re-read by "
+               "benchmarks/rescore_reference.py", config=cfg, environment=metrics["environment"],
+        models={k: {m: v for m, v in r.items() if m != "history"} for k, r in metrics["models"].items()},
+        shortcut_audit=audit, figures=[figure]), indent=1))
+    gce.print_table(["method", "layer", "biased, used corner", "biased, ignored", "standard", "control", "verdict"],
+                    gce.verdict_rows(audit, "nonfrogs"))
+    print(f"wrote {out / 'metrics.json'} and {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
