@@ -57,15 +57,30 @@ def baselines(keys: list[str], cfg: dict) -> list[dict]:
                                (cfg["occlusion_patch"], cfg["occlusion_stride"]), cfg["seed"])
 
 
+def hotspot(stored: dict[str, np.ndarray], cfg: dict) -> dict:
+    """The Milestone 2 check (grad_cam_experiment.hotspot_check) as far as the stored scores allow: stamped frogs (the
+    square at its trained corner), Grad-CAM at layer4.1.conv2: a maximum within 8 px of the square, per model, and the
+    SIM of the biased model's map with the standard model's map of the same image (stored as 1 - SIM). The SIM with
+    another image's map (its baseline) needs the maps: not available for this run."""
+    corner, key = cfg["artifact_corner"], "Grad-CAM@layer4.1.conv2"
+    k, resamples, seed = gce.CORNERS.index(corner), cfg["bootstrap_resamples"], cfg["seed"]
+    near = {model: gce.mean_with_ci(gce.torch.from_numpy(
+        stored[f"scores/{model}/{key}/frogs/{corner}/pointing_tolerant"][:, k]).double(), resamples, seed)
+            for model in ("standard", "biased")}
+    same = 1 - gce.torch.from_numpy(stored[f"dissimilarity/biased/{key}/frogs/{corner}"]).double()
+    return dict(images=len(same), near_square=near, sim_same_image=gce.mean_with_ci(same, resamples, seed))
+
+
 def main() -> int:
     metrics = json.loads((ROOT / "outputs" / "metrics.json").read_text())
     cfg = metrics["config"]
-    per_image = current_layout(dict(np.load(ROOT / "outputs" / "audit_per_image.npz")))
+    stored = dict(np.load(ROOT / "outputs" / "audit_per_image.npz"))
+    per_image = current_layout(stored)
     old = metrics["shortcut_audit"]
     audit = dict(explained_class=old["explained_class"], trained_corner=old["trained_corner"],
                  pointing_tolerance_px=old["pointing_tolerance_px"], area_prior=old["area_prior"], groups=old["groups"],
                  occlusion=old["occlusion"], scorecam_images=old["scorecam_images"],
-                 baselines=baselines(list(old["chance"]), cfg),
+                 baselines=baselines(list(old["chance"]), cfg), hotspot=hotspot(stored, cfg),
                  **gce.audit_summary(per_image, cfg["bootstrap_resamples"], cfg["seed"]))
     out = ROOT / "outputs" / "reference-rescored"
     out.mkdir(parents=True, exist_ok=True)

@@ -42,15 +42,20 @@ def test_the_probe_answers_without_crashing():
     assert isinstance(gce.cpu_has_native_bf16(), bool)
 
 
-def test_fp32_means_fp32_on_a_gpu(monkeypatch):
+def test_fp32_means_fp32_on_a_gpu():
     """cuDNN's TF32 default would make the "fp32" explanations TF32 on Ampere and later; run() turns it off there
-    (setting the flags needs no GPU)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    gce.fp32_without_tf32(torch.device("cpu"))
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # CPU: nothing to change
-    gce.fp32_without_tf32(torch.device("cuda"))
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    (setting the flags needs no GPU). Saved and restored by hand: on torch 2.14 `matmul.allow_tf32` is a property that
+    monkeypatch cannot restore (it tries to delete it)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        gce.fp32_without_tf32(torch.device("cpu"))
+        assert cudnn.allow_tf32 and matmul.allow_tf32  # CPU: nothing to change
+        gce.fp32_without_tf32(torch.device("cuda"))
+        assert not cudnn.allow_tf32 and not matmul.allow_tf32
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def test_fast_training_batch_equals_the_plain_one():
