@@ -2249,11 +2249,12 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
     95% interval for the biased model at the corners it uses and at those it ignores, and for the standard model and
     the control at the used corners; the margin, and the verdict."""
     from matplotlib.figure import Figure
-    groups = list(report["groups"])
+    groups = sorted(report["groups"], key=lambda g: g != "nonfrogs")  # the square is non-frogs' only evidence
     rows = [v for v in report["verdicts"] if v["group"] == groups[0]]
     delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"] for r in report["records"]
              if r["measure"] == VERDICT_MEASURE}
-    fig = Figure(figsize=(13, 0.34 * len(rows) + 1.9), dpi=100)
+    height = 0.34 * len(rows) + 1.9
+    fig = Figure(figsize=(13, height), dpi=100)
     axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
     ys = np.arange(len(rows))[::-1]
     series = (("biased", "used", "tab:red", "biased model, corner it uses"),
@@ -2281,13 +2282,13 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
         ax.set_title(f"{group} ({count_images(report['groups'][group]['images'])}): change in '{VERDICT_MEASURE}' "
                      "when the square is added", fontsize=8)
     axes[0].set_yticks(ys, [f"{r['method']} {'' if r['layer'] == '-' else r['layer']}" for r in rows], fontsize=7)
-    axes[0].legend(fontsize=6.5, loc="lower left")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=7.5)
     fig.suptitle(f"Does the map of '{report['explained_class']}' move to the square exactly where the model uses it? "
                  f"Paired change (square there minus clean) of '{VERDICT_MEASURE}' (maximum within "
                  f"{report['pointing_tolerance_px']} px of the square),\nmeans with bootstrap 95% intervals; dotted: the "
                  f"verdict's margin {VERDICT_MARGIN}. Right: the verdict (reveals = moves where used, stays where ignored, "
                  "stays in the standard model and the control).", fontsize=8.5)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.6 / height))
     return save_figure(fig, path, show)
 
 
