@@ -84,7 +84,7 @@ def main() -> int:
                  **gce.audit_summary(per_image, cfg["bootstrap_resamples"], cfg["seed"]))
     out = ROOT / "outputs" / "reference-rescored"
     out.mkdir(parents=True, exist_ok=True)
-    figure = gce.verdict_figure(audit, out / "shortcut_verdict.png", False)
+    figure = str(Path(gce.verdict_figure(audit, out / "shortcut_verdict.png", False)).relative_to(ROOT))
     (out / "metrics.json").write_text(json.dumps(dict(
         source="outputs/metrics.json and outputs/audit_per_image.npz (the reference run), re-read by "
                "benchmarks/rescore_reference.py", config=cfg, environment=metrics["environment"],

@@ -3,10 +3,13 @@
 Every number they cite from a run is followed by an invisible marker `<!--m KEY | FORMAT -->`: KEY is a path with
 `/` separators into outputs/metrics.json (or, prefixed `bench:`, into outputs/benchmarks/bench-cpu.json, `cam:` into
 cam-family-cpu.json, `bf16:` into bf16-explanations-cpu.json, `seeds:` into outputs/seeds/metrics.json,
-`seeds-full:` into outputs/seeds-full/metrics.json; list
-items by index), FORMAT a Python format spec. The text right before the marker must be that value, formatted. Every image the
-documents show must exist."""
+`seeds-full:` into outputs/seeds-full/metrics.json, `ref:` into outputs/reference-rescored/metrics.json, `seed1:` into
+outputs/run-10k-seed1/metrics.json); list items by index, or by their fields: `records[model=biased,corner=top-left]`
+is the one item with those values. FORMAT is a Python format spec. The whole number right before the marker must be
+that value, formatted (`10.5%` does not pass for `0.5%`), and on the README's first screen every decimal number and
+percentage carries a marker. Every image the documents show must exist."""
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -20,14 +23,28 @@ SOURCES = {"": ROOT / "outputs" / "metrics.json", "bench:": ROOT / "outputs" / "
            "cam:": ROOT / "outputs" / "benchmarks" / "cam-family-cpu.json",
            "bf16:": ROOT / "outputs" / "benchmarks" / "bf16-explanations-cpu.json",
            "seeds:": ROOT / "outputs" / "seeds" / "metrics.json",
-           "seeds-full:": ROOT / "outputs" / "seeds-full" / "metrics.json"}
+           "seeds-full:": ROOT / "outputs" / "seeds-full" / "metrics.json",
+           "ref:": ROOT / "outputs" / "reference-rescored" / "metrics.json",
+           "seed1:": ROOT / "outputs" / "run-10k-seed1" / "metrics.json"}
+SELECTOR = re.compile(r"^(\w+)\[(.+)\]$")
+NUMBER = re.compile(r"[+\-\u2212]?\d[\d,]*(?:\.\d+)?%?$")
+
+
+@functools.lru_cache(maxsize=None)
+def load(path: Path):
+    return json.loads(path.read_text())
 
 
 def lookup(key: str):
     prefix = next((p for p in SOURCES if p and key.startswith(p)), "")
-    value = json.loads(SOURCES[prefix].read_text())
+    value = load(SOURCES[prefix])
     for part in key[len(prefix):].split("/"):
-        value = value[int(part)] if isinstance(value, list) else value[part]
+        selector = SELECTOR.match(part)
+        if selector:  # records[model=biased,corner=top-left]: the one list item with these field values
+            where = dict(item.split("=", 1) for item in selector.group(2).split(","))
+            (value,) = [r for r in value[selector.group(1)] if all(str(r.get(k)) == v for k, v in where.items())]
+        else:
+            value = value[int(part)] if isinstance(value, list) else value[part]
     return value
 
 
@@ -38,10 +55,12 @@ def citation_problems(text: str) -> list[str]:
         key, spec = match.group(1), match.group(2)
         try:
             expected = format(lookup(key), spec)
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError) as exc:  # ValueError: no or several items selected
             problems.append(f"{key}: not in the outputs ({exc!r})")
             continue
-        if not text[:match.start()].endswith(expected):
+        before = text[:match.start()]
+        number = NUMBER.search(before)
+        if not before.endswith(expected) or (number and len(number.group()) > len(expected)):
             problems.append(f"{key}: the outputs say {expected}, the text says {text[max(0, match.start() - 12):match.start()]!r}")
     return problems
 
@@ -60,18 +79,40 @@ def test_every_figure_shown_exists(document):
     assert images, "the document shows no figure"
     for image in images:
         assert (ROOT / image).is_file(), f"{document} shows {image}, which is not in the repository"
-    metrics = json.loads(SOURCES[""].read_text())
-    written = {Path(f).name for f in metrics["figures"]}
-    assert {Path(i).name for i in images if i.startswith("outputs/") and "benchmarks" not in i} <= written
+    for image in (i for i in images if i.startswith("outputs/") and "benchmarks" not in i):
+        run = ROOT / Path(image).parent / "metrics.json"  # the run that wrote it says so
+        assert Path(image).name in {Path(f).name for f in load(run)["figures"]}, f"{image} is not in {run}'s figures"
 
 
 def test_the_check_catches_a_drifted_number_and_an_unknown_key():
     value = lookup("models/standard/test_accuracy")
     right = f"accuracy {value:.1%}<!--m models/standard/test_accuracy | .1% -->"
     wrong = f"accuracy {value + 0.01:.1%}<!--m models/standard/test_accuracy | .1% -->"
+    longer = f"accuracy 1{value:.1%}<!--m models/standard/test_accuracy | .1% -->"  # ends with the value, is not it
     unknown = "accuracy 1<!--m models/nonexistent/test_accuracy | .1% -->"
     assert citation_problems(right) == []
-    assert len(citation_problems(wrong)) == 1 and len(citation_problems(unknown)) == 1
+    for text in (wrong, longer, unknown):
+        assert len(citation_problems(text)) == 1, text
+
+
+def test_records_are_selected_by_their_fields():
+    key = "ref:shortcut_audit/records[model=biased,method=Grad-CAM,layer=layer4.1.conv2,group=nonfrogs,corner=top-left,"
+    value = lookup(key + "measure=point_px]/delta/mean")
+    assert citation_problems(f"{value:+.2f}<!--m {key}measure=point_px]/delta/mean | +.2f -->") == []
+    assert len(citation_problems(f"1<!--m {key}measure=none]/delta/mean | .2f -->")) == 1  # no such record
+    assert len(citation_problems("1<!--m ref:shortcut_audit/records[model=biased]/n | d -->")) == 1  # many
+
+
+def first_screen_problems(text: str) -> list[str]:
+    """Decimal numbers and percentages on the README's first screen (before its first '## ' heading) without a marker."""
+    screen = text[:text.index("\n## ")]
+    unmarked = re.finditer(r"(?<![\w.])[+\-\u2212]?\d[\d,]*(?:\.\d+%?|%)(?![\d%])(?!<!--m )", screen)
+    return [screen[max(0, m.start() - 30):m.end()] for m in unmarked]
+
+
+def test_every_number_on_the_readme_first_screen_has_a_marker():
+    assert first_screen_problems((ROOT / "README.md").read_text()) == []
+    assert first_screen_problems("x 0.5<!--m a | .1f --> y 12.5% z\n## next") == ["x 0.5<!--m a | .1f --> y 12.5%"]
 
 
 def test_ci_runs_the_readme_commands():
