@@ -79,9 +79,9 @@ class Config:
                          "there when missing) or an image-folder copy DIR/{train,test}/<class>/*")
     output_dir: str = _opt("outputs", "folder for figures, metrics.json and checkpoints/", quick="outputs/quick")
     train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images; 0 = all 50,000)",
-                             trains="both", quick=300)
+                             trains="both", quick=200)
     test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images; 0 = all 10,000)",
-                            trains="both", quick=200)  # a checkpoint's history holds test accuracy
+                            trains="both", quick=100)  # a checkpoint's history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
     artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
@@ -131,23 +131,23 @@ class Config:
     faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
                                     "measures, standard model (misclassified ones fill up only if too few)", quick=6)
     occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean")
-    occlusion_stride: int = _opt(2, "occlusion stride (pixels)", quick=4)
+    occlusion_stride: int = _opt(2, "occlusion stride (pixels)", quick=8)
     deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)",
-                               quick=8)
+                               quick=4)
     bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200)
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
                               "ones)", quick=4)
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
     audit_images: int = _opt(500, "test images per audit group, seeded: target-class images, and as many drawn evenly "
                              "from the other classes; each is explained with the square at every corner and without",
-                             quick=6)
+                             quick=4)
     audit_occlusion_images: int = _opt(50, "the first this many images of each audit group (at most all of "
                                        "them) also get occlusion maps (patch and stride as --occlusion-*; 0 = none)", quick=1)
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
                         "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)")
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
-                                "first this many faithfulness images (and sanity-check images) (0 = no Score-CAM there)",
+                                "first this many faithfulness images (and sanity-check images, if 2 or more) (0 = none)",
                                 quick=1)
     audit_scorecam_images: int = _opt(6, "the first this many images of each audit group (at most all of them) also get "
                                       "Score-CAM maps at every audit layer (0 = none; --quick: none, as even one image "
@@ -454,7 +454,8 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     files, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_dir = folders[name][0]
-        class_files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p))
+        class_files = sorted((p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p)),
+                             key=lambda p: p.name)  # one folder: the paths' order, without comparing Paths
         if not class_files:
             raise UserError(f"{class_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += class_files
@@ -1485,30 +1486,34 @@ def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) ->
 
 
 def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Fraction of each non-negative map's mass [B, H, W] inside the square's pixels (mask [H, W]); 0 for an
-    all-zero map. A map that ignores the square scores about the area prior mask.mean()."""
+    """Fraction of each non-negative map's mass [B, H, W] inside the square's pixels (mask [H, W] -> [B]; a stack of
+    masks [K, H, W] -> [B, K]); 0 for an all-zero map. A map that ignores the square scores about the area prior
+    mask.mean()."""
     if (maps < 0).any():
         raise ValueError("artifact_attention_share needs non-negative maps")
-    total = maps.flatten(1).sum(1)
-    inside = (maps * mask).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(total))
+    total = maps.flatten(1).sum(1)[:, None]
+    inside = (maps[:, None] * mask.view(-1, *mask.shape[-2:])).flatten(2).sum(2)
+    share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(inside))
+    return share if mask.dim() == 3 else share[:, 0]
 
 
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """The mask [H, W] grown by `pixels` in every direction (Chebyshev distance)."""
+    """The mask [H, W] (or each of [K, H, W]) grown by `pixels` in every direction (Chebyshev distance)."""
     if pixels <= 0:
         return mask
-    grown = F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)
-    return grown[0, 0] > 0
+    grown = F.max_pool2d(mask.view(-1, 1, *mask.shape[-2:]).float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown.view(mask.shape) > 0
 
 
 def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """Per map [B, H, W]: True when a maximum of the map lies within `tolerance` pixels of the mask's region.
-    A constant map (e.g. all zero) points nowhere and counts as a miss."""
-    region = dilate(mask, tolerance)
+    """Per map [B, H, W]: True when a maximum of the map lies within `tolerance` pixels of the mask's region (mask
+    [H, W] -> [B]; a stack of masks [K, H, W] -> [B, K]). A constant map (e.g. all zero) points nowhere: a miss."""
+    regions = dilate(mask, tolerance).reshape(-1, mask.shape[-2] * mask.shape[-1])
     flat = maps.flatten(1)
-    top = flat.max(1).values
-    return (flat[:, region.flatten()].max(1).values >= top) & (top > flat.min(1).values)
+    top = flat.max(1).values[:, None]
+    inside = torch.where(regions, flat[:, None], torch.tensor(-math.inf, dtype=flat.dtype)).amax(2)
+    hit = (inside >= top) & (top > flat.min(1).values[:, None])
+    return hit if mask.dim() == 3 else hit[:, 0]
 
 
 def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -1616,19 +1621,16 @@ def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool)
     lo, hi = (cell - 1) // 2, cell // 2
     pooled = (maps[:, lo::cell, lo::cell] + maps[:, hi::cell, hi::cell] + maps[:, lo::cell, hi::cell]
               + maps[:, hi::cell, lo::cell]) / 4
-    touched = F.max_pool2d(mask[None, None].float(), cell, ceil_mode=True)[0, 0] > 0
-    return pointing_game(pooled, touched, 1 if near else 0)
+    touched = F.max_pool2d(mask.view(-1, 1, *mask.shape[-2:]).float(), cell, ceil_mode=True) > 0
+    return pointing_game(pooled, touched.view(*mask.shape[:-2], *touched.shape[-2:]), 1 if near else 0)
 
 
 def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int, cell: int) -> dict[str, torch.Tensor]:
     """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]) -> [B, 4]
     float64. Pointing counts a constant map as a miss; share of an all-zero map is 0."""
-    def per_corner(score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return torch.stack([score(m) for m in masks], 1).double()
-    return dict(point_px=per_corner(lambda m: pointing_game(maps, m, tolerance)),
-                point_cell=per_corner(lambda m: cell_pointing(maps, m, cell, False)),
-                point_near_cell=per_corner(lambda m: cell_pointing(maps, m, cell, True)),
-                share=per_corner(lambda m: artifact_attention_share(maps, m)))
+    return {measure: scores.double() for measure, scores in dict(
+        point_px=pointing_game(maps, masks, tolerance), point_cell=cell_pointing(maps, masks, cell, False),
+        point_near_cell=cell_pointing(maps, masks, cell, True), share=artifact_attention_share(maps, masks)).items()}
 
 
 def method_baselines(model: nn.Module, key: str, masks: torch.Tensor, tolerance: int, cell: int,
@@ -1926,9 +1928,11 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     method whose maps are mostly constant at the deciding stage is 'inconclusive', not 'passes'."""
     x = normalize(images, cfg.channels_last)
     scorecam_images = min(cfg.scorecam_images, len(x))
+    scorecam_images *= scorecam_images >= 2  # one image's Spearman is no evidence (and costs 512 passes per stage)
     original = original if original is not None else explain_all(model, x, classes, cfg.target_layer,
                                                                  cfg.eval_batch_size, cfg.method_names, scorecam_images,
                                                                  cfg.forward_amp)
+    original = {method: m for method, m in original.items() if method != ScoreCAM.label or scorecam_images}
     stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(m), constant_maps=constant_share(m))]
               for method, m in original.items()}
     for stage, randomized in cascading_randomization(model, cfg.seed):
@@ -2026,7 +2030,7 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
     for ax, panel in zip(axes.flat, panels):
         image = panel.image if panel.heat is None else overlay_heatmap(panel.image, panel.heat)
         ax.imshow(image, interpolation="nearest")  # nearest: every one of the 32x32 pixels stays visible
-        ax.set_title(panel.caption, fontsize=7.5)
+        ax.set_title(panel.caption, fontsize=7.5, y=1.0)  # a fixed y skips matplotlib's slow title placement
     fig.suptitle(title, fontsize=10)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7.5, wrap=True)

@@ -29,7 +29,7 @@ def test_config_quick_means_the_same_as_the_flag():
     assert gce.Config(quick=True) == gce.parse_config(["--quick"])
     assert gce.Config(quick=True).epochs == 1 and gce.Config(quick=True, epochs=3).epochs == 3
     assert gce.Config().epochs == 5 and gce.Config(quick=True).to_dict()["output_dir"] == "outputs/quick"
-    assert gce.QUICK_PRESET["train_subset"] == 300 and "lr" not in gce.QUICK_PRESET  # read off the fields
+    assert gce.QUICK_PRESET["train_subset"] == 200 and "lr" not in gce.QUICK_PRESET  # read off the fields
 
 
 def test_every_field_has_a_documented_flag(capsys):
