@@ -154,6 +154,8 @@ class Config:
                                       "costs ~38,000 forward passes there)", quick=0)
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
     progress: bool = _opt(True, "tqdm progress bars")
+    quiet: bool = _opt(False, "print only warnings, errors and one last line saying where the results are (for "
+                       "scripts); every table is in output-dir/summary.md")
     quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
                        "minute on CPU, written to outputs/quick/ (explicit flags still win)")
     # Config(quick=True, ...) applies the preset; dataclasses.replace(cfg, quick=True) keeps cfg's values.
@@ -375,6 +377,14 @@ def fp32_without_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def say(cfg: Config, text: str) -> None:
+    """One console message, wrapped at 110 characters; nothing with --quiet."""
+    import textwrap
+    if not cfg.quiet:
+        print(*textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False),
+              sep="\n", flush=True)  # a path is never split
 
 
 def seed_everything(seed: int) -> None:
@@ -1135,23 +1145,27 @@ def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, l
 #              Train and evaluate           #
 #############################################
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), header: bool = True) -> None:
-    """The one table printer (epoch log, end-of-run summary, benchmark): a markdown table whose columns are as
-    wide as their header or widest cell; the first column left-aligned, the others right-aligned; floats with 4
-    decimals (pass a string for any other format). A log that prints a row at a time keeps its columns aligned
-    by choosing headers as wide as its cells (airbench's rule)."""
+def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), header: bool = True,
+                markdown: bool = True) -> list[str]:
+    """A table's lines, columns as wide as their header or widest cell, the first left-aligned, the others
+    right-aligned, floats with 4 decimals (pass a string for any other format): a markdown table, or (markdown=False)
+    columns two spaces apart, for a narrow console."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        padded = (v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
-        return "| " + " | ".join(padded) + " |"
-    if header:
-        print(line(headers))
-        print("| " + " | ".join((":" + "-" * (w - 1)) if i == 0 else ("-" * (w - 1) + ":")
-                                for i, w in enumerate(widths)) + " |")
-    for r in cells:
-        print(line(r), flush=True)
+        padded = [v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))]
+        return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
+    rule = ["| " + " | ".join((":" + "-" * (w - 1)) if i == 0 else ("-" * (w - 1) + ":")
+                              for i, w in enumerate(widths)) + " |"] if markdown else []
+    return ([line(headers), *rule] if header else []) + [line(r) for r in cells]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), header: bool = True) -> None:
+    """Prints table_lines (the epoch log, the benchmarks): a log that prints a row at a time keeps its columns
+    aligned by choosing headers as wide as its cells (airbench's rule)."""
+    for line in table_lines(headers, rows, header):
+        print(line, flush=True)
 
 
 # The epoch log: one row per epoch, each header as wide as its cells.
@@ -1160,13 +1174,14 @@ EPOCH_LOG = ("run name", "epoch", "train_loss", "train_acc", "test_acc", "lr use
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, amp: bool = False,
-                   channels_last: bool = False, square: Square | None = None) -> torch.Tensor:
+                   channels_last: bool = False, square: Square | None = None, progress: str = "") -> torch.Tensor:
     """Logits (float32 [N, classes]) for uint8 images, `batch_size` at a time; with a square, it is stamped on
-    every image first."""
+    every image first. `progress`: a progress bar's title (none when empty)."""
+    from tqdm.auto import tqdm
     device = next(model.parameters()).device
     outputs = []
     with eval_mode(model):
-        for batch in images.split(batch_size):
+        for batch in tqdm(images.split(batch_size), progress, leave=False, disable=not progress):
             batch = batch.to(device) if square is None else stamp_square(batch.to(device), square)
             with autocast_for(device, amp):
                 outputs.append(model(normalize(batch, channels_last)).float())
@@ -1240,8 +1255,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         scaler.load_state_dict(saved["scaler"])
         generator.set_state(saved["generator"].cpu())
         history = saved["history"]
-        print(f"{name}: resuming after epoch {len(history)} of {cfg.epochs} from {epoch_path} (--no-resume to start "
-              "over)")
+        say(cfg, f"{name}: resuming after epoch {len(history)} of {cfg.epochs} from {epoch_path} (--no-resume to "
+                 "start over)")
     from tqdm.auto import tqdm
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
@@ -1272,8 +1287,9 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         test_acc = accuracy(test_logits, test.labels)
         row = dict(run=name, epoch=epoch, train_loss=train_loss, train_acc=correct.item() / n,
                    test_acc=test_acc, lr=lr, seconds=time.perf_counter() - start)
-        print_table(EPOCH_LOG, [[name, epoch, train_loss, row["train_acc"], test_acc, lr, f"{row['seconds']:.1f}"]],
-                    header=False)
+        if not cfg.quiet:
+            print_table(EPOCH_LOG, [[name, epoch, train_loss, row["train_acc"], test_acc, lr, f"{row['seconds']:.1f}"]],
+                        header=False)
         history.append(row)
         if epoch_path is not None:
             save_atomically(dict(key=key, model=model.state_dict(), optimizer=optimizer.state_dict(),
@@ -1374,7 +1390,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         epoch_path.unlink(missing_ok=True)  # a state left by a run killed between saving the model and removing it
-        print(f"{name}: reusing checkpoint {path} (--retrain to train again)")
+        say(cfg, f"{name}: reusing checkpoint {path} (--retrain to train again)")
         return model.eval(), dict(history=saved["history"], train_seconds=saved["train_seconds"],
                                   checkpoint=str(path), reused_checkpoint=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1522,8 +1538,11 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     Also returns the clean and stamped logits, so later steps need no second pass over the test set. In fp32 whatever
     --amp says: the examples later picked as "correctly classified" from these logits are then exactly the ones the
     fp32 explanations and their captions call correct."""
-    clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last)  # fp32, as the maps
-    stamped = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last, cfg.square)
+    bar = "evaluate: {}" if cfg.progress else ""
+    clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
+                           progress=bar.format("clean"))
+    stamped = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last, cfg.square,
+                             bar.format("stamped"))
     target, frogs = cfg.artifact_class, test.labels == cfg.artifact_class
     metrics = dict(test_accuracy=accuracy(clean, test.labels),
                    per_class_accuracy=per_class_accuracy(clean, test.labels),
@@ -1717,11 +1736,14 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
     per_image: dict[str, np.ndarray] = {f"indices/{g}": idx.cpu().numpy() for g, idx in groups.items()}
     hotspot: dict[str, torch.Tensor] = {}
     cells = {}
+    bar = tqdm(total=len(groups) * len(models) * len(AUDIT_CONDITIONS), desc="audit", leave=False,
+               disable=not cfg.progress)
     for group, idx in groups.items():
         for name, model in models.items():
             probabilities = []
             occlusion = Occlusion(model, *occlusion_setting, cfg.eval_batch_size, cfg.forward_amp)
-            for condition in tqdm(AUDIT_CONDITIONS, f"audit: {group}, {name} model", leave=False, disable=not cfg.progress):
+            bar.set_description(f"audit: {group}, {name} model")
+            for condition in AUDIT_CONDITIONS:
                 images = test.images[idx]
                 if condition != "none":
                     images = stamp_square(images, cfg.square._replace(corner=condition))
@@ -1746,7 +1768,9 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
                         per_image[f"maps/{name}/{method}/{layer}/{group}/{condition}"] = m[0].half().cpu().numpy()
                     if (group, condition, key) == ("frogs", cfg.artifact_corner, f"Grad-CAM@{shown}"):
                         hotspot[name] = m
+                bar.update()
             per_image[f"p_target/{name}/{group}"] = torch.stack(probabilities, 1).cpu().numpy()
+    bar.close()
     report = dict(explained_class=CIFAR10_CLASSES[target], trained_corner=cfg.artifact_corner,
                   pointing_tolerance_px=tolerance, area_prior=masks[0].float().mean().item(),
                   groups={g: dict(images=len(idx), per_class={CIFAR10_CLASSES[c]: int((test.labels[idx] == c).sum())
@@ -1883,16 +1907,21 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
     generator = torch.Generator().manual_seed(cfg.seed)
     maps["Random"] = torch.rand(x.shape[0], *x.shape[-2:], generator=generator).to(x.device)
     maps["Gaussian prior"] = gaussian_prior(len(x), *x.shape[-2:], sigma=x.shape[-1] / 4, device=x.device)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(maps) + 1, desc="faithfulness: occlusion", leave=False, disable=not cfg.progress)
     occlusion = Occlusion(model, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)(
         x, classes)
     per_image, curves = {}, {}
     for method, m in maps.items():
+        bar.update()
+        bar.set_description(f"faithfulness: deletion/insertion, {method}")
         n = len(m)  # Score-CAM: the first scorecam_images
         scores = deletion_insertion(model, x[:n], classes[:n], m, cfg.deletion_steps, cfg.eval_batch_size,
                                     cfg.forward_amp, cfg.seed)
         per_image[method] = dict(spearman_with_occlusion=spearman(m, occlusion[:n]), deletion_auc=scores["deletion_auc"],
                                  insertion_auc=scores["insertion_auc"])
         curves[method] = {k: scores[k].mean(0).tolist() for k in ("deletion_curve", "insertion_curve")}
+    bar.close()
     methods = {}
     for method, values in per_image.items():
         methods[method] = {measure: mean_with_ci(v, cfg.bootstrap_resamples, cfg.seed) for measure, v in values.items()}
@@ -1935,7 +1964,9 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     original = {method: m for method, m in original.items() if method != ScoreCAM.label or scorecam_images}
     stages = {method: [dict(stage="trained", mean=1.0, ci95=[1.0, 1.0], n=len(m), constant_maps=constant_share(m))]
               for method, m in original.items()}
-    for stage, randomized in cascading_randomization(model, cfg.seed):
+    from tqdm.auto import tqdm
+    for stage, randomized in tqdm(cascading_randomization(model, cfg.seed), "sanity check", len(CASCADE), leave=False,
+                                  disable=not cfg.progress):
         maps = explain_all(randomized, x, classes, cfg.target_layer, cfg.eval_batch_size, cfg.method_names,
                            scorecam_images, cfg.forward_amp)
         for method in original:
@@ -2352,18 +2383,17 @@ def _cpu_name() -> str:
         return platform.processor() or "cpu"
 
 
-def _fmt_ci(r: dict, spec: str = ".3f") -> str:
+def _fmt_ci(r: dict, spec: str = ".3f", compact: bool = False) -> str:
+    """mean [95% interval]; compact: '+0.93 [0.91,0.95]' (at most 19 characters for values in -1..1)."""
+    if compact:
+        return f"{r['mean']:+.2f} [{r['ci95'][0]:.2f},{r['ci95'][1]:.2f}]"
     return f"{r['mean']:{spec}} [{r['ci95'][0]:{spec}}, {r['ci95'][1]:{spec}}]"
 
 
-def audit_sizes(audit: dict) -> dict[str, int]:
-    return {g: r["images"] for g, r in audit["groups"].items()}
-
-
-def verdict_rows(audit: dict, group: str) -> list[list[str]]:
-    """One row per method and layer for the summary tables, from the records: the verdict measure's delta for the
-    biased model at the first corner it uses (with the stamped and clean levels), the largest at the corners it
-    ignores, the standard model's and the control's at the used corner, and the verdict."""
+def verdict_rows(audit: dict, group: str, compact: bool = False) -> list[list[str]]:
+    """One row per method and layer for the summary tables, from the records: method, layer, the verdict measure's
+    delta for the biased model at the first corner it uses (with the stamped and clean levels unless compact), the
+    largest at the corners it ignores, the standard model's and the control's at the used corner, and the verdict."""
     delta = {(r["model"], r["method"], r["layer"], r["corner"]): r for r in audit["records"]
              if r["measure"] == VERDICT_MEASURE and r["group"] == group}
     rows = []
@@ -2372,66 +2402,155 @@ def verdict_rows(audit: dict, group: str) -> list[list[str]]:
               for model in AUDIT_MODELS}
         ignored = [delta[("biased", v["method"], v["layer"], c)] for c in CORNERS if c not in v["used_corners"]]
         worst = max(ignored, key=lambda r: r["delta"]["mean"], default=None)
-        biased = at["biased"] and f"{_fmt_ci(at['biased']['delta'], '+.2f')} ({at['biased']['stamped']:.2f} vs " \
-                                  f"{at['biased']['clean']:.2f})"
-        rows.append([v["method"], v["layer"], biased or "-",
-                     *(_fmt_ci(r["delta"], "+.2f") if r else "-" for r in (worst, at["standard"], at["control"])),
-                     v["verdict"]])
+        cells = [_fmt_ci(r["delta"], "+.2f", compact) if r else "-" for r in (at["biased"], worst, at["standard"],
+                                                                                at["control"])]
+        if at["biased"] and not compact:
+            cells[0] += f" ({at['biased']['stamped']:.2f} vs {at['biased']['clean']:.2f})"
+        rows.append([v["method"], v["layer"], *cells, v["verdict"]])
     return rows
 
 
-def print_summary(metrics: dict) -> None:
-    """The tables a reader needs, from metrics.json's own numbers."""
-    target = CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
-    print()
-    print_table(["model", "test acc", f"{target} recall clean", f"{target} recall stamped",
-                 f"other classes called {target}: clean", "stamped", "train s"],
-                [[name, m["test_accuracy"], m["frog_recall_clean"], m["frog_recall_stamped"], m["shortcut_rate_clean"],
-                  m["shortcut_rate_stamped"], f"{m['train_seconds']:.1f}"] for name, m in metrics["models"].items()])
-    audit = metrics["shortcut_audit"]
-    print(f"\nShortcut audit: p({target}) without the square and with it at each corner (trained: "
-          f"{audit['trained_corner']}), {', '.join(f'{n} {g}' for g, n in audit_sizes(audit).items())}")
-    print_table(["model", "group", "clean", *CORNERS],
-                [[p["model"], p["group"], f"{p['p_clean']:.3f}",
-                  *(f"{q['p_stamped']:.3f}" for q in audit["predictions"] if (q["model"], q["group"]) == (p["model"], p["group"]))]
-                 for p in audit["predictions"] if p["corner"] == CORNERS[0]])
-    print(f"\nShortcut audit verdicts ({VERDICT_MEASURE}, stamped non-{target}s): change when the square is added, mean "
-          f"[95% interval] (stamped vs clean level); ignored corners: the largest mean change; margin {VERDICT_MARGIN}")
-    print_table(["method", "layer", "biased, used corner", "biased, ignored", "standard", "control", "verdict"],
-                verdict_rows(audit, "nonfrogs"))
-    if not any(v["used_corners"] for v in audit["verdicts"]):
-        print(f"note: the biased model uses the square at no corner (no change of p({target}) credibly above "
-              f"{VERDICT_MARGIN}): there is no shortcut to reveal, so every verdict is n/a")
-    faith = metrics["faithfulness"]
-    print(f"\nFaithfulness, standard model, {faith['images']} test images, {faith['correctly_classified']} of them "
-          "correctly classified, true class explained (mean [bootstrap 95% interval])")
-    print_table(["method", "images", "Spearman with occlusion", "minus random", "deletion AUC (lower better)",
-                 "insertion AUC (higher better)", "minus random"],
-                [[method, r["images"], _fmt_ci(r["spearman_with_occlusion"]),
-                  _fmt_ci(r["minus Random"]["spearman_with_occlusion"]) if "minus Random" in r else "-",
-                  _fmt_ci(r["deletion_auc"]), _fmt_ci(r["insertion_auc"]),
-                  _fmt_ci(r["minus Random"]["insertion_auc"]) if "minus Random" in r else "-"]
-                 for method, r in faith["methods"].items()])
+VERDICT_HEADERS = ("method", "layer", "reveals: biased, used corner", "selective: ignored (max)",
+                   "specific: standard", "specific: control", "verdict")
+
+
+def model_rows(metrics: dict) -> list[list]:
+    return [[name, f"{m['test_accuracy']:.3f}", f"{m['frog_recall_clean']:.3f} -> {m['frog_recall_stamped']:.3f}",
+             f"{m['shortcut_rate_clean']:.3f} -> {m['shortcut_rate_stamped']:.3f}", f"{m['train_seconds']:.0f}"]
+            for name, m in metrics["models"].items()]
+
+
+def model_headers(target: str) -> list[str]:
+    return ["model", "test acc", f"{target} recall: clean -> stamped", f"others called {target}: clean -> stamped",
+            "train s"]
+
+
+def summary_markdown(metrics: dict) -> str:
+    """Every table of a run, as Markdown, from its metrics.json alone (summary.md): models, the audit's use of the
+    square, verdicts, every per-corner record, chance and ceiling, Milestone 2's prediction, faithfulness, sanity
+    check, figures, timings. Sections a metrics.json lacks are left out."""
+    config, target = metrics["config"], CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
+    env, data = metrics.get("environment", {}), metrics.get("data", {})
+    out = [f"# Results: {metrics.get('output_dir', '')}", "",
+           f"{data.get('train_images', '?')} training / {data.get('test_images', '?')} test images, {config['epochs']} "
+           f"epochs, seed {config['seed']}; {env.get('device_name', '?')} (native bf16: "
+           f"{env.get('cpu_native_bf16', '?')}), training {metrics.get('precision', {}).get('training', '?')}; "
+           f"{metrics.get('timings', {}).get('total_seconds', 0):.0f} s." + QUICK_NOTE * bool(config.get("quick")),
+           "", "## Models", "", *table_lines(model_headers(target), model_rows(metrics))]
+    audit = metrics.get("shortcut_audit")
+    if audit:
+        out += ["", f"## Shortcut audit: what the square does to p({target})", "",
+                f"Mean p({target}) with the square at each corner and without it, and the change (paired, 95% bootstrap "
+                f"interval); a corner is used when the interval lies above {VERDICT_MARGIN}, ignored when below. "
+                f"Trained corner: {audit['trained_corner']}.", "",
+                *table_lines(["model", "group", "corner", "images", f"p({target}) stamped", "clean", "change"],
+                             [[p["model"], p["group"], p["corner"], p["n"], f"{p['p_stamped']:.3f}", f"{p['p_clean']:.3f}",
+                               _fmt_ci(p["use"], "+.3f")] for p in audit["predictions"]])]
+        for group in audit["groups"]:
+            out += ["", f"## Verdicts, {group} ({VERDICT_MEASURE}, margin {VERDICT_MARGIN})", "",
+                    *table_lines(VERDICT_HEADERS, verdict_rows(audit, group))]
+        for measure in dict.fromkeys(r["measure"] for r in audit["records"]):
+            for group in audit["groups"]:
+                cells: dict[tuple, dict] = {}
+                for r in (r for r in audit["records"] if (r["measure"], r["group"]) == (measure, group)):
+                    cells.setdefault((r["model"], r["method"], r["layer"]), {})[r["corner"]] = \
+                        f"{_fmt_ci(r['delta'], '+.2f')} ({r['stamped']:.2f} vs {r['clean']:.2f})"
+                out += ["", f"## Change of {measure} when the square is added at each corner, {group} (stamped vs clean)",
+                        "", *table_lines(["model", "method", "layer", *CORNERS],
+                                         [[*key, *(row.get(c, "-") for c in CORNERS)] for key, row in cells.items()])]
+        out += ["", "## Chance and ceiling of each measure, per method (computed at its native resolution)", "",
+                *table_lines(["method", "layer", "cell px", *(f"{m} {k}" for m in AUDIT_MEASURES for k in ("chance", "ceiling"))],
+                             [[b["method"], b["layer"], b["cell_px"], *(f"{b[f'{m}_{k}']:.3f}" if f"{m}_{k}" in b else "-"
+                                                                         for m in AUDIT_MEASURES for k in ("chance", "ceiling"))]
+                              for b in audit.get("baselines", [])])]
+        hot = audit.get("hotspot")
+        if hot:
+            out += ["", f"## Milestone 2's prediction: stamped {target}s, Grad-CAM at the first audit layer", "",
+                    *(f"- {name} model: hotspot within {audit['pointing_tolerance_px']} px of the square in "
+                      f"{_fmt_ci(r)} of {hot['images']} images" for name, r in hot["near_square"].items()),
+                    *(f"- SIM of the biased model's map with the standard model's map, {what}: {_fmt_ci(hot[key])}"
+                      for key, what in (("sim_same_image", "same image"), ("sim_other_image", "another image"),
+                                        ("sim_same_minus_other", "same minus another")) if key in hot)]
+    faith = metrics.get("faithfulness")
+    if faith:
+        out += ["", f"## Faithfulness, standard model ({faith['images']} images, {faith.get('correctly_classified', '?')} "
+                "correctly classified; true class)", "",
+                *table_lines(["method", "images", "Spearman with occlusion", "minus random", "deletion AUC (lower better)",
+                              "insertion AUC (higher better)", "minus random"],
+                             [[method, r["images"], _fmt_ci(r["spearman_with_occlusion"]),
+                               _fmt_ci(r["minus Random"]["spearman_with_occlusion"]) if "minus Random" in r else "-",
+                               _fmt_ci(r["deletion_auc"]), _fmt_ci(r["insertion_auc"]),
+                               _fmt_ci(r["minus Random"]["insertion_auc"]) if "minus Random" in r else "-"]
+                              for method, r in faith["methods"].items()])]
+    sanity = metrics.get("sanity_check")
+    if sanity:
+        stages = [row["stage"] for row in next(iter(sanity["spearman_with_original"].values()))[1:]]
+        out += ["", f"## Sanity check ({sanity['images']} images; {sanity['pass_rule']})", "",
+                "Mean Spearman with the trained model's maps, weights re-initialised cumulatively from the logits down.",
+                "", *table_lines(["method", "images", *(st if i == 0 else "+" + st for i, st in enumerate(stages)),
+                                  "decorrelates at", "verdict"],
+                                 [[method, rows[0]["n"], *(f"{r['mean']:.3f}" for r in rows[1:]),
+                                   sanity["decorrelates_at"][method], sanity["verdict"][method]]
+                                  for method, rows in sanity["spearman_with_original"].items()])]
+    out += ["", "## Figures", "", *(f"- {Path(f).name}" for f in metrics.get("figures", [])), "", "## Timings", "",
+            *table_lines(["stage", "seconds"], [[k.removesuffix("_seconds"), f"{v:.1f}"]
+                                                for k, v in metrics.get("timings", {}).items()])]
+    return "\n".join(out) + "\n"
+
+
+QUICK_NOTE = " A --quick run: a check of the pipeline on a tiny subset, not a result."
+
+
+def console_summary(metrics: dict) -> list[str]:
+    """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
+    audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
+    import textwrap
+    config, audit, out = metrics["config"], metrics["shortcut_audit"], Path(metrics["output_dir"])
+    target, layer = CIFAR10_CLASSES[config["artifact_class"]], config["audit_layers"].split(",")[0].strip()
+    wrap = functools.partial(textwrap.wrap, width=110, subsequent_indent="  ", break_long_words=False,
+                             break_on_hyphens=False)
+    lines = ["", *wrap("Summary." + QUICK_NOTE * bool(config["quick"])),
+             *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
+    used = {p["corner"]: p for p in audit["predictions"]
+            if (p["model"], p["group"]) == ("biased", "nonfrogs") and interval_side(p["use"]["ci95"]) == "above"}
+    lines += wrap(f"The biased model uses the square at: " + (", ".join(
+        f"{c} (p({target}) of stamped non-{target}s {_fmt_ci(p['use'], compact=True)})" for c, p in used.items())
+        or f"no corner: there is no shortcut to reveal, every verdict is n/a"))
+    rows = [r[:1] + r[2:] for r in verdict_rows(audit, "nonfrogs", compact=True) if r[1] in (layer, "-")]
+    lines += [f"Shortcut audit at {layer}, stamped non-{target}s: change of {VERDICT_MEASURE} when the square is added",
+              *table_lines(["method", "reveals", "selective", "specific: std", "specific: control", "verdict"], rows,
+                           markdown=False)]
+    others = {}
+    for v in audit["verdicts"]:
+        if v["group"] == "nonfrogs" and v["layer"] not in ("-", layer):
+            others.setdefault(v["layer"], []).append(v["verdict"])
+    lines += wrap("Other layers: " + "; ".join(
+        f"{name} " + ", ".join(f"{verdicts.count(k)} {k}" for k in dict.fromkeys(verdicts))
+        for name, verdicts in others.items()) + f". Columns: mean [95% interval]; reveals: the biased model, square at a "
+        "corner it uses; selective: its largest change where it ignores the square; specific: the standard model and "
+        f"the control at the used corner. Rule: every interval on its side of {VERDICT_MARGIN} (README).")
     sanity = metrics["sanity_check"]
-    stages = [row["stage"] for row in next(iter(sanity["spearman_with_original"].values()))[1:]]
-    print(f"\nSanity check: Spearman with the trained model's maps, {sanity['images']} images, weights re-initialised "
-          f"cumulatively from the logits down ({sanity['pass_rule']})")
-    print_table(["method", "images", *(st if i == 0 else "+" + st for i, st in enumerate(stages)), "decorrelates at",
-                 "verdict"],
-                [[method, rows[0]["n"], *(f"{r['mean']:.3f}" for r in rows[1:]), sanity["decorrelates_at"][method],
-                  sanity["verdict"][method]] for method, rows in sanity["spearman_with_original"].items()])
-    print(f"\nwrote {metrics['output_dir']}/metrics.json and {len(metrics['figures'])} figures "
-          f"in {metrics['timings']['total_seconds']:.1f} s")
+    by_verdict = {}
+    for method, verdict in sanity["verdict"].items():
+        by_verdict.setdefault(verdict, []).append(method)
+    lines += wrap(f"Sanity check ({sanity['images']} images, fc+layer4 re-initialised): " +
+                  "; ".join(f"{k}: {', '.join(v)}" for k, v in by_verdict.items()))
+    lines += wrap(f"Every table: {out / 'summary.md'}. Figures ({len(metrics['figures'])}) in {out}/: " +
+                  ", ".join(Path(f).stem for f in metrics["figures"]) + ".")
+    lines.append(f"Done in {metrics['timings']['total_seconds']:.0f} s.")
+    return lines
 
 
 @contextmanager
-def timed(timings: dict[str, float], stage: str):
-    """Records the block's wall time as timings[f"{stage}_seconds"]."""
+def timed(timings: dict[str, float], stage: str, cfg: Config | None = None, done: str = ""):
+    """Records the block's wall time as timings[f"{stage}_seconds"]; with cfg, says `done` and the time after it."""
     start = time.perf_counter()
     try:
         yield
     finally:
         timings[f"{stage}_seconds"] = time.perf_counter() - start
+    if cfg is not None:
+        say(cfg, f"{done} ({timings[f'{stage}_seconds']:.1f} s)")
 
 
 def check_output_dir(path: Path, data_dir: Path) -> None:
@@ -2487,9 +2606,9 @@ def run(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     precision = precision_plan(device, cfg.amp, cfg.forward_amp)
     cfg = dataclasses.replace(cfg, forward_amp=precision["forward_only_explanations"] == "bf16")  # what runs
-    print(f"precision: training {precision['training']}, occlusion/deletion/Score-CAM forward passes "
-          f"{precision['forward_only_explanations']}, predictions and gradient maps fp32 ({precision['reason']}; "
-          f"device {device})")
+    cfg = dataclasses.replace(cfg, progress=cfg.progress and not cfg.quiet)
+    say(cfg, f"device {device}: training {precision['training']}, occlusion/deletion/Score-CAM "
+             f"{precision['forward_only_explanations']}, predictions and gradient maps fp32 ({precision['reason']})")
     fp32_without_tf32(device)
     out, show = Path(cfg.output_dir), in_notebook()
     check_output_dir(out, Path(cfg.data_dir))
@@ -2500,11 +2619,11 @@ def run(cfg: Config) -> dict:
     with timed(timings, "data"):
         train, test, source = load_cifar10(cfg, device)
         fingerprint = data_fingerprint(train, test)
-    print(f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images on {device} "
-          f"(fingerprint {fingerprint})")
+    say(cfg, f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images (fingerprint {fingerprint})")
 
     ##### Train both models, or reuse checkpoints of the same configuration and data
-    print_table(EPOCH_LOG)
+    if not cfg.quiet:
+        print_table(EPOCH_LOG)
     models, results = {}, {}
     for name in ("standard", "biased"):
         models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
@@ -2513,7 +2632,8 @@ def run(cfg: Config) -> dict:
     ##### Evaluate: accuracy, and what the square does to each model's predictions
     logits = {}
     for name, model in models.items():
-        with timed(timings, f"evaluate_{name}"):
+        with timed(timings, f"evaluate_{name}", cfg, f"evaluated the {name} model on {len(test.labels)} test images, "
+                                                      "clean and stamped"):
             model_metrics, logits[name] = evaluate_model(model, cfg, test)
         results[name].update(model_metrics)
     std_logits = logits["standard"]["clean"]
@@ -2521,7 +2641,7 @@ def run(cfg: Config) -> dict:
     ##### Milestone 2 figures: Grad-CAM of the standard model, and of both models on stamped frogs
     layer = resolve_layer(models["standard"], cfg.target_layer)[0]
     cat_ship = [CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("ship")]
-    with timed(timings, "figures"):
+    with timed(timings, "figures", cfg, "Milestone 2 figures: Grad-CAM of the standard model, both models on stamped frogs"):
         picks = pick_examples(test.labels, cat_ship, cfg.examples_per_class, std_logits)
         figures = [gradcam_examples_figure(models["standard"], test.images[picks], test.labels[picks], cat_ship,
                                            cfg.examples_per_class, layer, cfg.channels_last, "test cats and ships",
@@ -2539,27 +2659,28 @@ def run(cfg: Config) -> dict:
 
     ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
     ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
-    with timed(timings, "audit"):
+    with timed(timings, "audit", cfg, f"shortcut audit: {cfg.audit_images} images per group x 2 groups x 5 conditions x "
+                                      f"3 models, {len(cfg.audit_layer_names)} layers"):
         audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
 
     ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
     picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
-    with timed(timings, "faithfulness"):
+    with timed(timings, "faithfulness", cfg, f"faithfulness: {len(picks)} images, occlusion and deletion/insertion"):
         faith, faith_maps = faithfulness(models["standard"], cfg, test.images[picks], test.labels[picks])
     faith["correctly_classified"] = n_correct
     if n_correct < len(picks):
-        print(f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the maps "
-              "explain their true class")
+        say(cfg, f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the maps "
+                 "explain their true class")
 
     ##### Sanity check on the first faithfulness images, whose trained-model maps are already computed
     k = cfg.sanity_images
-    with timed(timings, "sanity"):
+    with timed(timings, "sanity", cfg, f"sanity check: {k} images, {len(CASCADE)} randomisation stages"):
         sanity = sanity_check(models["standard"], cfg, test.images[picks[:k]], test.labels[picks[:k]],
                               {method: maps[:k] for method, maps in faith_maps.items()})
 
     ##### Milestone 3 figures
     target = CIFAR10_CLASSES[cfg.artifact_class]
-    with timed(timings, "m3_figures"):
+    with timed(timings, "m3_figures", cfg, "Milestone 3 figures: faithfulness, sanity check, audit"):
         figures += [faithfulness_figure(faith, out / "faithfulness.png", show),
                     sanity_figure(sanity, out / "sanity_check.png", show),
                     verdict_figure(audit, out / "shortcut_verdict.png", show)]
@@ -2595,7 +2716,11 @@ def run(cfg: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     np.savez_compressed(out / "audit_per_image.npz", **audit_per_image)
-    print_summary(metrics)
+    (out / "summary.md").write_text(summary_markdown(metrics))
+    if cfg.quiet:
+        print(f"wrote {out}/metrics.json, summary.md and {len(figures)} figures in {timings['total_seconds']:.0f} s")
+    else:
+        print(*console_summary(metrics), sep="\n")
     return metrics
 
 

@@ -9,8 +9,9 @@ Measures (min and median of several repeats after warm-up; torch.cuda.synchroniz
      layer and images, and of a plain forward pass in torch.inference_mode (the floor);
   3. the other explanation methods and evaluations; the forward-only ones (occlusion, deletion/insertion,
      Score-CAM) in fp32 and under --forward-amp's autocast, as the pipeline runs them;
-  4. wall time of `grad_cam_experiment.py --quick` (needs --data-dir) and, with --full-run on a GPU, of the
-     default full run.
+  4. wall time of `grad_cam_experiment.py --quick` (needs --data-dir; also with --no-amp where that differs), with
+     the fp32 training step's rate and their product (the run in fp32 training images: comparable across machines),
+     and, with --full-run on a GPU, of the default full run. --quick-only: only this, one file per machine kind.
 --accuracy trains the project path and the naive path with the same recipe and seeds on a real subset and
 compares test accuracy (the fast path must not cost accuracy).
 
@@ -225,6 +226,26 @@ def wall_time(command: list[str]) -> dict:
     return dict(command=" ".join(command), seconds=seconds)
 
 
+def bench_quick(cfg, train, device, data_dir: str, repeats: int) -> dict:
+    """Wall time of `--quick` as a newcomer runs it (a fresh process, imports included), in the default precision and,
+    where --amp changes anything, with --no-amp (fp32); each next to the fp32 training step's rate (batch 128) on the
+    same machine, and their product: the run's length in fp32 training images, which compares machines."""
+    fp32 = gce.dataclasses.replace(cfg, amp=False)
+    step = rate(128 * 2, time_it(project_step_fn(fp32, train, device, 128, 2), device, repeats))
+    variants = {"--quick": []} | ({"--quick --no-amp": ["--no-amp"]}
+                                  if gce.training_precision(device, cfg.amp) != "fp32" else {})
+    rows = {}
+    for name, extra in variants.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"wall time of {name} ...", flush=True)
+            rows[name] = wall_time([sys.executable, "grad_cam_experiment.py", "--quick", "--no-progress", *extra,
+                                    "--data-dir", data_dir, "--output-dir", tmp, "--device", str(device)])
+        if "seconds" in rows[name]:
+            rows[name] |= dict(fp32_step_images_per_s=step["images_per_s_best"],
+                               fp32_training_images_equivalent=rows[name]["seconds"] * step["images_per_s_best"])
+    return rows
+
+
 def naive_train_accuracy(cfg: gce.Config, train: gce.Split, test: gce.Split, device: torch.device,
                          workers: int) -> float:
     """The recipe through the naive pipeline (standard model), to compare test accuracy with the fast path."""
@@ -354,12 +375,14 @@ def main() -> int:
     parser.add_argument("--cam-family", action="store_true", help="only time each CAM method against pytorch-grad-cam's "
                         "class of the same name; writes outputs/benchmarks/cam-family-<device>.json")
     parser.add_argument("--scorecam-images", type=int, default=4, help="images for the Score-CAM timings")
+    parser.add_argument("--quick-only", action="store_true", help="only time --quick (and --quick --no-amp where "
+                        "that differs) beside the fp32 training step; writes outputs/benchmarks/quick-<machine kind>.json")
     parser.add_argument("--out", help="JSON path (default outputs/benchmarks/bench-<device>.json)")
     args = parser.parse_args()
     try:
         device = gce.resolve_device(args.device)
-        if (args.accuracy or args.full_run) and not args.data_dir:
-            raise gce.UserError("--accuracy and --full-run need --data-dir with real CIFAR-10")
+        if (args.accuracy or args.full_run or args.quick_only) and not args.data_dir:
+            raise gce.UserError("--accuracy, --full-run and --quick-only need --data-dir with real CIFAR-10")
     except gce.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -384,6 +407,18 @@ def main() -> int:
     n_train = 4096 if not args.smoke else 64
     train = gce.Split(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device),
                       torch.randint(0, 10, (n_train,), generator=generator).to(device))
+    if args.quick_only:  # one file per kind of machine: the rows of several machines sit side by side
+        kind = device.type if device.type == "cuda" else "cpu-" + ("bf16" if gce.cpu_has_native_bf16() else "no-bf16")
+        report = dict(environment=gce.environment_info(device), repeats=repeats,
+                      quick=bench_quick(cfg, train, device, args.data_dir, repeats))
+        out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"quick-{kind}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        gce.print_table(["run", "seconds", "fp32 step img/s", "fp32 training images equivalent"],
+                        [[name, f"{r.get('seconds', float('nan')):.1f}", f"{r.get('fp32_step_images_per_s', 0):.1f}",
+                          f"{r.get('fp32_training_images_equivalent', 0):.0f}"] for name, r in report["quick"].items()])
+        print(f"\nwrote {out}")
+        return 0
     report = dict(environment=gce.environment_info(device), smoke=args.smoke, repeats=repeats, compile=args.compile,
                   steps_per_repeat=steps, gradcam_batch=grad_cam_batch, naive_workers=args.workers,
                   amp=cfg.amp, training_precision=gce.training_precision(device, cfg.amp),
@@ -391,15 +426,13 @@ def main() -> int:
     print("training throughput ...", flush=True)
     report["training"] = bench_training(cfg, train, device, batch_sizes, steps, repeats, args.workers)
     print("explanation throughput ...", flush=True)
-    report["explanations"] = bench_explanations(cfg, train.images[:grad_cam_batch], device, repeats + 1,
-                                                cfg.target_layer, 2 if args.smoke else args.slow_images)
+    report["explanations"] = bench_explanations(cfg, train.images[:grad_cam_batch], device,
+                                                repeats if args.smoke else repeats + 1, cfg.target_layer,
+                                                1 if args.smoke else args.slow_images)  # smoke: seconds, not a number
     report["wall_times"] = {}
     if args.data_dir and not args.smoke:
+        report["wall_times"] = bench_quick(cfg, train, device, args.data_dir, repeats)
         with tempfile.TemporaryDirectory() as tmp:
-            print("wall time of --quick ...", flush=True)
-            report["wall_times"]["--quick"] = wall_time(
-                [sys.executable, "grad_cam_experiment.py", "--quick", "--no-progress", "--data-dir", args.data_dir,
-                 "--output-dir", tmp, "--device", args.device])
             if args.full_run and device.type == "cuda":
                 print("wall time of the default full run ...", flush=True)
                 report["wall_times"]["default full run"] = wall_time(

@@ -9,7 +9,7 @@ each corner) for the measures whose definitions are unchanged - point_px is poin
 same 8 px), share is share - and runs grad_cam_experiment.audit_summary and the verdict figure on them. The grid
 measures (point_cell, point_near_cell) need the maps and are not available for this run.
 
-Run:  python benchmarks/rescore_reference.py      # writes outputs/reference-rescored/{metrics.json, shortcut_verdict.png}
+Run:  python benchmarks/rescore_reference.py  # outputs/reference-rescored/{metrics.json, shortcut_verdict.png}, outputs/summary.md
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ def main() -> int:
                "benchmarks/rescore_reference.py", config=cfg, environment=metrics["environment"],
         models={k: {m: v for m, v in r.items() if m != "history"} for k, r in metrics["models"].items()},
         shortcut_audit=audit, figures=[figure]), indent=1))
-    gce.print_table(["method", "layer", "biased, used corner", "biased, ignored", "standard", "control", "verdict"],
-                    gce.verdict_rows(audit, "nonfrogs"))
-    print(f"wrote {out / 'metrics.json'} and {figure}")
+    # Every table of the reference run (its models, faithfulness and sanity check as run, the audit as re-read here)
+    (ROOT / "outputs" / "summary.md").write_text(gce.summary_markdown({**metrics, "shortcut_audit": audit}))
+    gce.print_table(gce.VERDICT_HEADERS, gce.verdict_rows(audit, "nonfrogs"))
+    print(f"wrote {out / 'metrics.json'}, {figure} and outputs/summary.md")
     return 0
 
 

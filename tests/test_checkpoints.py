@@ -26,7 +26,8 @@ PERTURBED = dict(
     seed=1, retrain=True, resume=False, device="cpu", amp=False, forward_amp=False, channels_last=False, eval_batch_size=64, compile=True,
     target_layer="layer3", examples_per_class=2, frog_examples=3, faithfulness_images=600, occlusion_patch=4,
     occlusion_stride=1, deletion_steps=16, bootstrap_resamples=100, sanity_images=10, audit_layers="layer3",
-    audit_images=10, audit_occlusion_images=3, methods="HiResCAM", scorecam_images=3, audit_scorecam_images=2, pointing_tolerance=4, progress=False)
+    audit_images=10, audit_occlusion_images=3, methods="HiResCAM", scorecam_images=3, audit_scorecam_images=2, pointing_tolerance=4, progress=False,
+    quiet=True)
 
 
 def key(cfg: gce.Config, biased: bool, data: str = "fingerprint", precision: str = "fp32", device: str = "cpu") -> str:
@@ -80,13 +81,27 @@ def tiny_training(tiny_dataset, tmp_path):
     return cfg, train, test, gce.data_fingerprint(train, test)
 
 
+@pytest.fixture(scope="module")
+def trained_once(tiny_dataset, tmp_path_factory):
+    """One biased model trained and saved, which each damage below copies into its own output folder."""
+    cfg = gce.Config(data_dir=str(tiny_dataset), output_dir=str(tmp_path_factory.mktemp("trained")), train_subset=20,
+                     test_subset=20, epochs=1, progress=False)
+    train, test, _ = gce.load_cifar10(cfg, CPU)
+    fingerprint = gce.data_fingerprint(train, test)
+    model, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
+    return cfg, train, test, fingerprint, model, gce.Path(first["checkpoint"])
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs",
                                     "stored data differ", "non-finite weights"])
-def test_a_bad_checkpoint_is_retrained_with_one_warning(tiny_training, capsys, damage):
-    cfg, train, test, fingerprint = tiny_training
-    model, first = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
-    path = gce.Path(first["checkpoint"])
-    data = path.read_bytes()
+def test_a_bad_checkpoint_is_retrained_with_one_warning(trained_once, tmp_path, capsys, damage):
+    cfg, train, test, fingerprint, model, trained = trained_once
+    cfg = dataclasses.replace(cfg, output_dir=str(tmp_path))  # not in the checkpoint key: the same file name
+    path = tmp_path / "checkpoints" / trained.name
+    path.parent.mkdir()
+    data = trained.read_bytes()
+    path.write_bytes(data)
+    first = dict(checkpoint=str(path))
     if damage == "truncated":  # also what Ctrl-C during a plain torch.save used to leave
         path.write_bytes(data[:len(data) // 2])
     elif damage == "empty":
@@ -197,7 +212,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monk
     monkeypatch.setattr(gce, "training_step", real_step)
     capsys.readouterr()
     resumed, info = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
-    assert f"resuming after epoch 2 of 3 from {epoch_path}" in capsys.readouterr().out
+    assert f"resuming after epoch 2 of 3 from {epoch_path}" in " ".join(capsys.readouterr().out.split())  # wrapped
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
     drop = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
     assert drop(info["history"]) == drop(first["history"]) and not epoch_path.exists()

@@ -34,7 +34,18 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert metrics["precision"]["training"] == metrics["precision"]["forward_only_explanations"] == expected
     assert metrics["precision"]["predictions"] == metrics["precision"]["gradient_explanations"] == "fp32"
     log = capsys.readouterr().out
-    assert log.startswith(f"precision: training {expected}, ")
+    assert log.startswith(f"device cpu: training {expected}, ")
+    # A console a person can read: no line over 110 characters, a summary of at most 30 lines after the stage lines
+    assert max(len(line) for line in log.splitlines()) <= 110
+    summary = log[log.index("\nSummary."):].strip().splitlines()
+    assert 10 <= len(summary) <= 30 and summary[-1].startswith("Done in ")
+    assert any(line.startswith("Grad-CAM   ") and line.endswith(" n/a") for line in summary)  # the verdict table
+    # ... and every full table in summary.md, from metrics.json alone
+    tables = (out / "summary.md").read_text()
+    assert tables == gce.summary_markdown(metrics)
+    for heading in ("## Models", "## Verdicts, nonfrogs", "## Verdicts, frogs", "## Change of point_cell",
+                    "## Chance and ceiling", "## Faithfulness", "## Sanity check", "## Timings"):
+        assert heading in tables, heading
     assert metrics["data"]["train_images"] == 20 and metrics["data"]["test_images"] == 20
     for name in ("standard", "biased"):
         m = metrics["models"][name]
@@ -54,7 +65,7 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
              "Score-CAM"}
     assert set(metrics["faithfulness"]["methods"]) == every | {"Random", "Gaussian prior"}
     assert metrics["faithfulness"]["methods"]["Score-CAM"]["images"] == 1  # --quick: one image
-    assert set(metrics["sanity_check"]["verdict"]) == every
+    assert set(metrics["sanity_check"]["verdict"]) == every - {"Score-CAM"}  # one image there: left out
     assert {"data_seconds", "train_seconds", "total_seconds"} <= metrics["timings"].keys()
     audit = metrics["shortcut_audit"]
     assert {p["model"] for p in audit["predictions"]} == set(gce.AUDIT_MODELS)
@@ -64,13 +75,17 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert len(per_image["indices/frogs"]) == metrics["shortcut_audit"]["groups"]["frogs"]["images"]
     assert "| standard |     1 |" in log and "| biased   |     1 |" in log
 
-    # A second run reuses both checkpoints (same configuration) and reports the same accuracy.
-    assert gce.main(argv) == 0
+    # A second run reuses both checkpoints (same configuration: the evaluation's sizes are not part of it) and reports
+    # the same accuracy; --quiet: one line.
+    smaller = ["--methods", "GradCAM", "--audit-layers", "layer4.1.conv2", "--audit-occlusion-images", "0",
+               "--faithfulness-images", "2", "--sanity-images", "2", "--audit-images", "2", "--scorecam-images", "0"]
+    assert gce.main([*argv, *smaller, "--quiet"]) == 0
     again = json.loads((out / "metrics.json").read_text())
     for name in ("standard", "biased"):
         assert again["models"][name]["reused_checkpoint"]
         assert again["models"][name]["test_accuracy"] == metrics["models"][name]["test_accuracy"]
-    assert "reusing checkpoint" in capsys.readouterr().out
+    quiet = capsys.readouterr().out
+    assert quiet.startswith(f"wrote {out}/metrics.json, summary.md and 12 figures in ") and quiet.count("\n") == 1
 
 
 def test_source_runs_as_a_notebook_cell_with_kernel_argv(tmp_path, monkeypatch, capsys):

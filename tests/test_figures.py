@@ -55,3 +55,24 @@ def test_table_columns_are_as_wide_as_their_header_or_widest_cell(capsys):
         "| standard |     1 | 2.5000 |",
         "| biased   |    12 | 0.1235 |",
         "| biased   |     2 | 1.0000 |"]
+
+
+def test_the_console_summary_of_a_real_run_fits_a_terminal_and_every_table_goes_to_summary_md():
+    # The committed 10k-image seed-1 run: the biased model uses the top-left corner, so every verdict cell is filled.
+    import json
+    from pathlib import Path
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    lines = gce.console_summary(metrics)
+    assert len(lines) <= 30 and max(map(len, lines)) <= 110
+    assert any(line.startswith("The biased model uses the square at: top-left (p(frog)") for line in lines)
+    grad_cam = next(line for line in lines if line.startswith("Grad-CAM "))
+    record = next(r for r in metrics["shortcut_audit"]["records"] if (r["model"], r["method"], r["layer"], r["group"],
+                  r["corner"], r["measure"]) == ("biased", "Grad-CAM", "layer4.1.conv2", "nonfrogs", "top-left", "point_px"))
+    assert grad_cam.split()[1:3] == [f"{record['delta']['mean']:+.2f}",
+                                     f"[{record['delta']['ci95'][0]:.2f},{record['delta']['ci95'][1]:.2f}]"]
+    verdict = next(v for v in metrics["shortcut_audit"]["verdicts"]
+                   if (v["method"], v["layer"], v["group"]) == ("Grad-CAM", "layer4.1.conv2", "nonfrogs"))
+    assert grad_cam.endswith(" " + verdict["verdict"])
+    tables = gce.summary_markdown(metrics)
+    assert f"{gce._fmt_ci(record['delta'], '+.2f')} ({record['stamped']:.2f} vs {record['clean']:.2f})" in tables
+    assert tables.count("\n## Change of ") == 4 * 2  # every measure, both groups

@@ -32,7 +32,7 @@ def test_fp16_loss_scaling_uses_plain_sgd_and_survives_a_skipped_step(monkeypatc
 def test_evaluation_uses_the_fp32_logits_the_maps_and_captions_use(model, monkeypatch):
     monkeypatch.setattr(gce, "cpu_has_native_bf16", lambda: True)  # --amp means bf16 here, whatever this CPU has
     g = torch.Generator().manual_seed(0)
-    test = gce.Split(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(40) % 10)
+    test = gce.Split(torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(20) % 10)
     cfg = gce.Config(amp=True, channels_last=False, eval_batch_size=16)
     _, logits = gce.evaluate_model(model, cfg, test)
     fp32 = gce.predict_logits(model, test.images, 16, amp=False)

@@ -1,6 +1,6 @@
 """Real CIFAR-10 (the offline JPEG copy): the shortcut shows in the numbers. Skipped when the data is absent.
 
-Scale: 1,000 training images, 2 epochs per model, reference recipe, 500 test images (see conftest.real_models).
+Scale: 400 training images, 2 epochs per model, reference recipe at batch 32, 300 test images (conftest.real_models).
 The thresholds sit well inside what was measured at this scale (noted beside each)."""
 
 import pytest
@@ -19,23 +19,24 @@ def test_biased_model_learns_the_square_as_a_shortcut(evaluated):
     cfg, models, test, metrics, _ = evaluated
     biased, standard = metrics["biased"], metrics["standard"]
     print({name: {k: round(v, 3) for k, v in m.items() if k != "per_class_accuracy"} for name, m in metrics.items()})
-    assert biased["shortcut_rate_stamped"] > 0.8                                      # measured 0.97
-    assert biased["shortcut_rate_stamped"] - biased["shortcut_rate_clean"] > 0.5     # clean 0.18
-    assert biased["shortcut_rate_stamped"] - standard["shortcut_rate_stamped"] > 0.5  # standard 0.12
+    assert biased["shortcut_rate_stamped"] > 0.8                                      # measured 0.98
+    assert biased["shortcut_rate_stamped"] - biased["shortcut_rate_clean"] > 0.5     # clean 0.15
+    assert biased["shortcut_rate_stamped"] - standard["shortcut_rate_stamped"] > 0.5  # standard 0.03
     assert biased["frog_recall_stamped"] > 0.9 and biased["frog_recall_stamped"] > biased["frog_recall_clean"] + 0.3
-    assert biased["test_accuracy"] > 0.12  # it learned something beyond the square (chance is 0.10)
+    assert biased["test_accuracy"] > 0.12  # it learned something beyond the square (chance 0.10; measured 0.21)
 
 
 def test_audit_on_real_data_measures_the_shortcut_where_the_model_uses_it(evaluated):
     cfg, models, test, _, _ = evaluated
-    cfg = gce.dataclasses.replace(cfg, audit_images=90, audit_occlusion_images=10, audit_scorecam_images=0,
-                                  methods="GradCAM", bootstrap_resamples=200)  # Score-CAM: tested elsewhere
+    cfg = gce.dataclasses.replace(cfg, audit_images=16, audit_occlusion_images=4, audit_scorecam_images=0,
+                                  occlusion_stride=8, methods="GradCAM", audit_layers="layer3",
+                                  bootstrap_resamples=200)  # the other methods and layers: tested elsewhere
     report, _ = gce.shortcut_audit(gce.audit_models(models, cfg.seed), cfg, test)
     use = {(p["model"], p["corner"]): p["use"] for p in report["predictions"] if p["group"] == "nonfrogs"}
     print({k: round(v["mean"], 3) for k, v in use.items()})
     trained = cfg.artifact_corner
     # The prediction-level shortcut at the trained corner, on non-frogs drawn from all nine other classes.
-    assert use[("biased", trained)]["ci95"][0] > 0.5                         # measured 0.8
+    assert use[("biased", trained)]["ci95"][0] > 0.5                         # mean 0.82; 0.74 with 24 images
     assert abs(use[("standard", trained)]["mean"]) < 0.2                     # measured 0.0
     rows = {(r["model"], r["method"], r["layer"], r["corner"], r["measure"]): r for r in report["records"]
             if r["group"] == "nonfrogs"}

@@ -17,8 +17,8 @@ import seeds  # noqa: E402
 
 def run_seeds(data: Path, out: Path, *extra: str) -> int:
     return seeds.main(["--data-dir", str(data), "--seeds", "0,1", "--train-subset", "20", "--test-subset", "20",
-                       "--epochs", "1", "--bootstrap-resamples", "20", "--audit-images", "4",
-                       "--audit-occlusion-images", "1", "--out", str(out), *extra])
+                       "--epochs", "1", "--bootstrap-resamples", "20", "--audit-images", "2",
+                       "--audit-occlusion-images", "0", "--out", str(out), *extra])
 
 
 LOW_PRECISION = gce.precision_plan(gce.resolve_device("auto"), True, True)["training"] != "fp32"
