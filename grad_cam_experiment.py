@@ -2432,10 +2432,12 @@ def summary_markdown(metrics: dict) -> str:
     config, target = metrics["config"], CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
     env, data = metrics.get("environment", {}), metrics.get("data", {})
     out = [f"# Results: {metrics.get('output_dir', '')}", "",
-           f"{data.get('train_images', '?')} training / {data.get('test_images', '?')} test images, {config['epochs']} "
+           f"{data.get('train_images', 0):,} training / {data.get('test_images', 0):,} test images, {config['epochs']} "
            f"epochs, seed {config['seed']}; {env.get('device_name', '?')} (native bf16: "
-           f"{env.get('cpu_native_bf16', '?')}), training {metrics.get('precision', {}).get('training', '?')}; "
-           f"{metrics.get('timings', {}).get('total_seconds', 0):.0f} s." + QUICK_NOTE * bool(config.get("quick")),
+           f"{env.get('cpu_native_bf16', '?')}), training {metrics.get('precision', {}).get('training', '?')}; the "
+           f"run took {metrics.get('timings', {}).get('total_seconds', 0):.0f} s" +
+           " (checkpoints reused: no training in it)" * any(m.get("reused_checkpoint") for m in metrics["models"].values())
+           + "." + QUICK_NOTE * bool(config.get("quick")),
            "", "## Models", "", *table_lines(model_headers(target), model_rows(metrics))]
     audit = metrics.get("shortcut_audit")
     if audit:

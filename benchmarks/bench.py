@@ -232,12 +232,12 @@ def bench_quick(cfg, train, device, data_dir: str, repeats: int) -> dict:
     same machine, and their product: the run's length in fp32 training images, which compares machines."""
     fp32 = gce.dataclasses.replace(cfg, amp=False)
     step = rate(128 * 2, time_it(project_step_fn(fp32, train, device, 128, 2), device, repeats))
-    variants = {"--quick": []} | ({"--quick --no-amp": ["--no-amp"]}
-                                  if gce.training_precision(device, cfg.amp) != "fp32" else {})
+    variants = {"quick": []} | ({"quick_no_amp": ["--no-amp"]}  # keys without '--': the README cites them in comments
+                                if gce.training_precision(device, cfg.amp) != "fp32" else {})
     rows = {}
     for name, extra in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"wall time of {name} ...", flush=True)
+            print(f"wall time of {' '.join(['--quick', *extra])} ...", flush=True)
             rows[name] = wall_time([sys.executable, "grad_cam_experiment.py", "--quick", "--no-progress", *extra,
                                     "--data-dir", data_dir, "--output-dir", tmp, "--device", str(device)])
         if "seconds" in rows[name]:
