@@ -1527,7 +1527,7 @@ def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) ->
     regions = dilate(mask, tolerance).reshape(-1, mask.shape[-2] * mask.shape[-1])
     flat = maps.flatten(1)
     top = flat.max(1).values[:, None]
-    inside = torch.where(regions, flat[:, None], torch.tensor(-math.inf, dtype=flat.dtype)).amax(2)
+    inside = torch.where(regions.to(flat.device), flat[:, None], flat.new_tensor(-math.inf)).amax(2)
     hit = (inside >= top) & (top > flat.min(1).values[:, None])
     return hit if mask.dim() == 3 else hit[:, 0]
 
