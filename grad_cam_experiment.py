@@ -1912,8 +1912,8 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
     occlusion = Occlusion(model, cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)(
         x, classes)
     per_image, curves = {}, {}
+    bar.update()
     for method, m in maps.items():
-        bar.update()
         bar.set_description(f"faithfulness: deletion/insertion, {method}")
         n = len(m)  # Score-CAM: the first scorecam_images
         scores = deletion_insertion(model, x[:n], classes[:n], m, cfg.deletion_steps, cfg.eval_batch_size,
@@ -1921,6 +1921,7 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
         per_image[method] = dict(spearman_with_occlusion=spearman(m, occlusion[:n]), deletion_auc=scores["deletion_auc"],
                                  insertion_auc=scores["insertion_auc"])
         curves[method] = {k: scores[k].mean(0).tolist() for k in ("deletion_curve", "insertion_curve")}
+        bar.update()
     bar.close()
     methods = {}
     for method, values in per_image.items():
@@ -2433,7 +2434,7 @@ def summary_markdown(metrics: dict) -> str:
     env, data = metrics.get("environment", {}), metrics.get("data", {})
     out = [f"# Results: {metrics.get('output_dir', '')}", "",
            f"{data.get('train_images', 0):,} training / {data.get('test_images', 0):,} test images, {config['epochs']} "
-           f"epochs, seed {config['seed']}; {env.get('device_name', '?')} (native bf16: "
+           f"epoch{'s' * (config['epochs'] != 1)}, seed {config['seed']}; {env.get('device_name', '?')} (native bf16: "
            f"{env.get('cpu_native_bf16', '?')}), training {metrics.get('precision', {}).get('training', '?')}; the "
            f"run took {metrics.get('timings', {}).get('total_seconds', 0):.0f} s" +
            " (checkpoints reused: no training in it)" * any(m.get("reused_checkpoint") for m in metrics["models"].values())
@@ -2537,7 +2538,7 @@ def console_summary(metrics: dict) -> list[str]:
         by_verdict.setdefault(verdict, []).append(method)
     lines += wrap(f"Sanity check ({sanity['images']} images, fc+layer4 re-initialised): " +
                   "; ".join(f"{k}: {', '.join(v)}" for k, v in by_verdict.items()))
-    lines += wrap(f"Every table: {out / 'summary.md'}. Figures ({len(metrics['figures'])}) in {out}/: " +
+    lines += wrap(f"Every table: {out / 'summary.md'}; every number: {out / 'metrics.json'}. Figures ({len(metrics['figures'])}) in {out}/: " +
                   ", ".join(Path(f).stem for f in metrics["figures"]) + ".")
     lines.append(f"Done in {metrics['timings']['total_seconds']:.0f} s.")
     return lines
@@ -2683,30 +2684,34 @@ def run(cfg: Config) -> dict:
     ##### Milestone 3 figures
     target = CIFAR10_CLASSES[cfg.artifact_class]
     with timed(timings, "m3_figures", cfg, "Milestone 3 figures: faithfulness, sanity check, audit"):
-        figures += [faithfulness_figure(faith, out / "faithfulness.png", show),
-                    sanity_figure(sanity, out / "sanity_check.png", show),
-                    verdict_figure(audit, out / "shortcut_verdict.png", show)]
+        from tqdm.auto import tqdm
         frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
         others = pick_examples(test.labels, [c for c in range(len(CIFAR10_CLASSES)) if c != cfg.artifact_class][:4], 1)
         shown = torch.cat([frogs, others])
-        figures.append(audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
-                                    cfg.artifact_class, len(frogs), layer, cfg.channels_last,
-                                    out / "shortcut_audit.png", show))
         first = torch.tensor([audit_per_image[f"indices/{g}"][0] for g in audit["groups"]])  # its stored examples
-        for (group, index), stem in zip(zip(audit["groups"], first), ("frog", "nonfrog")):
-            figures.append(relocation_figure(audit, audit_per_image, test.images[index], int(test.labels[index]), group,
-                                             cfg.square, out / f"relocation_{stem}.png", show))
-        figures.append(cam_family_figure(audit, audit_per_image, test.images[first], test.labels[first], cfg.square,
-                                         out / "cam_family_biased.png", show))
         occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # as Occlusion()
         picks = pick_examples(test.labels, cat_ship, 2, std_logits)
-        figures.append(methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
-                                      cfg.channels_last, occlusion, "Standard model: four explanation methods on "
-                                      "test cats and ships (true class)", out / "methods_standard.png", show))
-        figures.append(methods_figure(models["biased"], stamp_square(test.images[frogs], cfg.square),
-                                      test.labels[frogs], layer, cfg.channels_last, occlusion,
-                                      f"Biased model: four explanation methods on stamped test {target}s",
-                                      out / "methods_biased_frogs.png", show))
+        drawings = [  # one call each, in this order, under one progress bar
+            lambda: faithfulness_figure(faith, out / "faithfulness.png", show),
+            lambda: sanity_figure(sanity, out / "sanity_check.png", show),
+            lambda: verdict_figure(audit, out / "shortcut_verdict.png", show),
+            lambda: audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
+                                 cfg.artifact_class, len(frogs), layer, cfg.channels_last, out / "shortcut_audit.png",
+                                 show),
+            *(lambda group=group, index=index, stem=stem: relocation_figure(
+                audit, audit_per_image, test.images[index], int(test.labels[index]), group, cfg.square,
+                out / f"relocation_{stem}.png", show)
+              for (group, index), stem in zip(zip(audit["groups"], first), ("frog", "nonfrog"))),
+            lambda: cam_family_figure(audit, audit_per_image, test.images[first], test.labels[first], cfg.square,
+                                      out / "cam_family_biased.png", show),
+            lambda: methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
+                                   cfg.channels_last, occlusion, "Standard model: four explanation methods on "
+                                   "test cats and ships (true class)", out / "methods_standard.png", show),
+            lambda: methods_figure(models["biased"], stamp_square(test.images[frogs], cfg.square),
+                                   test.labels[frogs], layer, cfg.channels_last, occlusion,
+                                   f"Biased model: four explanation methods on stamped test {target}s",
+                                   out / "methods_biased_frogs.png", show)]
+        figures += [draw() for draw in tqdm(drawings, "figures", leave=False, disable=not cfg.progress)]
 
     ##### metrics.json and the summary tables
     timings["total_seconds"] = time.perf_counter() - start
