@@ -19,11 +19,11 @@ def test_biased_model_learns_the_square_as_a_shortcut(evaluated):
     cfg, models, test, metrics, _ = evaluated
     biased, standard = metrics["biased"], metrics["standard"]
     print({name: {k: round(v, 3) for k, v in m.items() if k != "per_class_accuracy"} for name, m in metrics.items()})
-    assert biased["shortcut_rate_stamped"] > 0.8                                      # measured 0.98
-    assert biased["shortcut_rate_stamped"] - biased["shortcut_rate_clean"] > 0.5     # clean 0.15
-    assert biased["shortcut_rate_stamped"] - standard["shortcut_rate_stamped"] > 0.5  # standard 0.03
+    assert biased["shortcut_rate_stamped"] > 0.8                                      # measured 1.00
+    assert biased["shortcut_rate_stamped"] - biased["shortcut_rate_clean"] > 0.5     # clean 0.24
+    assert biased["shortcut_rate_stamped"] - standard["shortcut_rate_stamped"] > 0.5  # standard 0.04
     assert biased["frog_recall_stamped"] > 0.9 and biased["frog_recall_stamped"] > biased["frog_recall_clean"] + 0.3
-    assert biased["test_accuracy"] > 0.12  # it learned something beyond the square (chance 0.10; measured 0.21)
+    assert biased["test_accuracy"] > 0.12  # it learned something beyond the square (chance 0.10; measured 0.19)
 
 
 def test_audit_on_real_data_measures_the_shortcut_where_the_model_uses_it(evaluated):
@@ -36,7 +36,7 @@ def test_audit_on_real_data_measures_the_shortcut_where_the_model_uses_it(evalua
     print({k: round(v["mean"], 3) for k, v in use.items()})
     trained = cfg.artifact_corner
     # The prediction-level shortcut at the trained corner, on non-frogs drawn from all nine other classes.
-    assert use[("biased", trained)]["ci95"][0] > 0.5                         # mean 0.82; 0.74 with 24 images
+    assert use[("biased", trained)]["ci95"][0] > 0.5                         # measured 0.74
     assert abs(use[("standard", trained)]["mean"]) < 0.2                     # measured 0.0
     rows = {(r["model"], r["method"], r["layer"], r["corner"], r["measure"]): r for r in report["records"]
             if r["group"] == "nonfrogs"}
