@@ -379,12 +379,16 @@ def fp32_without_tf32(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def say(cfg: Config, text: str) -> None:
-    """One console message, wrapped at 110 characters; nothing with --quiet."""
+def console_lines(text: str) -> list[str]:
+    """Text wrapped into console lines of at most 110 characters, continuations indented; a path is never split."""
     import textwrap
+    return textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
+def say(cfg: Config, text: str) -> None:
+    """One console message (console_lines); nothing with --quiet."""
     if not cfg.quiet:
-        print(*textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False),
-              sep="\n", flush=True)  # a path is never split
+        print(*console_lines(text), sep="\n", flush=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -1958,7 +1962,8 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     method whose maps are mostly constant at the deciding stage is 'inconclusive', not 'passes'."""
     x = normalize(images, cfg.channels_last)
     scorecam_images = min(cfg.scorecam_images, len(x))
-    scorecam_images *= scorecam_images >= 2  # one image's Spearman is no evidence (and costs 512 passes per stage)
+    if scorecam_images < 2:  # one image's Spearman is no evidence (and costs 512 forward passes per stage)
+        scorecam_images = 0
     original = original if original is not None else explain_all(model, x, classes, cfg.target_layer,
                                                                  cfg.eval_batch_size, cfg.method_names, scorecam_images,
                                                                  cfg.forward_amp)
@@ -2507,17 +2512,15 @@ QUICK_NOTE = " A --quick run: a check of the pipeline on a tiny subset, not a re
 def console_summary(metrics: dict) -> list[str]:
     """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
     audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
-    import textwrap
     config, audit, out = metrics["config"], metrics["shortcut_audit"], Path(metrics["output_dir"])
     target, layer = CIFAR10_CLASSES[config["artifact_class"]], config["audit_layers"].split(",")[0].strip()
-    wrap = functools.partial(textwrap.wrap, width=110, subsequent_indent="  ", break_long_words=False,
-                             break_on_hyphens=False)
-    lines = ["", *wrap("Summary." + QUICK_NOTE * bool(config["quick"])),
+    lines = ["", *console_lines("Summary." + QUICK_NOTE * bool(config["quick"])),
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]
             if (p["model"], p["group"]) == ("biased", "nonfrogs") and interval_side(p["use"]["ci95"]) == "above"}
-    lines += wrap(f"The biased model uses the square at: " + (", ".join(
-        f"{c} (p({target}) of stamped non-{target}s {_fmt_ci(p['use'], compact=True)})" for c, p in used.items())
+    lines += console_lines(f"The biased model uses the square at: " + (", ".join(
+        f"{c} (p({target}) of non-{target}s rises by {_fmt_ci(p['use'], compact=True)} with the square there)"
+        for c, p in used.items())
         or f"no corner: there is no shortcut to reveal, every verdict is n/a"))
     rows = [r[:1] + r[2:] for r in verdict_rows(audit, "nonfrogs", compact=True) if r[1] in (layer, "-")]
     lines += [f"Shortcut audit at {layer}, stamped non-{target}s: change of {VERDICT_MEASURE} when the square is added",
@@ -2527,7 +2530,7 @@ def console_summary(metrics: dict) -> list[str]:
     for v in audit["verdicts"]:
         if v["group"] == "nonfrogs" and v["layer"] not in ("-", layer):
             others.setdefault(v["layer"], []).append(v["verdict"])
-    lines += wrap("Other layers: " + "; ".join(
+    lines += console_lines("Other layers: " + "; ".join(
         f"{name} " + ", ".join(f"{verdicts.count(k)} {k}" for k in dict.fromkeys(verdicts))
         for name, verdicts in others.items()) + f". Columns: mean [95% interval]; reveals: the biased model, square at a "
         "corner it uses; selective: its largest change where it ignores the square; specific: the standard model and "
@@ -2536,10 +2539,11 @@ def console_summary(metrics: dict) -> list[str]:
     by_verdict = {}
     for method, verdict in sanity["verdict"].items():
         by_verdict.setdefault(verdict, []).append(method)
-    lines += wrap(f"Sanity check ({sanity['images']} images, fc+layer4 re-initialised): " +
-                  "; ".join(f"{k}: {', '.join(v)}" for k, v in by_verdict.items()))
-    lines += wrap(f"Every table: {out / 'summary.md'}; every number: {out / 'metrics.json'}. Figures ({len(metrics['figures'])}) in {out}/: " +
-                  ", ".join(Path(f).stem for f in metrics["figures"]) + ".")
+    lines += console_lines(f"Sanity check ({sanity['images']} images, fc+layer4 re-initialised): " +
+                           "; ".join(f"{k}: {', '.join(v)}" for k, v in by_verdict.items()))
+    lines += console_lines(f"Every table: {out / 'summary.md'}; every number: {out / 'metrics.json'}. "
+                           f"Figures ({len(metrics['figures'])}) in {out}/: " +
+                           ", ".join(Path(f).stem for f in metrics["figures"]) + ".")
     lines.append(f"Done in {metrics['timings']['total_seconds']:.0f} s.")
     return lines
 
