@@ -63,10 +63,43 @@ class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, bad layer name): printed as one line."""
 
 
-def _opt(default: Any, help: str, trains: str = "", quick: Any = None) -> Any:
+class Valid(NamedTuple):
+    """The values a Config field accepts, declared once beside the field: shown in --help and checked by
+    check_field, whose one-line message names the flag, this range and the value given. Numbers: low..high (None: no
+    bound; `above`: low itself excluded), a multiple of `step`, or 0 when `zero` says what 0 means ("all", "none");
+    text: one of `choices`, or any non-empty text (`nonempty`). A tuple (the colour) is checked value by value."""
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+    above: bool = False
+    zero: str = ""
+    step: int = 1
+    choices: tuple = ()
+    nonempty: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if self.choices or self.nonempty:
+            return value in self.choices if self.choices else bool(str(value).strip())
+        if self.zero and value == 0:
+            return True
+        return (math.isfinite(value) and (self.low is None or value > self.low or (value == self.low and not self.above))
+                and (self.high is None or value <= self.high) and (self.step == 1 or value % self.step == 0))
+
+    def __str__(self) -> str:
+        if self.choices or self.nonempty:
+            return "one of " + ", ".join(self.choices) if self.choices else "a non-empty name"
+        span = (f"{self.low}..{self.high}" if self.low is not None and self.high is not None else
+                f"{'>' if self.above else '>='} {self.low}" if self.low is not None else f"<= {self.high}")
+        span = f"a multiple of {self.step}, {span}" if self.step > 1 else span
+        span = f"{span} {self.unit}" if self.unit else span
+        return f"0 ({self.zero}) or {span}" if self.zero else span
+
+
+def _opt(default: Any, help: str, trains: str = "", quick: Any = None, valid: Valid | None = None) -> Any:
     """A Config field: `help` (unit, meaning) for --help; `trains`: whose weights it determines ("both", "biased",
-    or "": none), the checkpoint key hashes exactly these; `quick`: its value under --quick unless given."""
-    metadata = dict(help=help, trains=trains, default=default)
+    or "": none), the checkpoint key hashes exactly these; `quick`: its value under --quick unless given; `valid`:
+    the values it accepts."""
+    metadata = dict(help=help, trains=trains, default=default, valid=valid)
     if quick is None:
         return field(default=default, metadata=metadata)
     return field(default=None, metadata={**metadata, "quick": quick})  # None: resolved in __post_init__
@@ -76,32 +109,39 @@ def _opt(default: Any, help: str, trains: str = "", quick: Any = None) -> Any:
 class Config:
     # Data (what was loaded is keyed by its fingerprint, not by the folder's name: see data_fingerprint)
     data_dir: str = _opt("./data", "CIFAR-10 location: torchvision's cifar-10-batches-py (downloaded "
-                         "there when missing) or an image-folder copy DIR/{train,test}/<class>/*")
-    output_dir: str = _opt("outputs", "folder for figures, metrics.json and checkpoints/", quick="outputs/quick")
-    train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images; 0 = all 50,000)",
-                             trains="both", quick=200)
-    test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images; 0 = all 10,000)",
-                            trains="both", quick=100)  # a checkpoint's history holds test accuracy
+                         "there when missing) or an image-folder copy DIR/{train,test}/<class>/*",
+                         valid=Valid(nonempty=True))
+    output_dir: str = _opt("outputs", "folder for figures, metrics.json and checkpoints/", quick="outputs/quick",
+                           valid=Valid(nonempty=True))
+    train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images, the same number per "
+                             "class; 0 = all 50,000)", trains="both", quick=200,
+                             valid=Valid(10, unit="images", zero="all", step=10))
+    test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images, the same number per class; "
+                            "0 = all 10,000)", trains="both", quick=100,
+                            valid=Valid(10, unit="images", zero="all", step=10))  # a checkpoint's history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
     artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
-                               trains="biased")
-    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images)", trains="biased")
-    artifact_color: tuple = _opt((255, 255, 0), "RGB colour of the square, as R,G,B in 0..255 (yellow)",
-                                 trains="biased")
-    artifact_corner: str = _opt("top-left", "corner of the square: " + ", ".join(CORNERS), trains="biased")
+                               trains="biased", valid=Valid(0, len(CIFAR10_CLASSES) - 1))
+    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images)", trains="biased",
+                              valid=Valid(1, 32, "pixels"))
+    artifact_color: tuple = _opt((255, 255, 0), "RGB colour of the square, as R,G,B (yellow)",
+                                 trains="biased", valid=Valid(0, 255))
+    artifact_corner: str = _opt("top-left", "corner of the square", trains="biased",
+                                 valid=Valid(choices=CORNERS))
     # Training recipe (Milestone 2 reference)
-    epochs: int = _opt(5, "training epochs per model", trains="both", quick=1)
-    batch_size: int = _opt(128, "training batch size (images)", trains="both", quick=64)
-    lr: float = _opt(0.01, "SGD learning rate (> 0)", trains="both")
-    momentum: float = _opt(0.9, "SGD momentum (0..1)", trains="both")
-    weight_decay: float = _opt(5e-4, "SGD weight decay (L2, >= 0)", trains="both")
-    lr_step: int = _opt(10, "StepLR step size (epochs)", trains="both")
-    lr_gamma: float = _opt(0.1, "StepLR decay factor (> 0)", trains="both")
-    crop_padding: int = _opt(4, "random-crop zero padding (pixels); 0 disables the crop", trains="both")
+    epochs: int = _opt(5, "training epochs per model", trains="both", quick=1, valid=Valid(1))
+    batch_size: int = _opt(128, "training batch size (images)", trains="both", quick=64, valid=Valid(2))
+    lr: float = _opt(0.01, "SGD learning rate", trains="both", valid=Valid(0, above=True))
+    momentum: float = _opt(0.9, "SGD momentum", trains="both", valid=Valid(0, 1))
+    weight_decay: float = _opt(5e-4, "SGD weight decay (L2)", trains="both", valid=Valid(0))
+    lr_step: int = _opt(10, "StepLR step size (epochs)", trains="both", valid=Valid(1))
+    lr_gamma: float = _opt(0.1, "StepLR decay factor", trains="both", valid=Valid(0, above=True))
+    crop_padding: int = _opt(4, "random-crop zero padding (pixels); 0 disables the crop", trains="both",
+                             valid=Valid(0, 16, "pixels"))
     flip: bool = _opt(True, "random horizontal flips during training", trains="both")
-    seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation (0 .. 2**32-1)",
-                     trains="both")
+    seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation",
+                     trains="both", valid=Valid(0, 2 ** 32 - 1))
     retrain: bool = _opt(False, "train even when a matching checkpoint exists in output-dir/checkpoints")
     resume: bool = _opt(True, "continue an interrupted training after its last completed epoch (the state is saved "
                         "after every epoch as output-dir/checkpoints/<run>-<key>.epoch.pt); --no-resume: from epoch 1")
@@ -116,43 +156,56 @@ class Config:
                              "benchmarks/bf16_explanations.py; fp16 is never used for it)")
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
                                trains="both")  # other conv kernels: other rounding, other weights
-    eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)")
+    eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)", valid=Valid(1))
     compile: bool = _opt(False, "torch.compile the training step (measured on the 2-core CPU: no gain, 39 s "
                          "of compilation; try it on a GPU)", trains="both")
     # Explanations and figures
     target_layer: str = _opt("layer4.1.conv2", "Grad-CAM target layer as a dotted module path "
-                             "(e.g. layer4.1.conv2, layer4.1, layer3; 'layer4[-1].conv2' also works)")
-    examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure (1..100)")
-    frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure (1..100)")
+                             "(e.g. layer4.1.conv2, layer4.1, layer3; 'layer4[-1].conv2' also works)",
+                             valid=Valid(nonempty=True))
+    examples_per_class: int = _opt(4, "correctly classified examples per class in the cat/ship figure",
+                                 valid=Valid(1, 100, "images"))
+    frog_examples: int = _opt(6, "stamped test frogs in the standard-vs-biased figure",
+                            valid=Valid(1, 100, "images"))
     # Milestone 3: faithfulness, sanity check, shortcut audit. The image counts are sized so that the default run
     # (both models on all 50,000 images, 5 epochs, bf16) fits in 2 hours on the 2-core CPU with native bf16: training
     # takes ~45 min there; most of the evaluation's time is occlusion and Score-CAM forward passes (audit: 3 models x
     # 5 conditions x 2 groups; Score-CAM 1,280 forward passes per image over the three audit layers).
     faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
-                                    "measures, standard model (misclassified ones fill up only if too few)", quick=6)
-    occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean")
-    occlusion_stride: int = _opt(2, "occlusion stride (pixels)", quick=8)
+                                    "measures, standard model (misclassified ones fill up only if too few)", quick=6,
+                                    valid=Valid(2, unit="images"))
+    occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean; a "
+                                  "32-pixel patch would cover the whole image (a constant map)",
+                                  valid=Valid(1, 31, "pixels"))
+    occlusion_stride: int = _opt(2, "occlusion stride (pixels), at most the patch (else some pixels are "
+                                   "never occluded)", quick=8, valid=Valid(1, 31, "pixels"))
     deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)",
-                               quick=4)
-    bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200)
+                               quick=4, valid=Valid(1, 1024))
+    bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200,
+                                    valid=Valid(10, 100_000))
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
-                              "ones)", quick=4)
-    audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit")
+                              "ones)", quick=4, valid=Valid(2, unit="images"))
+    audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit",
+                              valid=Valid(nonempty=True))
     audit_images: int = _opt(500, "test images per audit group, seeded: target-class images, and as many drawn evenly "
                              "from the other classes; each is explained with the square at every corner and without",
-                             quick=4)
+                             quick=4, valid=Valid(2, unit="images"))
     audit_occlusion_images: int = _opt(50, "the first this many images of each audit group (at most all of "
-                                       "them) also get occlusion maps (patch and stride as --occlusion-*; 0 = none)", quick=1)
+                                       "them) also get occlusion maps (patch and stride as --occlusion-*)", quick=1,
+                                       valid=Valid(1, unit="images", zero="none"))
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
                         "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)")
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
-                                "first this many faithfulness images (and sanity-check images, if 2 or more) (0 = none)",
-                                quick=1)
+                                "first this many faithfulness images (and sanity-check images, if 2 or more)",
+                                quick=1, valid=Valid(1, unit="images", zero="none"))
     audit_scorecam_images: int = _opt(6, "the first this many images of each audit group (at most all of them) also get "
-                                      "Score-CAM maps at every audit layer (0 = none; --quick: none, as even one image "
-                                      "costs ~38,000 forward passes there)", quick=0)
-    pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell)")
+                                      "Score-CAM maps at every audit layer (--quick: none, as even one image "
+                                      "costs ~38,000 forward passes there)", quick=0,
+                                      valid=Valid(1, unit="images", zero="none"))
+    pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell), "
+                                "below 32 minus the square's side (a region grown over the whole image is hit by "
+                                "every map)", valid=Valid(0, 30, "pixels"))
     progress: bool = _opt(True, "tqdm progress bars")
     quiet: bool = _opt(False, "print only warnings, errors and one last line saying where the results are (for "
                        "scripts); every table is in output-dir/summary.md")
@@ -165,49 +218,34 @@ class Config:
             if getattr(self, f.name) is None:
                 use_quick = self.quick and "quick" in f.metadata
                 object.__setattr__(self, f.name, f.metadata["quick" if use_quick else "default"])
-        finite = all(math.isfinite(v) for v in (self.lr, self.momentum, self.weight_decay, self.lr_gamma))
-        checks = [
-            (self.train_subset == 0 or self.train_subset >= 10, "--train-subset must be 0 (all) or >= 10 images"),
-            (self.test_subset == 0 or self.test_subset >= 10,
-             "--test-subset must be 0 (all) or >= 10 images (every class, the square's class included)"),
-            (bool(str(self.data_dir).strip()) and bool(str(self.output_dir).strip()),
-             "--data-dir and --output-dir must name a folder (got an empty string)"),
-            (0 <= self.artifact_class < len(CIFAR10_CLASSES),
-             f"--artifact-class must be a class index 0..9, got {self.artifact_class}"),
-            (1 <= self.artifact_size <= 32, f"--artifact-size must be 1..32 pixels, got {self.artifact_size}"),
-            (len(self.artifact_color) == 3 and all(0 <= c <= 255 for c in self.artifact_color),
-             f"--artifact-color must be R,G,B with values 0..255, got {self.artifact_color}"),
-            (self.artifact_corner in CORNERS,
-             f"--artifact-corner must be one of {', '.join(CORNERS)}, got {self.artifact_corner!r}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be >= 2, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
-            (finite, "--lr, --momentum, --weight-decay and --lr-gamma must be finite numbers (not inf or nan)"),
-            (self.lr > 0 and self.lr_step >= 1 and self.lr_gamma > 0, "--lr, --lr-step, --lr-gamma must be > 0"),
-            (0 <= self.momentum <= 1 and self.weight_decay >= 0,
-             f"--momentum must be 0..1 and --weight-decay >= 0, got {self.momentum} and {self.weight_decay}"),
-            (0 <= self.seed < 2 ** 32, f"--seed must be 0..{2 ** 32 - 1} (numpy's range), got {self.seed}"),
-            (0 <= self.crop_padding <= 16, f"--crop-padding must be 0..16 pixels, got {self.crop_padding}"),
-            (1 <= self.examples_per_class <= 100 and 1 <= self.frog_examples <= 100,
-             "--examples-per-class and --frog-examples must be 1..100 (images in one figure)"),
-            (1 <= self.occlusion_stride <= self.occlusion_patch < 32, "--occlusion-stride must be 1..--occlusion-patch "
-             "(else some pixels are never occluded), and the patch < 32 (a whole-image patch gives a constant map)"),
-            (2 <= self.sanity_images <= self.faithfulness_images and self.audit_images >= 2,
-             "--sanity-images must be 2..--faithfulness-images (they are a subset), --audit-images >= 2"),
-            (min(self.audit_occlusion_images, self.scorecam_images, self.audit_scorecam_images) >= 0,
-             "--audit-occlusion-images, --scorecam-images and --audit-scorecam-images must be >= 0 (0 = none)"),
+        problems = [check_field(f, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        problems += [] if any(problems) else self.broken_relations()
+        for message in problems:
+            if message:
+                raise UserError(message)
+        for f in dataclasses.fields(self):  # numpy scalars, lists and ints for floats as the command line gives them
+            value = getattr(self, f.name)
+            plain = (tuple(int(v) for v in value) if str(f.type) == "tuple" else float(value) if str(f.type) == "float"
+                     else value.item() if isinstance(value, np.generic) else value)
+            object.__setattr__(self, f.name, plain)
+
+    def broken_relations(self) -> list[str]:
+        """What is wrong between fields that are each valid on their own; each message names the fields involved."""
+        tolerance = 31 - self.artifact_size
+        return [message for ok, message in [
+            (self.occlusion_stride <= self.occlusion_patch,
+             f"--occlusion-stride ({self.occlusion_stride}) must be at most --occlusion-patch ({self.occlusion_patch}), "
+             "else some pixels are never occluded"),
+            (self.sanity_images <= self.faithfulness_images,
+             f"--sanity-images ({self.sanity_images}) must be at most --faithfulness-images ({self.faithfulness_images}): "
+             "the sanity check uses the first faithfulness images"),
+            (self.pointing_tolerance <= tolerance,
+             f"--pointing-tolerance must be 0..{tolerance} pixels with --artifact-size {self.artifact_size}, got "
+             f"{self.pointing_tolerance} (a region grown over the whole image is hit by every map)"),
             (not self.unknown_methods, f"--methods: unknown {', '.join(self.unknown_methods)}; choose from "
              f"{', '.join(CAM_METHODS)} or 'all'"),
-            (1 <= self.deletion_steps <= 1024 and 10 <= self.bootstrap_resamples <= 100_000,
-             "--deletion-steps must be 1..1024 (pixels), --bootstrap-resamples 10..100000"),
-            (0 <= self.pointing_tolerance < 32 - self.artifact_size, f"--pointing-tolerance must be 0.."
-             f"{31 - self.artifact_size} with a {self.artifact_size}-pixel square (a region grown over the whole "
-             "image is hit by every map)"),
-            (bool(self.audit_layer_names), "--audit-layers needs at least one layer"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+            (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
+        ] if not ok]
 
     @property
     def audit_layer_names(self) -> list[str]:
@@ -232,14 +270,42 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def check_field(f: dataclasses.Field, value: Any) -> str:
+    """"" when `value` is valid for Config field `f` (its type, and its Valid if declared), else the one-line message:
+    the flag, what it accepts and the value given (for Config(...) in Python as for the command line)."""
+    flag, valid = "--" + f.name.replace("_", "-"), f.metadata["valid"]
+    kind = str(f.type)
+    accepts = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text or a path",
+               "tuple": "R,G,B (three whole numbers)"}[kind]
+    numbers = value if kind == "tuple" and isinstance(value, (tuple, list)) and len(value) == 3 else [value]
+    typed = {"int": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)),
+             "tuple": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)),
+             "float": lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
+             "bool": lambda v: isinstance(v, (bool, np.bool_)),
+             "str": lambda v: isinstance(v, (str, os.PathLike))}[kind]
+    shown = ",".join(str(v) for v in value) if kind == "tuple" and isinstance(value, (tuple, list)) else repr(value)
+    if len(numbers) != 1 + 2 * (kind == "tuple") or not all(typed(v) for v in numbers):
+        return f"{flag} must be {accepts}" + (f", {valid}" if valid else "") + f", got {shown} ({type(value).__name__})"
+    if valid is None or all(valid.admits(v) for v in numbers):
+        return ""
+    what = "R,G,B with each" if kind == "tuple" else "a finite number" if kind == "float" else ""
+    if kind == "float" and math.isfinite(value):
+        what = ""
+    hint = ""
+    if valid.step > 1 and valid.admits(value - value % valid.step) and valid.admits(value - value % valid.step + valid.step):
+        hint = f"; e.g. {value - value % valid.step} or {value - value % valid.step + valid.step}"
+    return f"{flag} must be {what + ' ' if what else ''}{valid}, got {shown}{hint}"
+
+
 # What --quick changes (unless given explicitly), read off the fields: a pipeline check in its own output folder,
 # so that it never overwrites the figures and metrics.json of a real run (the report cites those).
 QUICK_PRESET = {f.name: f.metadata["quick"] for f in dataclasses.fields(Config) if "quick" in f.metadata}
 
 
 def _parse_rgb(text: str) -> tuple:
+    """R,G,B as three whole numbers (their range is Config's check, whose message names it)."""
     parts = text.split(",")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.strip().lstrip("-").isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"expected R,G,B such as 255,255,0, got {text!r}")
     return tuple(int(p) for p in parts)
 
@@ -257,7 +323,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         quick = f"; --quick: {f.metadata['quick']}" if "quick" in f.metadata else ""
-        help_text = (f.metadata["help"] + f" (default: {f.metadata['default']}{quick})").replace("%", "%%")
+        valid = f"; valid: {f.metadata['valid']}" if f.metadata["valid"] and not f.metadata["valid"].nonempty else ""
+        help_text = (f.metadata["help"] + f" (default: {f.metadata['default']}{quick}{valid})").replace("%", "%%")
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif f.type in ("tuple", tuple):
@@ -281,11 +348,25 @@ def _is_kernel_argv(extra: Sequence[str]) -> bool:
     return bool(extra)
 
 
+def _negative_values_attached(args: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--flag -1,0,0` (or -1e-3, -inf) as `--flag=-1,0,0`: argparse reads a value that starts with '-' and is no plain
+    number as a flag and says 'expected one argument'; attached, the value reaches Config's range check."""
+    takes_value = {a for action in parser._actions if action.nargs is None and action.option_strings
+                   for a in action.option_strings}
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in takes_value and arg.startswith("-") and not arg.startswith("--") and arg != "-h":
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Config from flags (sys.argv when argv is None). A notebook kernel's own argv in sys.argv is ignored; any other
     unknown flag is an error, also in an explicit argv such as main(["--quick"]) in a notebook."""
     parser = build_arg_parser()
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _negative_values_attached(sys.argv[1:] if argv is None else list(argv), parser)
     try:
         given, extra = parser.parse_known_args(args)
     except SystemExit as exc:  # argparse already printed its one-line message (or --help)

@@ -54,29 +54,98 @@ def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def _outside(valid):
+    """Values just outside a numeric Valid, each with the text the message must repeat."""
+    if valid.low is not None:
+        below = valid.low if valid.above else valid.low - 1
+        yield -1 if below == 0 and valid.zero else below  # 0 is valid where it means "all" or "none"
+    if valid.high is not None:
+        yield valid.high + 1
+    if valid.step > 1:
+        yield valid.low + valid.step // 2
+
+
+RANGED = [(f, value) for f in gce.dataclasses.fields(gce.Config) if f.metadata["valid"] is not None
+          and not (f.metadata["valid"].choices or f.metadata["valid"].nonempty) for value in _outside(f.metadata["valid"])]
+
+
+@pytest.mark.parametrize("field, value", RANGED, ids=[f"{f.name}={v}" for f, v in RANGED])
+def test_every_range_message_names_its_flag_its_range_and_the_value(field, value):
+    """One validator for every declared range: the message names this flag only, what it accepts, the value given."""
+    flag = "--" + field.name.replace("_", "-")
+    text = ",".join([str(value)] * 3) if field.type == "tuple" else str(value)
+    with pytest.raises(gce.UserError) as error:
+        gce.parse_config([flag, text])
+    message = str(error.value)
+    assert message.startswith(f"{flag} must be ") and f", got {text}" in message, message
+    assert str(field.metadata["valid"]) in message and message.count("--") == 1, message
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--artifact-size", "0"], "--artifact-size must be 1..32"),
-    (["--artifact-corner", "middle"], "--artifact-corner must be one of top-left"),
-    (["--artifact-class", "10"], "--artifact-class must be a class index 0..9"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--occlusion-patch", "4", "--occlusion-stride", "8"], "--occlusion-stride must be 1..--occlusion-patch"),
-    (["--test-subset", "6"], "--test-subset must be 0 \\(all\\) or >= 10"),
-    (["--sanity-images", "600"], "--sanity-images must be 2..--faithfulness-images"),
-    # non-finite or out-of-range hyperparameters: these used to train to the end and write NaN metrics
-    (["--lr", "inf"], "must be finite numbers"), (["--momentum", "nan"], "must be finite numbers"),
-    (["--weight-decay", "inf"], "must be finite numbers"), (["--lr-gamma", "inf"], "must be finite numbers"),
-    (["--momentum", "-0.5"], "--momentum must be 0..1"), (["--momentum", "1.5"], "--momentum must be 0..1"),
-    (["--weight-decay", "-1"], "--weight-decay >= 0"), (["--lr", "0"], "--lr, --lr-step, --lr-gamma must be > 0"),
-    (["--seed", "-1"], "--seed must be 0..4294967295"), (["--seed", str(2 ** 32)], "--seed must be 0..4294967295"),
-    (["--output-dir", ""], "must name a folder"), (["--data-dir", " "], "must name a folder"),
-    (["--frog-examples", "100000"], "--frog-examples must be 1..100"),
-    (["--deletion-steps", "5000"], "--deletion-steps must be 1..1024"),
-    (["--pointing-tolerance", "26"], "--pointing-tolerance must be 0..25 with a 6-pixel square"),
-    (["--occlusion-patch", "32", "--occlusion-stride", "32"], "the patch < 32"),
+    # the messages issue 23 found blaming the wrong flag, or several at once
+    (["--audit-images", "0"], "--audit-images must be >= 2 images, got 0"),
+    (["--faithfulness-images", "0"], "--faithfulness-images must be >= 2 images, got 0"),
+    (["--sanity-images", "0"], "--sanity-images must be >= 2 images, got 0"),
+    (["--bootstrap-resamples", "0"], "--bootstrap-resamples must be 10..100000, got 0"),
+    (["--occlusion-patch", "33"], "--occlusion-patch must be 1..31 pixels, got 33"),
+    (["--lr-step", "0"], "--lr-step must be >= 1, got 0"),
+    (["--artifact-color", "-1,0,0"], "--artifact-color must be R,G,B with each 0..255, got -1,0,0"),
+    (["--artifact-color", "300,0,0"], "--artifact-color must be R,G,B with each 0..255, got 300,0,0"),
+    (["--lr", "-1e-3"], "--lr must be > 0, got -0.001"),  # a negative that argparse alone reads as a flag
+    (["--artifact-corner", "middle"], "--artifact-corner must be one of top-left, top-right, bottom-left, "
+                                      "bottom-right, got 'middle'"),
+    (["--artifact-class", "10"], "--artifact-class must be 0..9, got 10"),
+    (["--train-subset", "205"], "--train-subset must be 0 (all) or a multiple of 10, >= 10 images, got 205; "
+                                "e.g. 200 or 210"),
+    (["--test-subset", "6"], "--test-subset must be 0 (all) or a multiple of 10, >= 10 images, got 6"),
+    # non-finite hyperparameters: these used to train to the end and write NaN metrics
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--momentum", "nan"], "--momentum must be a finite number 0..1, got nan"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
+    (["--lr-gamma", "-inf"], "--lr-gamma must be a finite number > 0, got -inf"),
+    (["--output-dir", ""], "--output-dir must be a non-empty name, got ''"),
+    (["--data-dir", " "], "--data-dir must be a non-empty name, got ' '"),
+    (["--audit-layers", ","], "--audit-layers needs at least one layer name, got ','"),
+    # relations name both fields, and only when the relation is what is broken
+    (["--occlusion-patch", "4", "--occlusion-stride", "8"],
+     "--occlusion-stride (8) must be at most --occlusion-patch (4), else some pixels are never occluded"),
+    (["--sanity-images", "600"], "--sanity-images (600) must be at most --faithfulness-images (500)"),
+    (["--pointing-tolerance", "26"], "--pointing-tolerance must be 0..25 pixels with --artifact-size 6, got 26"),
 ])
 def test_bad_values_are_user_errors(argv, message):
-    with pytest.raises(gce.UserError, match=message):
+    with pytest.raises(gce.UserError) as error:
         gce.parse_config(argv)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_value_out_of_its_own_range_is_named_before_any_relation():
+    with pytest.raises(gce.UserError, match=r"^--occlusion-stride must be 1\.\.31 pixels, got 40$"):
+        gce.parse_config(["--occlusion-patch", "4", "--occlusion-stride", "40"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=2.5), "--epochs must be a whole number, >= 1, got 2.5 (float)"),
+    (dict(lr="0.1"), "--lr must be a number, > 0, got '0.1' (str)"),
+    (dict(quick="yes"), "--quick must be True or False, got 'yes' (str)"),
+    (dict(artifact_color=(255, 0)), "--artifact-color must be R,G,B (three whole numbers), 0..255, got 255,0 (tuple)"),
+    (dict(seed=True), "--seed must be a whole number"),
+])
+def test_python_api_gets_the_same_messages_for_wrong_types(kwargs, message):
+    with pytest.raises(gce.UserError) as error:
+        gce.Config(**kwargs)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_python_values_are_stored_as_the_command_line_gives_them():
+    """numpy scalars, a list colour and an int learning rate give the config (and checkpoint key) of the flags."""
+    cfg = gce.Config(epochs=gce.np.int64(3), lr=1, artifact_color=[255, 255, 0])
+    assert cfg == gce.parse_config(["--epochs", "3", "--lr", "1", "--artifact-color", "255,255,0"])
+    assert type(cfg.epochs) is int and type(cfg.lr) is float and cfg.artifact_color == (255, 255, 0)
+
+
+def test_help_shows_each_declared_range():
+    text = gce.build_arg_parser().format_help().replace("\n", " ")
+    assert "valid: 1..32 pixels" in " ".join(text.split())
 
 
 def test_notebook_kernel_argv_is_ignored(monkeypatch):
@@ -118,7 +187,7 @@ def test_main_prints_one_error_line_for_user_errors(tmp_path, capsys, tiny_datas
                      str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown target layer 'layer9'") and "\n" not in err
-    for bad in (["--artifact-class", "12"], ["--train-subset", "5"], ["--occlusion-stride", "16"]):
+    for bad in (["--artifact-class", "12"], ["--train-subset", "5"], ["--occlusion-stride", "40"]):
         assert gce.main([*bad, "--data-dir", str(tiny_dataset), "--output-dir", str(tmp_path)]) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {bad[0]} must be") and "\n" not in err, err

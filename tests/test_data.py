@@ -33,12 +33,14 @@ def test_parent_of_the_extracted_folder_is_accepted(tmp_path):
 
 def test_balanced_seeded_subsets(tmp_path):
     write_image_folder(tmp_path, {"train": 5, "test": 3})
-    train, test, _ = load(tmp_path, train_subset=23, test_subset=10)
-    assert torch.bincount(train.labels).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+    train, test, _ = load(tmp_path, train_subset=20, test_subset=10)
+    assert torch.bincount(train.labels).tolist() == [2] * 10  # the flags take multiples of 10; the function more:
+    labels = torch.arange(10).repeat_interleave(5)
+    assert torch.bincount(labels[gce.balanced_subset(labels, 23, 0)]).tolist() == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
     assert torch.bincount(test.labels).tolist() == [1] * 10
-    again, _, _ = load(tmp_path, train_subset=23, test_subset=10)
+    again, _, _ = load(tmp_path, train_subset=20, test_subset=10)
     assert torch.equal(train.images, again.images)
-    other, _, _ = load(tmp_path, train_subset=23, test_subset=10, seed=1)
+    other, _, _ = load(tmp_path, train_subset=20, test_subset=10, seed=1)
     assert not torch.equal(train.images, other.images)
     with pytest.raises(gce.UserError, match="needs 6 of class airplane, but the data has only 5; lower --train-subset"):
         load(tmp_path, train_subset=60)
