@@ -799,6 +799,34 @@ def _as_class_tensor(classes: int | Sequence[int] | torch.Tensor | None, logits:
     return classes
 
 
+def check_images(model: nn.Module, images: Any, who: str) -> None:
+    """The one input check of every explanation method (the CAM family, cam_family, Guided Backprop, occlusion), made
+    before any forward pass: `images` must be a batch [B, C, H, W] of normalised floats in the model's dtype, with the
+    channels its first convolution takes, on the model's device. A ValueError says what was given and what to pass."""
+    weight = next(model.parameters(), None)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    problem = ""
+    if not isinstance(images, torch.Tensor):
+        problem = f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}"
+    elif images.dim() != 4 or images.shape[0] == 0:
+        problem = (f"images must be a non-empty batch [B, C, H, W], got shape {tuple(images.shape)}"
+                   + ("; for one image pass images[None]" if images.dim() == 3 else ""))
+    elif not images.is_floating_point():
+        problem = (f"images must be normalised floats, got {images.dtype}; for uint8 pixels [B, 3, H, W] pass "
+                   "normalize(images), the input the model was trained on")
+    elif weight is not None and images.dtype != weight.dtype:
+        problem = (f"images are {images.dtype} but the model's weights are {weight.dtype}; pass "
+                   f"images.to({weight.dtype}) (or convert the model)")
+    elif conv is not None and images.shape[1] != conv.in_channels:
+        problem = (f"the model takes {conv.in_channels}-channel images, got {images.shape[1]} channel(s) (shape "
+                   f"{tuple(images.shape)})" + ("; a grey image can be repeated: images.expand(-1, 3, -1, -1)"
+                                                if images.shape[1] == 1 else ""))
+    elif weight is not None and images.device != weight.device:
+        problem = f"images are on {images.device} but the model is on {weight.device}; pass images.to('{weight.device}')"
+    if problem:
+        raise ValueError(f"{who}: {problem}")
+
+
 class Explanation(NamedTuple):
     maps: torch.Tensor     # float32 [B, H, W] at input resolution
     logits: torch.Tensor   # float32 [B, num_classes], detached
@@ -845,6 +873,7 @@ class CAMBase:
     def _activations_and_grads(self, images: torch.Tensor, classes) -> tuple[torch.Tensor, ...]:
         """One forward and, when the method uses gradients, one (partial) backward for the whole batch:
         A^k, dy^c/dA^k (None without gradients), the logits and the explained classes."""
+        check_images(self.model, images, type(self).__name__)
         if self.uses_gradients and torch.is_inference_mode_enabled():
             raise RuntimeError(f"{type(self).__name__} needs autograd; call it outside torch.inference_mode()")
         captured: list[torch.Tensor] = []
@@ -1030,6 +1059,7 @@ def cam_family(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, la
     """Maps [B, H, W] of several gradient CAM methods (CAM_METHODS names) at one layer, keyed by label, `batch_size`
     images at a time, each batch with one shared forward and backward: the methods differ only in how A and dy/dA are
     combined (equal to calling each one; tested)."""
+    check_images(model, images, "cam_family")
     cams = [CAM_METHODS[name](model, layer) for name in methods]
     if any(not cam.uses_gradients for cam in cams):
         raise ValueError("cam_family shares one backward pass between gradient methods; call ScoreCAM on its own")
@@ -1078,6 +1108,7 @@ class GuidedBackprop:
 
     def _backward(self, images: torch.Tensor, classes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One guided forward and backward: gradients [B, 3, H, W] w.r.t. the input, logits, explained classes."""
+        check_images(self.model, images, "GuidedBackprop")
         if torch.is_inference_mode_enabled():
             raise RuntimeError("GuidedBackprop needs autograd; call it outside torch.inference_mode()")
         handles = [relu.register_forward_hook(_guide_relu) for relu in self.relus]
@@ -1131,6 +1162,7 @@ class Occlusion:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
+        check_images(self.model, images, "Occlusion")
         windows = occlusion_windows(*images.shape[-2:], self.patch, self.stride, images.device)  # [P, H, W]
         keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
         per_forward = forward_batch(self.images_per_forward, images.device)
@@ -1343,7 +1375,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         say(cfg, f"{name}: resuming after epoch {len(history)} of {cfg.epochs} from {epoch_path} (--no-resume to "
                  "start over)")
     from tqdm.auto import tqdm
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
+    first_epoch = len(history) + 1
+    for epoch in range(first_epoch, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -1372,9 +1405,9 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
         test_acc = accuracy(test_logits, test.labels)
         row = dict(run=name, epoch=epoch, train_loss=train_loss, train_acc=correct.item() / n,
                    test_acc=test_acc, lr=lr, seconds=time.perf_counter() - start)
-        if not cfg.quiet:
+        if not cfg.quiet:  # with its header above this model's first epoch (none when a checkpoint is reused)
             print_table(EPOCH_LOG, [[name, epoch, train_loss, row["train_acc"], test_acc, lr, f"{row['seconds']:.1f}"]],
-                        header=False)
+                        header=epoch == first_epoch)
         history.append(row)
         if epoch_path is not None:
             save_atomically(dict(key=key, model=model.state_dict(), optimizer=optimizer.state_dict(),
@@ -1450,14 +1483,44 @@ def warn_ignored(what: str, path: Path, exc: Exception, consequence: str) -> Non
     print(f"warning: ignoring {what} {path} ({type(exc).__name__}: {reason}); {consequence}", file=sys.stderr)
 
 
-def save_atomically(contents: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: an interrupted save never leaves a file the next run trusts."""
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> str:
+    """write(a temporary path), then rename it to `path`: a write that is interrupted (Ctrl-C, SIGTERM) or fails (full
+    disk) never leaves a partial file under the real name, and the file it replaces stays whole until the rename; two
+    runs that write the same file leave one whole version. Returns the path."""
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
-        torch.save(contents, partial)
+        write(partial)
         os.replace(partial, path)
+    except OSError as exc:  # name the file the user knows, not the temporary one
+        exc.filename = str(path) if exc.filename in (str(partial), None) else exc.filename
+        raise
     finally:
         partial.unlink(missing_ok=True)
+    return str(path)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez_compressed to exactly `path` (given a name, numpy appends .npz) and closed before it is renamed."""
+    with path.open("wb") as file:
+        np.savez_compressed(file, **arrays)
+
+
+def save_atomically(contents: dict, path: Path) -> None:
+    """torch.save by write_atomically: an interrupted save never leaves a file the next run trusts."""
+    write_atomically(path, functools.partial(torch.save, contents))
+
+
+# What training writes at most at once: the saved training state (weights + SGD momentum, ~90 MB for ResNet-18), its
+# temporary copy during a save, and the final checkpoint (~45 MB); with the figures and tables, 300 MB is ample.
+TRAINING_DISK_BYTES = 300 * 2 ** 20
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """A full disk found before the work that would fill it, not after it (a UserError naming the folder)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"only {free / 2 ** 20:.0f} MB free in {folder}; {what} writes up to {needed / 2 ** 20:.0f} MB "
+                        "there: free some space or pass another --output-dir")
 
 
 def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
@@ -1479,6 +1542,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
         return model.eval(), dict(history=saved["history"], train_seconds=saved["train_seconds"],
                                   checkpoint=str(path), reused_checkpoint=True)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(path.parent, TRAINING_DISK_BYTES, f"training the {name} model")
     model, history = train_model(cfg, train, test, device, biased, name, epoch_path, key)
     seconds = sum(row["seconds"] for row in history)  # every epoch's, those before an interruption included
     save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
@@ -2163,7 +2227,7 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
 
 def save_figure(fig, path: Path, show: bool) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    write_atomically(path, functools.partial(fig.savefig, format=path.suffix[1:]))
     if show:  # the saved PNG itself: a pyplot-free Figure has no notebook image repr of its own
         from IPython.display import Image, display
         display(Image(filename=str(path)))
@@ -2665,6 +2729,119 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (what Colab and job schedulers send) during a run; RunRecord gives it the message
+    that says what was saved and what the same command will do."""
+
+    def __init__(self, message: str = "", signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+class RunRecord:
+    """output-dir/run.json, the record of one run: its id, status ("running", then "complete", "interrupted" or
+    "failed"), the stage it is in, and every file it wrote with its sha256; rewritten atomically at each change, so
+    that whatever stops the run, a reader can tell which files in the folder belong together and whether the run
+    finished. metrics.json repeats the id and the files. Files the run did not write are never deleted (an earlier
+    run's stay, and the record tells them apart). While it is open the run holds output-dir/.lock: a second run on the
+    same folder is refused with one line instead of mixing its files in (no lock where fcntl is missing: Windows)."""
+
+    def __init__(self, out: Path, cfg: Config):
+        self.out, self.path = out, out / "run.json"
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.info = dict(run_id=f"{started.replace(':', '').replace('-', '')}-{os.getpid()}", status="running",
+                         stage="", started=started, ended=None, pid=os.getpid(), message="", config=cfg.to_dict(),
+                         files={})
+
+    def __enter__(self) -> "RunRecord":
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = open(self.out / ".lock", "a")
+        try:
+            import fcntl
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass
+        except BlockingIOError:
+            self.lock.close()
+            other = json.loads(self.path.read_text()) if self.path.exists() else {}
+            raise UserError(f"another run (id {other.get('run_id', '?')}, pid {other.get('pid', '?')}, started "
+                            f"{other.get('started', '?')}) is writing to --output-dir {self.out}; wait for it to end or "
+                            "pass another --output-dir") from None
+        self.save()
+        return self
+
+    def save(self) -> None:
+        write_atomically(self.path, lambda p: p.write_text(json.dumps(self.info, indent=1, default=str)))
+
+    def stage(self, name: str) -> None:
+        self.info["stage"] = name
+        self.save()
+
+    def wrote(self, path: str | Path) -> str:
+        """Adds a file this run wrote, or a checkpoint it reused, to the record with its sha256; returns the path."""
+        self.info["files"][Path(path).relative_to(self.out).as_posix()] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        self.save()
+        return str(path)
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        status = "complete" if kind is None else "interrupted" if issubclass(kind, KeyboardInterrupt) else "failed"
+        self.info.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         stage="" if status == "complete" else self.info["stage"],
+                         message="" if exc is None else f"stopped by {getattr(exc, 'signal_name', 'SIGINT')}"
+                         if status == "interrupted" else (str(exc).strip().splitlines() or [kind.__name__])[0][:300])
+        try:
+            self.save()
+        except OSError as error:  # a full disk: the run's own error says so; this one must not hide it
+            print(f"warning: could not mark {self.path} as {status} ({error.strerror or error}); it still says "
+                  f"'running' (with pid {os.getpid()}, which has ended)", file=sys.stderr)
+        finally:
+            self.lock.close()  # releases the lock
+        if status == "interrupted":
+            raise Interrupted(self.interruption_message(), getattr(exc, "signal_name", "SIGINT")) from None
+
+    def interruption_message(self) -> str:
+        """What an interruption at this stage leaves, and what running the same command again does."""
+        stage = self.info["stage"]
+        if stage.startswith("training"):
+            name = stage.split()[-2]  # "training the biased model"
+            states = [p for p in (self.out / "checkpoints").glob(f"{name}-*.epoch.pt")
+                      if p.stat().st_mtime >= time.mktime(time.strptime(self.info["started"], "%Y-%m-%dT%H:%M:%S"))]
+            done = (f"continues it after its last completed epoch (saved in {states[0]}; --no-resume starts over)"
+                    if states else "trains it from epoch 1 (no epoch had completed)")
+            then = f"interrupted while {stage}: the same command {done}"
+        else:
+            then = (f"interrupted during {stage}, after training: both models are saved in {self.out / 'checkpoints'}, "
+                    "so the same command reuses them and redoes only the evaluation, audit and figures")
+        others = sorted(p.name for p in self.out.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.name != "run.json" and p.name not in self.info["files"])
+        files = len(self.info["files"])
+        return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists the "
+                f"{files or 'no'} file{'s' * (files != 1)} it wrote" + (f"; {', '.join(others[:4])}"
+                f"{' and more' if len(others) > 4 else ''} in {self.out} are from an earlier run" if others else ""))
+
+
+def keeps_global_settings(function: Callable) -> Callable:
+    """run() leaves the process as it found it (a notebook kernel runs it again, or runs other work after it): the
+    TF32 switches (fp32_without_tf32) and the global torch and numpy random states are restored when it returns or
+    raises."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        rng = torch.random.get_rng_state(), np.random.get_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.random.set_rng_state(rng[0])
+            np.random.set_state(rng[1])
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+    return wrapper
+
+
 def audit_models(models: dict[str, nn.Module], seed: int) -> dict[str, nn.Module]:
     """The three models of the audit (AUDIT_MODELS): the control is the biased model with fc and layer4 re-initialised,
     which keeps the square's features below layer4 but not the decision that uses them."""
@@ -2684,9 +2861,10 @@ def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
         raise UserError(f"--audit-layers lists a layer twice: {', '.join(audit_layers)} are {', '.join(names[1:])}")
 
 
+@keeps_global_settings
 def run(cfg: Config) -> dict:
     """The whole experiment: data, both models, evaluation, explanations and their audits, figures,
-    metrics.json. Returns the metrics."""
+    metrics.json. Returns the metrics. Every file it writes is listed in output-dir/run.json (RunRecord)."""
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -2709,106 +2887,124 @@ def run(cfg: Config) -> dict:
         fingerprint = data_fingerprint(train, test)
     say(cfg, f"data: {source}: {len(train.labels)} train / {len(test.labels)} test images (fingerprint {fingerprint})")
 
-    ##### Train both models, or reuse checkpoints of the same configuration and data
-    if not cfg.quiet:
-        print_table(EPOCH_LOG)
-    models, results = {}, {}
-    for name in ("standard", "biased"):
-        models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
-    timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])
+    ##### From here on the run writes to the output folder, under its lock, and records each file in run.json
+    with RunRecord(out, cfg) as record:
+        say(cfg, f"run {record.info['run_id']}: {record.path} lists every file it writes")
 
-    ##### Evaluate: accuracy, and what the square does to each model's predictions
-    logits = {}
-    for name, model in models.items():
-        with timed(timings, f"evaluate_{name}", cfg, f"evaluated the {name} model on {len(test.labels)} test images, "
-                                                      "clean and stamped"):
-            model_metrics, logits[name] = evaluate_model(model, cfg, test)
-        results[name].update(model_metrics)
-    std_logits = logits["standard"]["clean"]
+        ##### Train both models, or reuse checkpoints of the same configuration and data
+        models, results = {}, {}
+        for name in ("standard", "biased"):
+            record.stage(f"training the {name} model")
+            models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
+            record.wrote(results[name]["checkpoint"])
+        timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])
 
-    ##### Milestone 2 figures: Grad-CAM of the standard model, and of both models on stamped frogs
-    layer = resolve_layer(models["standard"], cfg.target_layer)[0]
-    cat_ship = [CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("ship")]
-    with timed(timings, "figures", cfg, "Milestone 2 figures: Grad-CAM of the standard model, both models on stamped frogs"):
-        picks = pick_examples(test.labels, cat_ship, cfg.examples_per_class, std_logits)
-        figures = [gradcam_examples_figure(models["standard"], test.images[picks], test.labels[picks], cat_ship,
-                                           cfg.examples_per_class, layer, cfg.channels_last, "test cats and ships",
-                                           out / "standard_cat_ship.png", show)]
-        picks = pick_examples(test.labels, range(len(CIFAR10_CLASSES)), 1, std_logits)
-        figures.append(gradcam_examples_figure(models["standard"], test.images[picks], test.labels[picks],
-                                               range(len(CIFAR10_CLASSES)), 1, layer, cfg.channels_last,
-                                               "test images, one per class", out / "standard_class_grid.png", show))
-        frogs = pick_examples(test.labels, [cfg.artifact_class], cfg.frog_examples)
-        figures.append(stamped_comparison_figure(
-            models, stamp_square(test.images[frogs], cfg.square), test.labels[frogs], layer, cfg.channels_last,
-            f"Test {CIFAR10_CLASSES[cfg.artifact_class]}s stamped with the {cfg.artifact_size}x{cfg.artifact_size} "
-            f"square ({cfg.artifact_corner}): standard vs. biased model", out / "stamped_frogs_standard_vs_biased.png",
-            show))
+        ##### Evaluate: accuracy, and what the square does to each model's predictions
+        record.stage("the evaluation")
+        logits = {}
+        for name, model in models.items():
+            with timed(timings, f"evaluate_{name}", cfg, f"evaluated the {name} model on {len(test.labels)} test "
+                                                          "images, clean and stamped"):
+                model_metrics, logits[name] = evaluate_model(model, cfg, test)
+            results[name].update(model_metrics)
+        std_logits = logits["standard"]["clean"]
 
-    ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
-    ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
-    with timed(timings, "audit", cfg, f"shortcut audit: {cfg.audit_images} images per group x 2 groups x 5 conditions x "
-                                      f"3 models, {len(cfg.audit_layer_names)} layers"):
-        audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
+        ##### Milestone 2 figures: Grad-CAM of the standard model, and of both models on stamped frogs
+        record.stage("the Milestone 2 figures")
+        layer = resolve_layer(models["standard"], cfg.target_layer)[0]
+        cat_ship = [CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("ship")]
+        with timed(timings, "figures", cfg, "Milestone 2 figures: Grad-CAM of the standard model, both models on "
+                                            "stamped frogs"):
+            picks = pick_examples(test.labels, cat_ship, cfg.examples_per_class, std_logits)
+            figures = [record.wrote(gradcam_examples_figure(
+                models["standard"], test.images[picks], test.labels[picks], cat_ship, cfg.examples_per_class, layer,
+                cfg.channels_last, "test cats and ships", out / "standard_cat_ship.png", show))]
+            picks = pick_examples(test.labels, range(len(CIFAR10_CLASSES)), 1, std_logits)
+            figures.append(record.wrote(gradcam_examples_figure(
+                models["standard"], test.images[picks], test.labels[picks], range(len(CIFAR10_CLASSES)), 1, layer,
+                cfg.channels_last, "test images, one per class", out / "standard_class_grid.png", show)))
+            frogs = pick_examples(test.labels, [cfg.artifact_class], cfg.frog_examples)
+            figures.append(record.wrote(stamped_comparison_figure(
+                models, stamp_square(test.images[frogs], cfg.square), test.labels[frogs], layer, cfg.channels_last,
+                f"Test {CIFAR10_CLASSES[cfg.artifact_class]}s stamped with the {cfg.artifact_size}x{cfg.artifact_size} "
+                f"square ({cfg.artifact_corner}): standard vs. biased model",
+                out / "stamped_frogs_standard_vs_biased.png", show)))
 
-    ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
-    picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
-    with timed(timings, "faithfulness", cfg, f"faithfulness: {len(picks)} images, occlusion and deletion/insertion"):
-        faith, faith_maps = faithfulness(models["standard"], cfg, test.images[picks], test.labels[picks])
-    faith["correctly_classified"] = n_correct
-    if n_correct < len(picks):
-        say(cfg, f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the maps "
-                 "explain their true class")
+        ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
+        ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
+        record.stage("the shortcut audit")
+        with timed(timings, "audit", cfg, f"shortcut audit: {cfg.audit_images} images per group x 2 groups x 5 "
+                                          f"conditions x 3 models, {len(cfg.audit_layer_names)} layers"):
+            audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
 
-    ##### Sanity check on the first faithfulness images, whose trained-model maps are already computed
-    k = cfg.sanity_images
-    with timed(timings, "sanity", cfg, f"sanity check: {k} images, {len(CASCADE)} randomisation stages"):
-        sanity = sanity_check(models["standard"], cfg, test.images[picks[:k]], test.labels[picks[:k]],
-                              {method: maps[:k] for method, maps in faith_maps.items()})
+        ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
+        record.stage("the faithfulness measures")
+        picks, n_correct = sample_correct(std_logits, test.labels, cfg.faithfulness_images, cfg.seed)
+        with timed(timings, "faithfulness", cfg, f"faithfulness: {len(picks)} images, occlusion and "
+                                                 "deletion/insertion"):
+            faith, faith_maps = faithfulness(models["standard"], cfg, test.images[picks], test.labels[picks])
+        faith["correctly_classified"] = n_correct
+        if n_correct < len(picks):
+            say(cfg, f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the "
+                     "maps explain their true class")
 
-    ##### Milestone 3 figures
-    target = CIFAR10_CLASSES[cfg.artifact_class]
-    with timed(timings, "m3_figures", cfg, "Milestone 3 figures: faithfulness, sanity check, audit"):
-        from tqdm.auto import tqdm
-        frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
-        others = pick_examples(test.labels, [c for c in range(len(CIFAR10_CLASSES)) if c != cfg.artifact_class][:4], 1)
-        shown = torch.cat([frogs, others])
-        first = torch.tensor([audit_per_image[f"indices/{g}"][0] for g in audit["groups"]])  # its stored examples
-        occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # as Occlusion()
-        picks = pick_examples(test.labels, cat_ship, 2, std_logits)
-        drawings = [  # one call each, in this order, under one progress bar
-            lambda: faithfulness_figure(faith, out / "faithfulness.png", show),
-            lambda: sanity_figure(sanity, out / "sanity_check.png", show),
-            lambda: verdict_figure(audit, out / "shortcut_verdict.png", show),
-            lambda: audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
-                                 cfg.artifact_class, len(frogs), layer, cfg.channels_last, out / "shortcut_audit.png",
-                                 show),
-            *(lambda group=group, index=index, stem=stem: relocation_figure(
-                audit, audit_per_image, test.images[index], int(test.labels[index]), group, cfg.square,
-                out / f"relocation_{stem}.png", show)
-              for (group, index), stem in zip(zip(audit["groups"], first), ("frog", "nonfrog"))),
-            lambda: cam_family_figure(audit, audit_per_image, test.images[first], test.labels[first], cfg.square,
-                                      out / "cam_family_biased.png", show),
-            lambda: methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
-                                   cfg.channels_last, occlusion, "Standard model: four explanation methods on "
-                                   "test cats and ships (true class)", out / "methods_standard.png", show),
-            lambda: methods_figure(models["biased"], stamp_square(test.images[frogs], cfg.square),
-                                   test.labels[frogs], layer, cfg.channels_last, occlusion,
-                                   f"Biased model: four explanation methods on stamped test {target}s",
-                                   out / "methods_biased_frogs.png", show)]
-        figures += [draw() for draw in tqdm(drawings, "figures", leave=False, disable=not cfg.progress)]
+        ##### Sanity check on the first faithfulness images, whose trained-model maps are already computed
+        record.stage("the sanity check")
+        k = cfg.sanity_images
+        with timed(timings, "sanity", cfg, f"sanity check: {k} images, {len(CASCADE)} randomisation stages"):
+            sanity = sanity_check(models["standard"], cfg, test.images[picks[:k]], test.labels[picks[:k]],
+                                  {method: maps[:k] for method, maps in faith_maps.items()})
 
-    ##### metrics.json and the summary tables
-    timings["total_seconds"] = time.perf_counter() - start
-    metrics = dict(config=cfg.to_dict(), seeds=[cfg.seed], environment=environment_info(device), precision=precision,
-                   data=dict(source=source, fingerprint=fingerprint, train_images=len(train.labels),
-                             test_images=len(test.labels), class_names=list(CIFAR10_CLASSES)),
-                   models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
-                   figures=figures, timings=timings, output_dir=str(out))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    np.savez_compressed(out / "audit_per_image.npz", **audit_per_image)
-    (out / "summary.md").write_text(summary_markdown(metrics))
+        ##### Milestone 3 figures
+        record.stage("the Milestone 3 figures")
+        target = CIFAR10_CLASSES[cfg.artifact_class]
+        with timed(timings, "m3_figures", cfg, "Milestone 3 figures: faithfulness, sanity check, audit"):
+            from tqdm.auto import tqdm
+            frogs = pick_examples(test.labels, [cfg.artifact_class], 4)
+            others = pick_examples(test.labels, [c for c in range(len(CIFAR10_CLASSES)) if c != cfg.artifact_class][:4],
+                                   1)
+            shown = torch.cat([frogs, others])
+            first = torch.tensor([audit_per_image[f"indices/{g}"][0] for g in audit["groups"]])  # its stored examples
+            occlusion = (cfg.occlusion_patch, cfg.occlusion_stride, cfg.eval_batch_size, cfg.forward_amp)  # Occlusion()
+            picks = pick_examples(test.labels, cat_ship, 2, std_logits)
+            drawings = [  # one call each, in this order, under one progress bar
+                lambda: faithfulness_figure(faith, out / "faithfulness.png", show),
+                lambda: sanity_figure(sanity, out / "sanity_check.png", show),
+                lambda: verdict_figure(audit, out / "shortcut_verdict.png", show),
+                lambda: audit_figure(models, stamp_square(test.images[shown], cfg.square), test.labels[shown],
+                                     cfg.artifact_class, len(frogs), layer, cfg.channels_last,
+                                     out / "shortcut_audit.png", show),
+                *(lambda group=group, index=index, stem=stem: relocation_figure(
+                    audit, audit_per_image, test.images[index], int(test.labels[index]), group, cfg.square,
+                    out / f"relocation_{stem}.png", show)
+                  for (group, index), stem in zip(zip(audit["groups"], first), ("frog", "nonfrog"))),
+                lambda: cam_family_figure(audit, audit_per_image, test.images[first], test.labels[first], cfg.square,
+                                          out / "cam_family_biased.png", show),
+                lambda: methods_figure(models["standard"], test.images[picks], test.labels[picks], layer,
+                                       cfg.channels_last, occlusion, "Standard model: four explanation methods on "
+                                       "test cats and ships (true class)", out / "methods_standard.png", show),
+                lambda: methods_figure(models["biased"], stamp_square(test.images[frogs], cfg.square),
+                                       test.labels[frogs], layer, cfg.channels_last, occlusion,
+                                       f"Biased model: four explanation methods on stamped test {target}s",
+                                       out / "methods_biased_frogs.png", show)]
+            figures += [record.wrote(draw()) for draw in tqdm(drawings, "figures", leave=False,
+                                                                disable=not cfg.progress)]
+
+        ##### The per-image audit arrays, metrics.json (with the run's id and files) and the summary tables
+        record.stage("writing metrics.json")
+        record.wrote(write_atomically(out / "audit_per_image.npz", lambda p: save_npz(p, audit_per_image)))
+        timings["total_seconds"] = time.perf_counter() - start
+        metrics = dict(config=cfg.to_dict(), seeds=[cfg.seed], environment=environment_info(device),
+                       precision=precision, data=dict(source=source, fingerprint=fingerprint,
+                                                      train_images=len(train.labels), test_images=len(test.labels),
+                                                      class_names=list(CIFAR10_CLASSES)),
+                       models=results, shortcut_audit=audit, faithfulness=faith, sanity_check=sanity,
+                       figures=figures, timings=timings, output_dir=str(out),
+                       run=dict(id=record.info["run_id"], started=record.info["started"],
+                                files=dict(record.info["files"])))
+        record.wrote(write_atomically(out / "metrics.json",
+                                      lambda p: p.write_text(json.dumps(metrics, indent=2, default=str))))
+        record.wrote(write_atomically(out / "summary.md", lambda p: p.write_text(summary_markdown(metrics))))
     if cfg.quiet:
         print(f"wrote {out}/metrics.json, summary.md and {len(figures)} figures in {timings['total_seconds']:.0f} s")
     else:
@@ -2817,9 +3013,12 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix."""
+    """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix, 130 after
+    Ctrl-C and 143 after SIGTERM (with one line saying what was saved and what the same command will do)."""
+    previous, cfg = _stop_on_sigterm(), None
     try:
-        run(parse_config(argv))  # Config's own checks (e.g. a class index out of range) raise UserError too
+        cfg = parse_config(argv)  # Config's own checks (e.g. a class index out of range) raise UserError
+        run(cfg)
     except SystemExit as exc:  # argparse has printed its one line (or --help): a status, not an exception
         return int(exc.code or 0)
     except UserError as exc:
@@ -2829,14 +3028,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused: disk full, a name too long, a folder that cannot be made
-        print(f"error: {exc}; check the path and the free space", file=sys.stderr)
+        where = exc.filename or (cfg.output_dir if cfg is not None else "")
+        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; check the path and the free space (the "
+              "output folder's run.json lists what this run wrote)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: stopped before the end; the same command continues after the last completed epoch "
-              "(--no-resume starts over)",
+    except KeyboardInterrupt as exc:
+        signal_name = getattr(exc, "signal_name", "SIGINT")
+        print(str(exc) if str(exc) else f"interrupted ({signal_name}) before the run wrote to its output folder",
               file=sys.stderr)
-        return 130
+        return 143 if signal_name == "SIGTERM" else 130
+    finally:
+        if previous is not None:
+            import signal
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stop_on_sigterm():
+    """SIGTERM (Colab's and job schedulers' stop) stops the run as Ctrl-C does, with the same record and message;
+    returns the handler it replaced (main() puts it back), or None where no handler can be set (not the main thread)."""
+    import signal
+
+    def stop(signum, frame):
+        raise Interrupted(signal_name="SIGTERM")
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # signals can only be set from the main thread
+        return None
 
 
 if __name__ == "__main__":

@@ -114,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     comparing = ", and fp32 for the comparison" if args.fp32_comparison else ""
     print(f"precision: training {precision['training']} ({precision['reason']}){comparing}")
-    gce.print_table(gce.EPOCH_LOG)
     out = Path(args.out)
     runs = [one_seed(dataclasses.replace(base, seed=seed), device, args.fp32_comparison, out) for seed in seeds]
     names = list(runs[0]["values"])

@@ -156,7 +156,8 @@ def test_ctrl_c_prints_one_line(quick_argv, monkeypatch, capsys):
     monkeypatch.setattr(gce, "train_model", interrupted)
     assert gce.main(quick_argv) == 130
     err = capsys.readouterr().err.strip()
-    assert err.startswith("interrupted:") and "\n" not in err
+    assert err.startswith("interrupted while training the standard model: the same command trains it from epoch 1 "
+                          "(no epoch had completed)") and "\n" not in err, err
 
 
 @pytest.mark.parametrize("layer, message", [

@@ -1,6 +1,7 @@
 """Grad-CAM: equal to CAM where theory says so, equal to pytorch-grad-cam and Captum, and side-effect free."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -225,3 +226,50 @@ def test_a_cam_variant_overrides_only_how_activations_and_gradients_become_a_map
                                upsample(torch.einsum("bk,bkhw->bhw", grads.sum((2, 3)), a["a"])), rtol=1e-4, atol=1e-6)
     with pytest.raises(NotImplementedError, match="overrides neither"):
         gce.CAMBase(model, "layer3")(images)
+
+
+EXPLAINERS = {
+    "GradCAM": lambda model, x: gce.GradCAM(model, "layer3")(x),
+    "ScoreCAM": lambda model, x: gce.ScoreCAM(model, "layer4")(x),
+    "GuidedBackprop": lambda model, x: gce.GuidedBackprop(model)(x),
+    "Occlusion": lambda model, x: gce.Occlusion(model, 8, 8)(x),
+    "cam_family": lambda model, x: gce.cam_family(model, x, torch.zeros(len(x), dtype=torch.long), "layer3",
+                                                  ["GradCAM", "LayerCAM"], 8),
+}
+BAD_INPUTS = {  # what a Python user passes by mistake, and what the message must say
+    "float64": (lambda x: x.double(), "images are torch.float64 but the model's weights are torch.float32; pass "
+                                      "images.to(torch.float32)"),
+    "uint8": (lambda x: (x * 40 + 128).clamp(0, 255).to(torch.uint8), "images must be normalised floats, got "
+                                                                      "torch.uint8; for uint8 pixels"),
+    "1-channel": (lambda x: x[:, :1], "the model takes 3-channel images, got 1 channel(s)"),
+    "3-D": (lambda x: x[0], "images must be a non-empty batch [B, C, H, W], got shape (3, 32, 32); for one image pass images[None]"),
+    "empty": (lambda x: x[:0], "images must be a non-empty batch [B, C, H, W], got shape (0, 3, 32, 32)"),
+    "numpy": (lambda x: x.numpy(), "images must be a torch.Tensor"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS)
+@pytest.mark.parametrize("method", EXPLAINERS)
+def test_every_method_checks_its_input_the_same_way(model, images, method, bad):
+    """One helper (check_images) for every method: a ValueError naming the method, what was given and what to pass,
+    before any forward pass (no raw conv2d or autograd error), with no hook left behind."""
+    make, message = BAD_INPUTS[bad]
+    with pytest.raises(ValueError, match="^" + re.escape(f"{method}: {message}")):
+        EXPLAINERS[method](model, make(images[:2]))
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_a_model_and_images_in_the_same_other_dtype_are_accepted(model, images):
+    """The check compares the images with the model's weights, not with float32: a float64 model takes float64 images
+    (the peers' comparisons use it), and gives the float32 model's map."""
+    model64 = copy.deepcopy(model).double()
+    maps64 = gce.GradCAM(model64, "layer3")(images[:2].double())
+    torch.testing.assert_close(maps64.float(), gce.GradCAM(model, "layer3")(images[:2]), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", EXPLAINERS)
+def test_images_on_another_device_are_a_clear_error(model, images, method):
+    """PyTorch's 'meta' device stands in for a GPU (none in CI): the check fires before any forward pass."""
+    with pytest.raises(ValueError, match="^" + re.escape(f"{method}: images are on meta but the model is on cpu; pass "
+                                                         "images.to('cpu')")):
+        EXPLAINERS[method](model, images[:2].to("meta"))

@@ -1,0 +1,194 @@
+"""Which files belong to which run, and what an interrupted, concurrent, repeated or starved run leaves behind."""
+
+import errno
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import grad_cam_experiment as gce
+
+FIGURES = 12
+
+
+@pytest.fixture
+def argv(tiny_dataset, tmp_path):
+    """The whole pipeline at its smallest on the tiny generated dataset (a few seconds)."""
+    return ["--quick", "--data-dir", str(tiny_dataset), "--output-dir", str(tmp_path / "out"), "--train-subset", "20",
+            "--test-subset", "20", "--no-progress", "--faithfulness-images", "2", "--sanity-images", "2",
+            "--audit-images", "2", "--bootstrap-resamples", "10", "--audit-layers", "layer4.1.conv2",
+            "--methods", "GradCAM", "--scorecam-images", "0", "--audit-occlusion-images", "0"]
+
+
+def record(out: Path) -> dict:
+    return json.loads((out / "run.json").read_text())
+
+
+def leftovers(out: Path) -> list[str]:
+    """Temporary files of an interrupted write, anywhere under the output folder."""
+    return [p.name for p in out.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_finished_run_names_every_file_it_wrote_with_its_hash(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert gce.main(argv) == 0
+    run = record(out)
+    assert run["status"] == "complete" and run["stage"] == "" and run["pid"] == os.getpid()
+    names = set(run["files"])
+    assert {"metrics.json", "summary.md", "audit_per_image.npz"} <= names
+    assert len([n for n in names if n.endswith(".png")]) == FIGURES
+    assert len([n for n in names if n.startswith("checkpoints/")]) == 2
+    for name, digest in run["files"].items():  # each as it is on disk
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["id"] == run["run_id"]  # metrics.json names its run and the files written before it
+    assert set(metrics["run"]["files"]) == names - {"metrics.json", "summary.md"}
+    assert f"run {run['run_id']}: {out / 'run.json'} lists every file it writes" in " ".join(
+        capsys.readouterr().out.split())  # wrapped
+    assert not leftovers(out)
+
+
+def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_runs_files(argv, tmp_path, monkeypatch,
+                                                                                        capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"an": "earlier run"}')  # never deleted, never mistaken for this run's
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gce, "shortcut_audit", interrupted)
+    assert gce.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    run = record(out)
+    assert "\n" not in err and err.startswith(
+        f"interrupted during the shortcut audit, after training: both models are saved in {out / 'checkpoints'}, so "
+        "the same command reuses them and redoes only the evaluation, audit and figures"), err
+    assert f"marks run {run['run_id']} as interrupted and lists the 5 files it wrote" in err  # 2 models, 3 figures
+    assert err.endswith(f"metrics.json in {out} are from an earlier run"), err
+    assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit" and run["message"] == "stopped by SIGINT"
+    assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
+    monkeypatch.undo()
+    assert gce.main(argv) == 0  # the same command: models reused, the rest redone
+    assert "reusing checkpoint" in capsys.readouterr().out and record(out)["status"] == "complete"
+
+
+def send_sigterm_on_call(monkeypatch, name: str, call: int, before=None):
+    """Replaces gce.<name> by a wrapper that sends this process SIGTERM on its call-th call (after `before(*args)`)."""
+    real, calls = getattr(gce, name), []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            if before is not None:
+                before(*args)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, in this (the main) thread
+        return real(*args, **kwargs)
+    monkeypatch.setattr(gce, name, wrapper)
+
+
+def test_sigterm_in_training_stops_as_ctrl_c_does_and_the_same_command_resumes(argv, tmp_path, monkeypatch, capsys):
+    out, handler = tmp_path / "out", signal.getsignal(signal.SIGTERM)
+    argv = [*argv, "--epochs", "3"]  # 20 images, batch 64: one step per epoch, so call 3 is in epoch 3
+    send_sigterm_on_call(monkeypatch, "training_step", 3)
+    assert gce.main(argv) == 143
+    err = capsys.readouterr().err.strip()
+    state = next((out / "checkpoints").glob("standard-*.epoch.pt"))
+    assert "\n" not in err and err.startswith(
+        "interrupted while training the standard model: the same command continues it after its last completed epoch "
+        f"(saved in {state}; --no-resume starts over)"), err
+    assert record(out)["message"] == "stopped by SIGTERM" and record(out)["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) == handler  # main() puts the caller's handler back
+    monkeypatch.undo()
+    assert gce.main(argv) == 0
+    assert "standard: resuming after epoch 2 of 3" in capsys.readouterr().out and not state.exists()
+
+
+def test_sigterm_while_a_training_state_is_saved_leaves_no_partial_file(argv, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+
+    def half_written_then_sigterm(contents, path):  # SIGTERM arrives while the first training state is written
+        Path(path).write_bytes(b"half a training st")
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(gce.torch, "save", half_written_then_sigterm)
+    assert gce.main(argv) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted while training the standard model: the same command trains it from epoch 1 "
+                          "(no epoch had completed)"), err
+    assert not leftovers(out) and not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused_and_changes_nothing(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(dict(run_id="20261203T070000-99", pid=99, started="2026-12-03T07:00:00")))
+    import fcntl
+    with open(out / ".lock", "a") as other_run:  # another process's lock: a separate open file holds it
+        fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert gce.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: another run (id 20261203T070000-99, pid 99, started 2026-12-03T07:00:00) is writing to "
+                   f"--output-dir {out}; wait for it to end or pass another --output-dir")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "run.json"] and record(out)["pid"] == 99
+
+
+def test_main_twice_in_one_kernel_gives_the_same_results_and_leaks_no_state(argv, monkeypatch):
+    """As a notebook runs it: the second run (checkpoints reused) computes the same numbers as the first, and the
+    process's grad mode, autocast, TF32 switches, random states and SIGTERM handler are as before each run."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    real_fp32 = gce.fp32_without_tf32
+
+    def switch_off(device):  # what it does on a GPU, here on the CPU too: the run must switch them back
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        real_fp32(device)
+    monkeypatch.setattr(gce, "fp32_without_tf32", switch_off)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), signal.getsignal(signal.SIGTERM))
+    out = Path(argv[argv.index("--output-dir") + 1])
+    runs = []
+    for _ in range(2):
+        assert gce.main(argv) == 0
+        assert torch.is_grad_enabled() and not torch.is_autocast_enabled() and not torch.is_inference_mode_enabled()
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert torch.equal(torch.get_rng_state(), before[0]) and np.array_equal(np.random.get_state()[1], before[1])
+        assert signal.getsignal(signal.SIGTERM) == before[2]
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    assert runs[1]["models"]["biased"]["reused_checkpoint"] and runs[0]["run"]["id"] != runs[1]["run"]["id"]
+    for part in ("shortcut_audit", "faithfulness", "sanity_check"):
+        assert runs[0][part] == runs[1][part], part
+    assert runs[0]["models"]["biased"]["test_accuracy"] == runs[1]["models"]["biased"]["test_accuracy"]
+
+
+def test_too_little_free_space_is_found_before_training(argv, monkeypatch, capsys):
+    real = gce.shutil.disk_usage
+    monkeypatch.setattr(gce.shutil, "disk_usage", lambda path: real(path)._replace(free=10 * 2 ** 20))
+    assert gce.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: only 10 MB free in ") and "training the standard model writes up to 300 MB" in err
+
+
+def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeypatch, capsys):
+    """The disk fills while metrics.json is written: one error line, the run recorded as failed, no partial file, and
+    the metrics.json already there (an earlier run's) still whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"an": "earlier run"}')
+    real_write = Path.write_text
+
+    def full(self, text, *args, **kwargs):
+        if self.name.startswith("metrics.json.partial-"):
+            real_write(self, text[:100])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write(self, text, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    assert gce.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: No space left on device ({out / 'metrics.json'}); check the path") and "\n" not in err, err
+    assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
+    run = record(out)
+    assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
