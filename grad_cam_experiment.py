@@ -523,6 +523,9 @@ def _find_image_folder(root: Path) -> Path | None:
     if len(complete) > 1 and complete[0] != root:
         raise UserError(f"{root} holds several image-folder copies ({', '.join(p.name for p in complete)}); "
                         "pass the one to use as --data-dir")
+    if not complete and {c.name for c in candidates[1:]} >= set(CIFAR10_CLASSES):  # one split, given as the root
+        raise UserError(f"--data-dir {root} holds the class folders itself: it is one split (train/ or test/) of an "
+                        f"image-folder copy; pass the folder above it ({root.resolve().parent}), which holds both")
     partial = [c for c in candidates if (c / "train").is_dir() != (c / "test").is_dir()]
     if not complete and partial and not (root / "cifar-10-batches-py").is_dir():
         present, missing = ("train", "test") if (partial[0] / "train").is_dir() else ("test", "train")
@@ -765,8 +768,11 @@ def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
         pass
     valid = [n for n, m in model.named_modules() if n and not isinstance(m, (nn.ReLU, nn.Identity))]
     guess = difflib.get_close_matches(canonical_layer_name(name), valid, n=1)
+    outer = [n for n in valid if n.count(".") <= 1]  # the stem, stages, blocks and head; then what a block holds
+    inner = sorted({n.split(".", 2)[2] for n in valid if n.count(".") >= 2})
     raise UserError(f"unknown target layer {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
-                    + f"; valid layers: {', '.join(valid)}")
+                    + f"; valid layers: {', '.join(outer)}, and inside each block {', '.join(inner)} "
+                    "(e.g. layer4.1.conv2)")
 
 
 #############################################

@@ -78,20 +78,23 @@ def one_seed(cfg: gce.Config, device: torch.device, fp32_comparison: bool, out: 
 def main(argv: list[str] | None = None) -> int:
     recipe = gce.Config()  # the defaults this study keeps unless told
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", required=True, help="CIFAR-10 as for grad_cam_experiment.py --data-dir")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--train-subset", type=int, default=2500, help="training images (0 = all 50,000)")
     parser.add_argument("--test-subset", type=int, default=2000, help="test images (0 = all 10,000)")
     parser.add_argument("--epochs", type=int, default=recipe.epochs,
                         help="training epochs per model (default: the recipe's)")
-    parser.add_argument("--bootstrap-resamples", type=int, default=recipe.bootstrap_resamples)
-    parser.add_argument("--audit-images", type=int, default=200)
-    parser.add_argument("--audit-occlusion-images", type=int, default=20)
+    parser.add_argument("--bootstrap-resamples", type=int, default=recipe.bootstrap_resamples,
+                        help="bootstrap resamples for the 95%% intervals (default: the recipe's)")
+    parser.add_argument("--audit-images", type=int, default=200, help="audit images per group")
+    parser.add_argument("--audit-occlusion-images", type=int, default=20,
+                        help="the first this many audit images of each group also get occlusion maps")
     parser.add_argument("--fp32-comparison", action=argparse.BooleanOptionalAction, default=True,
                         help="also train the standard model in fp32 per seed (the precision comparison; at full scale "
                              "on a 2-core CPU with native bf16 that is ~45 min per seed)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=str(ROOT / "outputs" / "seeds"))
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "seeds"),
+                        help="folder for metrics.json, seed-N/ and checkpoints/")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -182,3 +182,13 @@ def test_a_complete_copy_wins_over_an_unrelated_half_one(tmp_path):
     write_image_folder(tmp_path / "cifar10-jpeg", {"train": 1, "test": 1})
     (tmp_path / "another-dataset" / "train").mkdir(parents=True)
     assert load(tmp_path)[2].endswith("cifar10-jpeg")
+
+
+def test_a_split_given_as_the_data_dir_names_the_folder_above(tmp_path):
+    """--data-dir pointing at train/ used to try a download and print a 400-character message about the internet."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    with pytest.raises(gce.UserError) as error:
+        load(tmp_path / "train")
+    assert str(error.value) == (f"--data-dir {tmp_path / 'train'} holds the class folders itself: it is one split "
+                                f"(train/ or test/) of an image-folder copy; pass the folder above it ({tmp_path}), "
+                                "which holds both")
