@@ -82,8 +82,9 @@ class Valid(NamedTuple):
             return value in self.choices if self.choices else bool(str(value).strip())
         if self.zero and value == 0:
             return True
-        return (math.isfinite(value) and (self.low is None or value > self.low or (value == self.low and not self.above))
-                and (self.high is None or value <= self.high) and (self.step == 1 or value % self.step == 0))
+        above_low = self.low is None or value > self.low or (value == self.low and not self.above)
+        return (math.isfinite(value) and above_low and (self.high is None or value <= self.high)
+                and (self.step == 1 or value % self.step == 0))
 
     def __str__(self) -> str:
         if self.choices or self.nonempty:
@@ -118,7 +119,7 @@ class Config:
                              valid=Valid(10, unit="images", zero="all", step=10))
     test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images, the same number per class; "
                             "0 = all 10,000)", trains="both", quick=100,
-                            valid=Valid(10, unit="images", zero="all", step=10))  # a checkpoint's history holds test accuracy
+                            valid=Valid(10, unit="images", zero="all", step=10))  # a history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
     artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
@@ -234,11 +235,11 @@ class Config:
         tolerance = 31 - self.artifact_size
         return [message for ok, message in [
             (self.occlusion_stride <= self.occlusion_patch,
-             f"--occlusion-stride ({self.occlusion_stride}) must be at most --occlusion-patch ({self.occlusion_patch}), "
-             "else some pixels are never occluded"),
+             f"--occlusion-stride ({self.occlusion_stride}) must be at most --occlusion-patch "
+             f"({self.occlusion_patch}), else some pixels are never occluded"),
             (self.sanity_images <= self.faithfulness_images,
-             f"--sanity-images ({self.sanity_images}) must be at most --faithfulness-images ({self.faithfulness_images}): "
-             "the sanity check uses the first faithfulness images"),
+             f"--sanity-images ({self.sanity_images}) must be at most --faithfulness-images "
+             f"({self.faithfulness_images}): the sanity check uses the first faithfulness images"),
             (self.pointing_tolerance <= tolerance,
              f"--pointing-tolerance must be 0..{tolerance} pixels with --artifact-size {self.artifact_size}, got "
              f"{self.pointing_tolerance} (a region grown over the whole image is hit by every map)"),
@@ -291,9 +292,9 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
     what = "R,G,B with each" if kind == "tuple" else "a finite number" if kind == "float" else ""
     if kind == "float" and math.isfinite(value):
         what = ""
-    hint = ""
-    if valid.step > 1 and valid.admits(value - value % valid.step) and valid.admits(value - value % valid.step + valid.step):
-        hint = f"; e.g. {value - value % valid.step} or {value - value % valid.step + valid.step}"
+    hint, below = "", value - value % valid.step if kind == "int" else value
+    if valid.step > 1 and valid.admits(below) and valid.admits(below + valid.step):
+        hint = f"; e.g. {below} or {below + valid.step}"
     return f"{flag} must be {what + ' ' if what else ''}{valid}, got {shown}{hint}"
 
 
@@ -828,7 +829,8 @@ def check_images(model: nn.Module, images: Any, who: str) -> None:
                    f"{tuple(images.shape)})" + ("; a grey image can be repeated: images.expand(-1, 3, -1, -1)"
                                                 if images.shape[1] == 1 else ""))
     elif weight is not None and images.device != weight.device:
-        problem = f"images are on {images.device} but the model is on {weight.device}; pass images.to('{weight.device}')"
+        problem = (f"images are on {images.device} but the model is on {weight.device}; pass "
+                   f"images.to('{weight.device}')")
     if problem:
         raise ValueError(f"{who}: {problem}")
 
@@ -1529,14 +1531,20 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
                         "there: free some space or pass another --output-dir")
 
 
+def checkpoint_path(cfg: Config, device: torch.device, biased: bool, fingerprint: str) -> tuple[Path, str]:
+    """output-dir/checkpoints/<standard|biased>-<key>.pt and its key (training_key); the training state of an
+    unfinished training is the same path with .epoch.pt."""
+    key = training_key(cfg.to_dict(), biased, fingerprint, training_precision(device, cfg.amp), device.type)
+    return Path(cfg.output_dir) / "checkpoints" / f"{'biased' if biased else 'standard'}-{key}.pt", key
+
+
 def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
                   fingerprint: str) -> tuple[nn.Module, dict]:
     """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train (resuming
     from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside."""
     name = "biased" if biased else "standard"
     precision = training_precision(device, cfg.amp)
-    key = training_key(cfg.to_dict(), biased, fingerprint, precision, device.type)
-    path = Path(cfg.output_dir) / "checkpoints" / f"{name}-{key}.pt"
+    path, key = checkpoint_path(cfg, device, biased, fingerprint)
     epoch_path = path.with_suffix(".epoch.pt")
     loaded = load_checkpoint(path, key, biased, device) if path.exists() and not cfg.retrain else None
     if loaded is not None:
@@ -2758,8 +2766,8 @@ class RunRecord:
         self.out, self.path = out, out / "run.json"
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.info = dict(run_id=f"{started.replace(':', '').replace('-', '')}-{os.getpid()}", status="running",
-                         stage="", started=started, ended=None, pid=os.getpid(), message="", config=cfg.to_dict(),
-                         files={})
+                         stage="", training_state=None, started=started, ended=None, pid=os.getpid(), message="",
+                         config=cfg.to_dict(), files={})
 
     def __enter__(self) -> "RunRecord":
         self.out.mkdir(parents=True, exist_ok=True)
@@ -2773,21 +2781,23 @@ class RunRecord:
             self.lock.close()
             other = json.loads(self.path.read_text()) if self.path.exists() else {}
             raise UserError(f"another run (id {other.get('run_id', '?')}, pid {other.get('pid', '?')}, started "
-                            f"{other.get('started', '?')}) is writing to --output-dir {self.out}; wait for it to end or "
-                            "pass another --output-dir") from None
+                            f"{other.get('started', '?')}) is writing to --output-dir {self.out}; wait for it to end "
+                            "or pass another --output-dir") from None
         self.save()
         return self
 
     def save(self) -> None:
         write_atomically(self.path, lambda p: p.write_text(json.dumps(self.info, indent=1, default=str)))
 
-    def stage(self, name: str) -> None:
-        self.info["stage"] = name
+    def stage(self, name: str, training_state: Path | None = None) -> None:
+        """The stage the run is in; while a model trains, the file its training state is saved to after each epoch."""
+        self.info.update(stage=name, training_state=None if training_state is None else str(training_state))
         self.save()
 
     def wrote(self, path: str | Path) -> str:
         """Adds a file this run wrote, or a checkpoint it reused, to the record with its sha256; returns the path."""
-        self.info["files"][Path(path).relative_to(self.out).as_posix()] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        name = Path(path).relative_to(self.out).as_posix()
+        self.info["files"][name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         self.save()
         return str(path)
 
@@ -2811,17 +2821,19 @@ class RunRecord:
         """What an interruption at this stage leaves, and what running the same command again does."""
         stage = self.info["stage"]
         if stage.startswith("training"):
-            name = stage.split()[-2]  # "training the biased model"
-            states = [p for p in (self.out / "checkpoints").glob(f"{name}-*.epoch.pt")
-                      if p.stat().st_mtime >= time.mktime(time.strptime(self.info["started"], "%Y-%m-%dT%H:%M:%S"))]
-            done = (f"continues it after its last completed epoch (saved in {states[0]}; --no-resume starts over)"
-                    if states else "trains it from epoch 1 (no epoch had completed)")
+            state, cfg = Path(self.info["training_state"]), self.info["config"]
+            done = ("trains it from epoch 1 (--no-resume or --retrain)" if cfg["retrain"] or not cfg["resume"] else
+                    f"continues it after its last completed epoch (saved in {state}; --no-resume starts over)"
+                    if state.exists() else "trains it from epoch 1 (no epoch had completed)")
             then = f"interrupted while {stage}: the same command {done}"
         else:
             then = (f"interrupted during {stage}, after training: both models are saved in {self.out / 'checkpoints'}, "
                     "so the same command reuses them and redoes only the evaluation, audit and figures")
-        others = sorted(p.name for p in self.out.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.name != "run.json" and p.name not in self.info["files"])
+        try:
+            others = sorted(p.name for p in self.out.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.name != "run.json" and p.name not in self.info["files"])
+        except OSError:  # the folder is gone or unreadable: nothing more to say about it
+            others = []
         files = len(self.info["files"])
         return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists the "
                 f"{files or 'no'} file{'s' * (files != 1)} it wrote" + (f"; {', '.join(others[:4])}"
@@ -2900,7 +2912,8 @@ def run(cfg: Config) -> dict:
         ##### Train both models, or reuse checkpoints of the same configuration and data
         models, results = {}, {}
         for name in ("standard", "biased"):
-            record.stage(f"training the {name} model")
+            record.stage(f"training the {name} model", checkpoint_path(cfg, device, name == "biased",
+                                                                      fingerprint)[0].with_suffix(".epoch.pt"))
             models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
             record.wrote(results[name]["checkpoint"])
         timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])

@@ -102,6 +102,7 @@ def test_sigterm_in_training_stops_as_ctrl_c_does_and_the_same_command_resumes(a
         "interrupted while training the standard model: the same command continues it after its last completed epoch "
         f"(saved in {state}; --no-resume starts over)"), err
     assert record(out)["message"] == "stopped by SIGTERM" and record(out)["status"] == "interrupted"
+    assert record(out)["training_state"] == str(state)
     assert signal.getsignal(signal.SIGTERM) == handler  # main() puts the caller's handler back
     monkeypatch.undo()
     assert gce.main(argv) == 0
@@ -192,3 +193,32 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
     run = record(out)
     assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
+
+
+@pytest.mark.parametrize("flags, state_saved, says", [
+    ([], False, "trains it from epoch 1 (no epoch had completed)"),
+    ([], True, "continues it after its last completed epoch (saved in {state}; --no-resume starts over)"),
+    (["--no-resume"], True, "trains it from epoch 1 (--no-resume or --retrain)"),
+    (["--retrain"], True, "trains it from epoch 1 (--no-resume or --retrain)"),
+])
+def test_what_an_interrupted_training_says_follows_its_own_training_state(argv, tmp_path, monkeypatch, capsys, flags,
+                                                                          state_saved, says):
+    """The message reads this configuration's own state file (an earlier run's, of the same key, counts too; a state
+    of another configuration does not), and the flags that make the same command start over."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "standard-0123456789.epoch.pt").write_bytes(b"another configuration's state")
+    cfg = gce.parse_config([*argv, *flags])
+    train, test, _ = gce.load_cifar10(cfg, torch.device("cpu"))
+    state = gce.checkpoint_path(cfg, torch.device("cpu"), False, gce.data_fingerprint(train, test))[0].with_suffix(
+        ".epoch.pt")
+    if state_saved:
+        state.write_bytes(b"saved by an earlier, interrupted run")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gce, "train_model", interrupted)
+    assert gce.main([*argv, *flags]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"interrupted while training the standard model: the same command {says.format(state=state)}")
+    assert record(out)["training_state"] == str(state)
