@@ -63,6 +63,11 @@ class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, bad layer name): printed as one line."""
 
 
+def comma_list(text: str) -> list[str]:
+    """The names in a comma-separated flag such as --audit-layers, stripped, empty ones dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 class Valid(NamedTuple):
     """The values a Config field accepts, declared once beside the field: shown in --help and checked by
     check_field, whose one-line message names the flag, this range and the value given. Numbers: low..high (None: no
@@ -124,8 +129,8 @@ class Config:
     # Shortcut (bias) injection
     artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
                                trains="biased", valid=Valid(0, len(CIFAR10_CLASSES) - 1))
-    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images)", trains="biased",
-                              valid=Valid(1, 32, "pixels"))
+    artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images; a 32-pixel one would be the whole "
+                              "image)", trains="biased", valid=Valid(1, 31, "pixels"))
     artifact_color: tuple = _opt((255, 255, 0), "RGB colour of the square, as R,G,B (yellow)",
                                  trains="biased", valid=Valid(0, 255))
     artifact_corner: str = _opt("top-left", "corner of the square", trains="biased",
@@ -219,16 +224,17 @@ class Config:
             if getattr(self, f.name) is None:
                 use_quick = self.quick and "quick" in f.metadata
                 object.__setattr__(self, f.name, f.metadata["quick" if use_quick else "default"])
-        problems = [check_field(f, getattr(self, f.name)) for f in dataclasses.fields(self)]
-        problems += [] if any(problems) else self.broken_relations()
-        for message in problems:
-            if message:
+        for f in dataclasses.fields(self):
+            if message := check_field(f, getattr(self, f.name)):
                 raise UserError(message)
-        for f in dataclasses.fields(self):  # numpy scalars, lists and ints for floats as the command line gives them
-            value = getattr(self, f.name)
+        for f in dataclasses.fields(self):  # numpy scalars, lists, paths, ints for floats: as the command line gives
+            value = getattr(self, f.name)  # them; ~ in a folder is the home folder, for --output-dir as for --data-dir
             plain = (tuple(int(v) for v in value) if str(f.type) == "tuple" else float(value) if str(f.type) == "float"
-                     else value.item() if isinstance(value, np.generic) else value)
+                     else os.path.expanduser(value) if f.name.endswith("_dir") else os.fspath(value)
+                     if isinstance(value, os.PathLike) else value.item() if isinstance(value, np.generic) else value)
             object.__setattr__(self, f.name, plain)
+        for message in self.broken_relations()[:1]:
+            raise UserError(message)
 
     def broken_relations(self) -> list[str]:
         """What is wrong between fields that are each valid on their own; each message names the fields involved."""
@@ -250,7 +256,7 @@ class Config:
 
     @property
     def audit_layer_names(self) -> list[str]:
-        return [name.strip() for name in self.audit_layers.split(",") if name.strip()]
+        return comma_list(self.audit_layers)
 
     @property
     def method_names(self) -> list[str]:
@@ -831,6 +837,8 @@ def check_images(model: nn.Module, images: Any, who: str) -> None:
     elif weight is not None and images.device != weight.device:
         problem = (f"images are on {images.device} but the model is on {weight.device}; pass "
                    f"images.to('{weight.device}')")
+    elif images.device.type != "meta" and not bool(images.isfinite().all()):  # a NaN pixel: NaN logits, a map of 0
+        problem = f"images hold {int((~images.isfinite()).sum())} NaN or infinite value(s); explain finite images"
     if problem:
         raise ValueError(f"{who}: {problem}")
 
@@ -866,8 +874,11 @@ class CAMBase:
             if target_layer not in names:
                 raise UserError("the target layer module is not part of this model")
             self.layer_name, self.layer = names[target_layer], target_layer
+        elif isinstance(target_layer, (str, os.PathLike)):
+            self.layer_name, self.layer = resolve_layer(model, os.fspath(target_layer))
         else:
-            self.layer_name, self.layer = resolve_layer(model, target_layer)
+            raise TypeError(f"target_layer must be a dotted name such as 'layer4.1.conv2' or a module of the model, "
+                            f"got {type(target_layer).__name__}")
         self.autocast = autocast
 
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -1026,6 +1037,8 @@ class ScoreCAM(CAMBase):
     def __init__(self, model: nn.Module, target_layer: str | nn.Module = "layer4.1.conv2", autocast: bool = False,
                  images_per_forward: int = 512):
         super().__init__(model, target_layer, autocast)
+        if images_per_forward < 1:
+            raise ValueError(f"ScoreCAM: images_per_forward must be >= 1, got {images_per_forward}")
         self.images_per_forward = images_per_forward
 
     @torch.inference_mode()
@@ -1062,17 +1075,27 @@ class ScoreCAM(CAMBase):
 CAM_METHODS = {cls.__name__: cls for cls in (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM, ScoreCAM)}
 
 
-def cam_family(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, methods: Sequence[str],
-               batch_size: int, normalize: bool = True) -> dict[str, torch.Tensor]:
+def cam_family(model: nn.Module, images: torch.Tensor, classes: int | Sequence[int] | torch.Tensor | None, layer: str,
+               methods: Sequence[str], batch_size: int, normalize: bool = True) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] of several gradient CAM methods (CAM_METHODS names) at one layer, keyed by label, `batch_size`
     images at a time, each batch with one shared forward and backward: the methods differ only in how A and dy/dA are
     combined (equal to calling each one; tested)."""
     check_images(model, images, "cam_family")
+    unknown = [name for name in methods if name not in CAM_METHODS]
+    if unknown or batch_size < 1:
+        raise ValueError(f"cam_family: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}"
+                         if unknown else f"cam_family: batch_size must be >= 1, got {batch_size}")
+    if classes is not None:  # one int, a list or a tensor, as every method takes them (checked per batch)
+        classes = torch.as_tensor(classes)
+        classes = classes.expand(len(images)) if classes.dim() == 0 else classes
+        if classes.shape != (len(images),):
+            raise ValueError(f"cam_family: got {classes.numel()} class indices for {len(images)} images")
     cams = [CAM_METHODS[name](model, layer) for name in methods]
     if any(not cam.uses_gradients for cam in cams):
         raise ValueError("cam_family shares one backward pass between gradient methods; call ScoreCAM on its own")
     maps: dict[str, list[torch.Tensor]] = {cam.label: [] for cam in cams}
-    for x, c in zip(images.split(batch_size), classes.split(batch_size)):
+    parts = classes.split(batch_size) if classes is not None else [None] * len(images.split(batch_size))
+    for x, c in zip(images.split(batch_size), parts):
         activations, grads, _, _ = cams[0]._activations_and_grads(x, c)
         for cam in cams:
             maps[cam.label].append(cam.maps_from(activations, grads, x.shape[-2:], normalize))
@@ -1163,14 +1186,20 @@ class Occlusion:
 
     def __init__(self, model: nn.Module, patch: int = 8, stride: int = 2, images_per_forward: int = 512,
                  autocast: bool = False):
-        if stride > patch:
-            raise ValueError(f"occlusion stride {stride} > patch {patch} would leave pixels that no window covers")
+        if patch < 1 or images_per_forward < 1:
+            raise ValueError(f"Occlusion: patch and images_per_forward must be >= 1, got {patch} and "
+                             f"{images_per_forward}")
+        if not 1 <= stride <= patch:
+            raise ValueError(f"Occlusion: stride must be 1..patch ({patch}), got {stride}; a larger one leaves pixels "
+                             "that no window covers")
         self.model, self.patch, self.stride = model, patch, stride
         self.images_per_forward, self.autocast = images_per_forward, autocast
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
         check_images(self.model, images, "Occlusion")
+        if self.patch > min(images.shape[-2:]):
+            raise ValueError(f"Occlusion: patch {self.patch} is larger than the {tuple(images.shape[-2:])} images")
         windows = occlusion_windows(*images.shape[-2:], self.patch, self.stride, images.device)  # [P, H, W]
         keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
         per_forward = forward_batch(self.images_per_forward, images.device)
@@ -1546,7 +1575,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     precision = training_precision(device, cfg.amp)
     path, key = checkpoint_path(cfg, device, biased, fingerprint)
     epoch_path = path.with_suffix(".epoch.pt")
-    loaded = load_checkpoint(path, key, biased, device) if path.exists() and not cfg.retrain else None
+    loaded = load_checkpoint(path, key, biased, device) if path.is_file() and not cfg.retrain else None
     if loaded is not None:
         model, saved = loaded
         if cfg.channels_last:
@@ -1557,6 +1586,9 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
                                   checkpoint=str(path), reused_checkpoint=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_free_space(path.parent, TRAINING_DISK_BYTES, f"training the {name} model")
+    for target in (path, epoch_path):  # found before training, which would end by failing to save there
+        if target.is_dir():
+            raise UserError(f"{target} is a folder where the {name} model's checkpoint goes; move it away")
     model, history = train_model(cfg, train, test, device, biased, name, epoch_path, key)
     seconds = sum(row["seconds"] for row in history)  # every epoch's, those before an interruption included
     save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
@@ -2672,7 +2704,7 @@ def console_summary(metrics: dict) -> list[str]:
     """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
     audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
     config, audit, out = metrics["config"], metrics["shortcut_audit"], Path(metrics["output_dir"])
-    target, layer = CIFAR10_CLASSES[config["artifact_class"]], config["audit_layers"].split(",")[0].strip()
+    target, layer = CIFAR10_CLASSES[config["artifact_class"]], comma_list(config["audit_layers"])[0]
     lines = ["", *console_lines("Summary." + QUICK_NOTE * bool(config["quick"])),
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]
@@ -2689,11 +2721,12 @@ def console_summary(metrics: dict) -> list[str]:
     for v in audit["verdicts"]:
         if v["group"] == "nonfrogs" and v["layer"] not in ("-", layer):
             others.setdefault(v["layer"], []).append(v["verdict"])
-    lines += console_lines("Other layers: " + "; ".join(
+    lines += console_lines("Other layers: " * bool(others) + "; ".join(
         f"{name} " + ", ".join(f"{verdicts.count(k)} {k}" for k in dict.fromkeys(verdicts))
-        for name, verdicts in others.items()) + f". Columns: mean [95% interval]; reveals: the biased model, square at a "
-        "corner it uses; selective: its largest change where it ignores the square; specific: the standard model and "
-        f"the control at the used corner. Rule: every interval on its side of {VERDICT_MARGIN} (README).")
+        for name, verdicts in others.items()) + ". " * bool(others) + "Columns: mean [95% interval]; reveals: the "
+        "biased model, square at a corner it uses; selective: its largest change where it ignores the square; "
+        "specific: the standard model and the control at the used corner. Rule: every interval on its side of "
+        f"{VERDICT_MARGIN} (README).")
     sanity = metrics["sanity_check"]
     by_verdict = {}
     for method, verdict in sanity["verdict"].items():
@@ -2810,7 +2843,8 @@ class RunRecord:
         try:
             self.save()
         except OSError as error:  # a full disk: the run's own error says so; this one must not hide it
-            print(f"warning: could not mark {self.path} as {status} ({error.strerror or error}); it still says "
+            print(f"warning: the output folder {self.out} is gone" if not self.out.is_dir() else
+                  f"warning: could not mark {self.path} as {status} ({error.strerror or error}); it still says "
                   f"'running' (with pid {os.getpid()}, which has ended)", file=sys.stderr)
         finally:
             self.lock.close()  # releases the lock
@@ -2952,9 +2986,13 @@ def run(cfg: Config) -> dict:
         ##### Shortcut audit: the same seeded images without the square and with it at each corner, explained by the
         ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
         record.stage("the shortcut audit")
-        with timed(timings, "audit", cfg, f"shortcut audit: {cfg.audit_images} images per group x 2 groups x 5 "
-                                          f"conditions x 3 models, {len(cfg.audit_layer_names)} layers"):
+        with timed(timings, "audit", cfg, f"shortcut audit: up to {cfg.audit_images} images per group x 2 groups "
+                                          f"x 5 conditions x 3 models, {len(cfg.audit_layer_names)} layers"):
             audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
+        counts = {group: info["images"] for group, info in audit["groups"].items()}
+        if min(counts.values()) < cfg.audit_images:
+            say(cfg, f"note: the test set gave the audit {', '.join(f'{n} {g}' for g, n in counts.items())} (asked: "
+                     f"{cfg.audit_images} per group)")
 
         ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
         record.stage("the faithfulness measures")
@@ -3047,14 +3085,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused: disk full, a name too long, a folder that cannot be made
+        import errno
         where = exc.filename or (cfg.output_dir if cfg is not None else "")
-        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; check the path and the free space (the "
-              "output folder's run.json lists what this run wrote)", file=sys.stderr)
+        advice = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the permissions" if
+                  exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the path")
+        record = Path(cfg.output_dir) / "run.json" if cfg is not None else None
+        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; {advice} or pass another --output-dir"
+              + (f" ({record} lists what this run wrote)" if record is not None and record.exists() else ""),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         signal_name = getattr(exc, "signal_name", "SIGINT")
-        print(str(exc) if str(exc) else f"interrupted ({signal_name}) before the run wrote to its output folder",
-              file=sys.stderr)
+        print(str(exc) if str(exc) else f"interrupted ({signal_name})" + (
+            f"; {cfg.output_dir}/run.json, if there, says what this run wrote" if cfg is not None else ""),
+            file=sys.stderr)
         return 143 if signal_name == "SIGTERM" else 130
     finally:
         if previous is not None:
@@ -3079,4 +3123,7 @@ def _stop_on_sigterm():
 if __name__ == "__main__":
     exit_code = main()
     if not in_notebook():  # a notebook cell must not raise SystemExit
+        if exit_code in (130, 143):  # a second Ctrl-C during interpreter shutdown would print tracebacks
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(exit_code)

@@ -66,7 +66,8 @@ def _outside(valid):
 
 
 RANGED = [(f, value) for f in gce.dataclasses.fields(gce.Config) if f.metadata["valid"] is not None
-          and not (f.metadata["valid"].choices or f.metadata["valid"].nonempty) for value in _outside(f.metadata["valid"])]
+          and not (f.metadata["valid"].choices or f.metadata["valid"].nonempty)
+          for value in _outside(f.metadata["valid"])]
 
 
 @pytest.mark.parametrize("field, value", RANGED, ids=[f"{f.name}={v}" for f, v in RANGED])
@@ -141,11 +142,25 @@ def test_python_values_are_stored_as_the_command_line_gives_them():
     cfg = gce.Config(epochs=gce.np.int64(3), lr=1, artifact_color=[255, 255, 0])
     assert cfg == gce.parse_config(["--epochs", "3", "--lr", "1", "--artifact-color", "255,255,0"])
     assert type(cfg.epochs) is int and type(cfg.lr) is float and cfg.artifact_color == (255, 255, 0)
+    # a path object is text for every text field, and ~ is the home folder in both folders (it made a folder named ~)
+    cfg = gce.Config(output_dir="~/q", data_dir=gce.Path("~/d"), methods=gce.Path("GradCAM"),
+                     target_layer=gce.Path("layer3"))
+    assert (cfg.output_dir, cfg.data_dir) == (gce.os.path.expanduser("~/q"), gce.os.path.expanduser("~/d"))
+    assert (cfg.methods, cfg.target_layer) == ("GradCAM", "layer3")
+
+
+def test_the_console_summary_reads_the_audit_layers_as_the_run_does():
+    """--audit-layers ',layer4.1.conv2' ran layer4.1.conv2; the summary showed a layer named '' and no Grad-CAM row."""
+    metrics = gce.json.loads((gce.Path(gce.__file__).parent / "outputs/run-10k-seed1/metrics.json").read_text())
+    metrics["config"]["audit_layers"] = " ,layer4.1.conv2,layer4.1,layer3"
+    lines = gce.console_summary(metrics)
+    assert any(line.startswith("Shortcut audit at layer4.1.conv2, stamped") for line in lines)
+    assert any(line.startswith("Grad-CAM ") for line in lines)
 
 
 def test_help_shows_each_declared_range():
     text = gce.build_arg_parser().format_help().replace("\n", " ")
-    assert "valid: 1..32 pixels" in " ".join(text.split())
+    assert "valid: 1..31 pixels" in " ".join(text.split())
 
 
 def test_notebook_kernel_argv_is_ignored(monkeypatch):

@@ -244,9 +244,12 @@ BAD_INPUTS = {  # what a Python user passes by mistake, and what the message mus
     "uint8": (lambda x: (x * 40 + 128).clamp(0, 255).to(torch.uint8), "images must be normalised floats, got "
                                                                       "torch.uint8; for uint8 pixels"),
     "1-channel": (lambda x: x[:, :1], "the model takes 3-channel images, got 1 channel(s)"),
-    "3-D": (lambda x: x[0], "images must be a non-empty batch [B, C, H, W], got shape (3, 32, 32); for one image pass images[None]"),
+    "3-D": (lambda x: x[0], "images must be a non-empty batch [B, C, H, W], got shape (3, 32, 32); for one image "
+                            "pass images[None]"),
     "empty": (lambda x: x[:0], "images must be a non-empty batch [B, C, H, W], got shape (0, 3, 32, 32)"),
     "numpy": (lambda x: x.numpy(), "images must be a torch.Tensor"),
+    "NaN": (lambda x: torch.where(torch.arange(x.numel()).view_as(x) == 7, float("nan"), x),
+            "images hold 1 NaN or infinite value(s)"),  # one NaN pixel: NaN logits and an all-zero Grad-CAM before
 }
 
 
@@ -275,3 +278,25 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
     with pytest.raises(ValueError, match="^" + re.escape(f"{method}: images are on meta but the model is on cpu; pass "
                                                          "images.to('cpu')")):
         EXPLAINERS[method](model, images[:2].to("meta"))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x: gce.Occlusion(m, 8, 0), "Occlusion: stride must be 1..patch (8), got 0"),
+    (lambda m, x: gce.Occlusion(m, 0, 0), "Occlusion: patch and images_per_forward must be >= 1, got 0 and 512"),
+    (lambda m, x: gce.Occlusion(m, 40, 8)(x), "Occlusion: patch 40 is larger than the (32, 32) images"),
+    (lambda m, x: gce.ScoreCAM(m, images_per_forward=0), "ScoreCAM: images_per_forward must be >= 1, got 0"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCam"], 2), "cam_family: unknown method(s) GradCam"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], 0), "cam_family: batch_size must be >= 1, got 0"),
+    (lambda m, x: gce.cam_family(m, x, [1, 2], "layer3", ["GradCAM"], 2), "cam_family: got 2 class indices for 5"),
+    (lambda m, x: gce.GradCAM(m, 3), "target_layer must be a dotted name such as 'layer4.1.conv2' or a module"),
+])
+def test_bad_method_arguments_are_clear_errors(model, images, call, message):
+    with pytest.raises((ValueError, TypeError), match="^" + re.escape(message)):
+        call(model, images)
+
+
+def test_cam_family_takes_classes_as_every_method_does(model, images):
+    """None (each image's predicted class), one int or a list, as GradCAM(...)(images, classes) takes them."""
+    for classes in (None, 3, [3] * 5):
+        maps = gce.cam_family(model, images, classes, "layer3", ["GradCAM"], 2)["Grad-CAM"]
+        torch.testing.assert_close(maps, gce.GradCAM(model, "layer3")(images, classes))

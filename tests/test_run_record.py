@@ -70,7 +70,8 @@ def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_ru
         "the same command reuses them and redoes only the evaluation, audit and figures"), err
     assert f"marks run {run['run_id']} as interrupted and lists the 5 files it wrote" in err  # 2 models, 3 figures
     assert err.endswith(f"metrics.json in {out} are from an earlier run"), err
-    assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit" and run["message"] == "stopped by SIGINT"
+    assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit"
+    assert run["message"] == "stopped by SIGINT"
     assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
     monkeypatch.undo()
     assert gce.main(argv) == 0  # the same command: models reused, the rest redone
@@ -189,7 +190,8 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     monkeypatch.setattr(Path, "write_text", full)
     assert gce.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: No space left on device ({out / 'metrics.json'}); check the path") and "\n" not in err, err
+    assert err == (f"error: No space left on device ({out / 'metrics.json'}); free some space or pass another "
+                   f"--output-dir ({out / 'run.json'} lists what this run wrote)"), err
     assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
     run = record(out)
     assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
@@ -222,3 +224,17 @@ def test_what_an_interrupted_training_says_follows_its_own_training_state(argv, 
     err = capsys.readouterr().err
     assert err.startswith(f"interrupted while training the standard model: the same command {says.format(state=state)}")
     assert record(out)["training_state"] == str(state)
+
+
+def test_a_folder_where_a_checkpoint_goes_is_reported_before_training(argv, tmp_path, monkeypatch, capsys):
+    cfg = gce.parse_config(argv)
+    train, test, _ = gce.load_cifar10(cfg, torch.device("cpu"))
+    path = gce.checkpoint_path(cfg, torch.device("cpu"), False, gce.data_fingerprint(train, test))[0]
+    path.mkdir(parents=True)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the checkpoint could never be saved")
+    monkeypatch.setattr(gce, "train_model", no_training)
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {path} is a folder where the standard model's checkpoint goes; "
+                                               "move it away")
