@@ -2870,7 +2870,7 @@ class RunRecord:
             others = []
         files = len(self.info["files"])
         return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists the "
-                f"{files or 'no'} file{'s' * (files != 1)} it wrote" + (f"; {', '.join(others[:4])}"
+                f"{files or 'no'} file{'s' * (files != 1)} it wrote".replace("the no file", "no file") + (f"; {', '.join(others[:4])}"
                 f"{' and more' if len(others) > 4 else ''} in {self.out} are from an earlier run" if others else ""))
 
 
