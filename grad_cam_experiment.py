@@ -285,8 +285,8 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
     accepts = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text or a path",
                "tuple": "R,G,B (three whole numbers)"}[kind]
     numbers = value if kind == "tuple" and isinstance(value, (tuple, list)) and len(value) == 3 else [value]
-    typed = {"int": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)),
-             "tuple": lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)),
+    whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))  # noqa: E731
+    typed = {"int": whole, "tuple": whole,
              "float": lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
              "bool": lambda v: isinstance(v, (bool, np.bool_)),
              "str": lambda v: isinstance(v, (str, os.PathLike))}[kind]
@@ -295,9 +295,8 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
         return f"{flag} must be {accepts}" + (f", {valid}" if valid else "") + f", got {shown} ({type(value).__name__})"
     if valid is None or all(valid.admits(v) for v in numbers):
         return ""
-    what = "R,G,B with each" if kind == "tuple" else "a finite number" if kind == "float" else ""
-    if kind == "float" and math.isfinite(value):
-        what = ""
+    what = ("R,G,B with each" if kind == "tuple" else
+            "a finite number" if kind == "float" and not math.isfinite(value) else "")
     hint, below = "", value - value % valid.step if kind == "int" else value
     if valid.step > 1 and valid.admits(below) and valid.admits(below + valid.step):
         hint = f"; e.g. {below} or {below + valid.step}"
