@@ -793,20 +793,58 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
 
 
-def _as_class_tensor(classes: int | Sequence[int] | torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
+    """An explanation method's whole-number argument (a batch size, a patch): `value` if it is an int >= `low`, else a
+    ValueError naming the method, the argument and what was given (a float, a string or a bool would otherwise reach
+    torch as a raw TypeError, or silently place occlusion windows between pixels)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{who}: {name} must be a whole number >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_model(model: Any, who: str) -> nn.Module:
+    """`model` if it is a torch nn.Module, else a ValueError (not an AttributeError deep inside a hook)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{who}: model must be a torch nn.Module (e.g. build_model()), got {type(model).__name__}")
+    return model
+
+
+def as_class_indices(classes: Any, who: str = "") -> torch.Tensor | None:
+    """None, one int, a list of ints or an integer tensor -> an int64 tensor (0-d or [B]) on the CPU or its own device;
+    anything else (a class name, floats, a nested list, a tensor without data) is a ValueError saying what to pass."""
+    if classes is None:
+        return None
+    problem = ""
+    if isinstance(classes, torch.Tensor) and classes.device.type == "meta":
+        problem = "a meta tensor (it holds no values)"
+    else:
+        try:
+            classes = torch.as_tensor(classes)
+        except (TypeError, ValueError, RuntimeError):  # a class name, a dict, ragged lists
+            problem = f"{type(classes).__name__} {classes!r:.40}"
+    if not problem and (classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool
+                        or classes.dim() > 1):
+        problem = f"{classes.dtype} of shape {tuple(classes.shape)}"
+    if problem:
+        raise ValueError(f"{who}{': ' if who else ''}classes must be None (each image's predicted class), one int, or "
+                         "integer class "
+                         f"indices (one per image), got {problem}")
+    return classes.long()
+
+
+def _as_class_tensor(classes: int | Sequence[int] | torch.Tensor | None, logits: torch.Tensor,
+                     who: str) -> torch.Tensor:
     """Class index per image: argmax when None, broadcast when one int; validated against the logits."""
     batch, num_classes = logits.shape
     if classes is None:
         return logits.argmax(1)
-    classes = torch.as_tensor(classes, device=logits.device)
-    if classes.is_floating_point() or classes.dtype == torch.bool or classes.dim() > 1:
-        raise ValueError(f"classes must be integer class indices, got {classes.dtype} of shape {tuple(classes.shape)}")
-    classes = classes.long().expand(batch) if classes.dim() == 0 else classes.long()
+    classes = as_class_indices(classes, who).to(logits.device)
+    classes = classes.expand(batch) if classes.dim() == 0 else classes
     if classes.shape != (batch,):
-        raise ValueError(f"got {classes.numel()} class indices for {batch} images")
+        raise ValueError(f"{who}: got {classes.numel()} class indices for {batch} images")
     bad = (classes < 0) | (classes >= num_classes)
     if bad.any():
-        raise ValueError(f"class index {classes[bad][0].item()} out of range for a {num_classes}-class model "
+        raise ValueError(f"{who}: class index {classes[bad][0].item()} out of range for a {num_classes}-class model "
                          f"(valid: 0..{num_classes - 1})")
     return classes
 
@@ -867,7 +905,7 @@ class CAMBase:
     uses_gradients = True  # False: activations only, captured under torch.inference_mode (Score-CAM)
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module = "layer4.1.conv2", autocast: bool = False):
-        self.model = model
+        self.model = check_model(model, type(self).__name__)
         if isinstance(target_layer, nn.Module):
             names = {m: n for n, m in model.named_modules()}
             if target_layer not in names:
@@ -921,7 +959,7 @@ class CAMBase:
                 logits = self.model(images)  # the input is only read, never modified
             if not captured:
                 raise UserError(f"target layer {self.layer_name!r} did not run in the forward pass")
-            targets = _as_class_tensor(classes, logits.detach())
+            targets = _as_class_tensor(classes, logits.detach(), type(self).__name__)
             grads = None
             if self.uses_gradients:
                 with torch.enable_grad():  # also inside a caller's no_grad block; the backward runs no module
@@ -1036,9 +1074,7 @@ class ScoreCAM(CAMBase):
     def __init__(self, model: nn.Module, target_layer: str | nn.Module = "layer4.1.conv2", autocast: bool = False,
                  images_per_forward: int = 512):
         super().__init__(model, target_layer, autocast)
-        if images_per_forward < 1:
-            raise ValueError(f"ScoreCAM: images_per_forward must be >= 1, got {images_per_forward}")
-        self.images_per_forward = images_per_forward
+        self.images_per_forward = check_count("ScoreCAM", "images_per_forward", images_per_forward)
 
     @torch.inference_mode()
     def masked_scores(self, images: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -1079,13 +1115,15 @@ def cam_family(model: nn.Module, images: torch.Tensor, classes: int | Sequence[i
     """Maps [B, H, W] of several gradient CAM methods (CAM_METHODS names) at one layer, keyed by label, `batch_size`
     images at a time, each batch with one shared forward and backward: the methods differ only in how A and dy/dA are
     combined (equal to calling each one; tested)."""
-    check_images(model, images, "cam_family")
-    unknown = [name for name in methods if name not in CAM_METHODS]
-    if unknown or batch_size < 1:
-        raise ValueError(f"cam_family: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}"
-                         if unknown else f"cam_family: batch_size must be >= 1, got {batch_size}")
-    if classes is not None:  # one int, a list or a tensor, as every method takes them (checked per batch)
-        classes = torch.as_tensor(classes)
+    check_images(check_model(model, "cam_family"), images, "cam_family")
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise ValueError(f"cam_family: methods must be a non-empty list of names such as ['GradCAM'], got {methods!r}")
+    unknown = [str(name) for name in methods if name not in CAM_METHODS]
+    if unknown:
+        raise ValueError(f"cam_family: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}")
+    batch_size = check_count("cam_family", "batch_size", batch_size)
+    classes = as_class_indices(classes, "cam_family")  # one int, a list or a tensor, as every method takes them
+    if classes is not None:  # (each batch's part is checked against the logits)
         classes = classes.expand(len(images)) if classes.dim() == 0 else classes
         if classes.shape != (len(images),):
             raise ValueError(f"cam_family: got {classes.numel()} class indices for {len(images)} images")
@@ -1130,7 +1168,7 @@ class GuidedBackprop:
     """
 
     def __init__(self, model: nn.Module):
-        self.relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        self.relus = [m for m in check_model(model, "GuidedBackprop").modules() if isinstance(m, nn.ReLU)]
         if not self.relus:
             raise UserError("Guided Backprop needs nn.ReLU modules; this model has none (functional ReLUs "
                             "cannot be guided without editing the model)")
@@ -1146,7 +1184,7 @@ class GuidedBackprop:
             with eval_mode(self.model), torch.enable_grad():
                 x = images.detach().requires_grad_(True)  # a new leaf: the caller's tensor is not touched
                 logits = self.model(x)
-                targets = _as_class_tensor(classes, logits.detach())
+                targets = _as_class_tensor(classes, logits.detach(), "GuidedBackprop")
                 (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
         finally:
             for handle in handles:
@@ -1185,12 +1223,12 @@ class Occlusion:
 
     def __init__(self, model: nn.Module, patch: int = 8, stride: int = 2, images_per_forward: int = 512,
                  autocast: bool = False):
-        if patch < 1 or images_per_forward < 1:
-            raise ValueError(f"Occlusion: patch and images_per_forward must be >= 1, got {patch} and "
-                             f"{images_per_forward}")
-        if not 1 <= stride <= patch:
-            raise ValueError(f"Occlusion: stride must be 1..patch ({patch}), got {stride}; a larger one leaves pixels "
-                             "that no window covers")
+        check_model(model, "Occlusion")
+        patch, images_per_forward = (check_count("Occlusion", name, value) for name, value in
+                                     (("patch", patch), ("images_per_forward", images_per_forward)))
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
+            raise ValueError(f"Occlusion: stride must be a whole number 1..patch ({patch}), got {stride!r}; a larger "
+                             "one leaves pixels that no window covers")
         self.model, self.patch, self.stride = model, patch, stride
         self.images_per_forward, self.autocast = images_per_forward, autocast
 
@@ -1208,7 +1246,7 @@ class Occlusion:
             # One plain forward per image (1/(P+1) of the work) picks and checks the classes before any occluded pass.
             with autocast_for(images.device, self.autocast):
                 logits = torch.cat([self.model(x) for x in images.split(self.images_per_forward)])
-            targets = _as_class_tensor(classes, logits.float())
+            targets = _as_class_tensor(classes, logits.float(), "Occlusion")
             for x, c in zip(images.split(per_chunk), targets.split(per_chunk)):
                 batch = torch.cat([x, (x[:, None] * keep[None]).flatten(0, 1)])            # originals + occluded
                 with autocast_for(images.device, self.autocast):

@@ -172,11 +172,26 @@ def test_layers_without_a_feature_map_or_run_twice_are_rejected(model, images):
     (10, "class index 10 out of range for a 10-class model"),
     (-1, "class index -1 out of range"),
     ([1, 2], "got 2 class indices for 5 images"),
-    (torch.tensor([0.5] * 5), "integer class indices"),
+    (torch.tensor([0.5] * 5), "integer class indices (one per image), got torch.float32 of shape (5,)"),
+    ("cat", "integer class indices (one per image), got str 'cat'"),          # a class name: torch's TypeError before
+    ({1: 2}, "integer class indices (one per image), got dict {1: 2}"),
+    ([[1, 2], [3]], "integer class indices (one per image), got list"),     # ragged
+    (torch.ones(5, dtype=torch.long, device="meta"), "got a meta tensor (it holds no values)"),
 ])
-def test_bad_class_indices_are_clear_errors(model, images, classes, message):
-    with pytest.raises(ValueError, match=message):
-        gce.GradCAM(model)(images, classes)
+@pytest.mark.parametrize("method", ["GradCAM", "GuidedBackprop", "Occlusion"])
+def test_bad_class_indices_are_clear_errors(model, images, classes, message, method):
+    """Each explanation method names itself and says what classes may be; no raw torch error reaches the user."""
+    explain = {"GradCAM": gce.GradCAM(model), "GuidedBackprop": gce.GuidedBackprop(model),
+               "Occlusion": gce.Occlusion(model, 16, 16)}[method]
+    with pytest.raises(ValueError, match=f"^{method}: .*" + re.escape(message)):
+        explain(images, classes)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("make", [gce.GradCAM, gce.ScoreCAM, gce.GuidedBackprop, gce.Occlusion])
+def test_a_model_that_is_not_a_module_is_a_clear_error(make):
+    with pytest.raises(ValueError, match=f"^{make.__name__}: model must be a torch nn.Module .*got NoneType$"):
+        make(None)
 
 
 def test_inference_mode_is_a_clear_error(model, images):
@@ -281,13 +296,28 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m, x: gce.Occlusion(m, 8, 0), "Occlusion: stride must be 1..patch (8), got 0"),
-    (lambda m, x: gce.Occlusion(m, 0, 0), "Occlusion: patch and images_per_forward must be >= 1, got 0 and 512"),
+    (lambda m, x: gce.Occlusion(m, 8, 0), "Occlusion: stride must be a whole number 1..patch (8), got 0"),
+    (lambda m, x: gce.Occlusion(m, 0, 0), "Occlusion: patch must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.Occlusion(m, "8", 8), "Occlusion: patch must be a whole number >= 1, got '8'"),
+    (lambda m, x: gce.Occlusion(m, 8, 2.5), "Occlusion: stride must be a whole number 1..patch (8), got 2.5"),
+    (lambda m, x: gce.Occlusion(m, 8, 2, None), "Occlusion: images_per_forward must be a whole number >= 1, got None"),
     (lambda m, x: gce.Occlusion(m, 40, 8)(x), "Occlusion: patch 40 is larger than the (32, 32) images"),
-    (lambda m, x: gce.ScoreCAM(m, images_per_forward=0), "ScoreCAM: images_per_forward must be >= 1, got 0"),
+    (lambda m, x: gce.ScoreCAM(m, images_per_forward=0), "ScoreCAM: images_per_forward must be a whole number >= 1, "
+                                                           "got 0"),
+    (lambda m, x: gce.ScoreCAM(m, images_per_forward=1.5), "ScoreCAM: images_per_forward must be a whole number"),
+    (lambda m, x: gce.ScoreCAM(m, images_per_forward="64"), "ScoreCAM: images_per_forward must be a whole number"),
     (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCam"], 2), "cam_family: unknown method(s) GradCam"),
-    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], 0), "cam_family: batch_size must be >= 1, got 0"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", "GradCAM", 2), "cam_family: methods must be a non-empty list "
+                                                                       "of names such as ['GradCAM'], got 'GradCAM'"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", [], 2), "cam_family: methods must be a non-empty list"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", None, 2), "cam_family: methods must be a non-empty list"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], 0), "cam_family: batch_size must be a whole "
+                                                                        "number >= 1, got 0"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], 2.5), "cam_family: batch_size must be a whole "
+                                                                          "number >= 1, got 2.5"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], True), "cam_family: batch_size must be a whole"),
     (lambda m, x: gce.cam_family(m, x, [1, 2], "layer3", ["GradCAM"], 2), "cam_family: got 2 class indices for 5"),
+    (lambda m, x: gce.cam_family(m, x, "cat", "layer3", ["GradCAM"], 2), "cam_family: classes must be None"),
     (lambda m, x: gce.GradCAM(m, 3), "target_layer must be a dotted name such as 'layer4.1.conv2' or a module"),
 ])
 def test_bad_method_arguments_are_clear_errors(model, images, call, message):
