@@ -201,7 +201,8 @@ class Config:
                                        valid=Valid(1, unit="images", zero="none"))
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
-                        "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)")
+                        "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)",
+                        valid=Valid(nonempty=True))
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
                                 "first this many faithfulness images (and sanity-check images, if 2 or more)",
                                 quick=1, valid=Valid(1, unit="images", zero="none"))
@@ -252,6 +253,7 @@ class Config:
             (not self.unknown_methods, f"--methods: unknown {', '.join(self.unknown_methods)}; choose from "
              f"{', '.join(CAM_METHODS)} or 'all'"),
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
+            (bool(comma_list(self.methods)), f"--methods needs at least one method name (or all), got {self.methods!r}"),
         ] if not ok]
 
     @property
@@ -261,12 +263,12 @@ class Config:
     @property
     def method_names(self) -> list[str]:
         """The CAM methods to run (CAM_METHODS keys, in its order); GradCAM always."""
-        asked = {name.strip() for name in self.methods.split(",") if name.strip()}
+        asked = set(comma_list(self.methods))
         return [name for name in CAM_METHODS if "all" in asked or name in asked or name == "GradCAM"]
 
     @property
     def unknown_methods(self) -> list[str]:
-        return sorted({name.strip() for name in self.methods.split(",")} - {"all", "", *CAM_METHODS})
+        return sorted(set(comma_list(self.methods)) - {"all", *CAM_METHODS})
 
     @property
     def square(self) -> "Square":
@@ -3038,13 +3040,16 @@ def run(cfg: Config) -> dict:
                                                  "deletion/insertion"):
             faith, faith_maps = faithfulness(models["standard"], cfg, test.images[picks], test.labels[picks])
         faith["correctly_classified"] = n_correct
+        if len(picks) < cfg.faithfulness_images:  # a test set (or --test-subset) smaller than asked
+            say(cfg, f"note: the test set gave the faithfulness measures {len(picks)} images (asked: "
+                     f"{cfg.faithfulness_images}), so the sanity check uses {min(cfg.sanity_images, len(picks))}")
         if n_correct < len(picks):
             say(cfg, f"note: only {n_correct} of the {len(picks)} faithfulness images are correctly classified; the "
                      "maps explain their true class")
 
         ##### Sanity check on the first faithfulness images, whose trained-model maps are already computed
         record.stage("the sanity check")
-        k = cfg.sanity_images
+        k = min(cfg.sanity_images, len(picks))
         with timed(timings, "sanity", cfg, f"sanity check: {k} images, {len(CASCADE)} randomisation stages"):
             sanity = sanity_check(models["standard"], cfg, test.images[picks[:k]], test.labels[picks[:k]],
                                   {method: maps[:k] for method, maps in faith_maps.items()})

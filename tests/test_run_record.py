@@ -238,3 +238,14 @@ def test_a_folder_where_a_checkpoint_goes_is_reported_before_training(argv, tmp_
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (f"error: {path} is a folder where the standard model's checkpoint goes; "
                                                "move it away")
+
+
+def test_a_test_set_smaller_than_asked_is_said_for_each_stage_that_gets_fewer_images(argv, capsys):
+    """20 test images (2 per class): the audit asked 5 per group gets 2 frogs, faithfulness asked 30 gets 20 and the
+    sanity check (asked 25) its first 20; each stage says so instead of silently running on fewer."""
+    assert gce.main([*argv, "--audit-images", "5", "--faithfulness-images", "30", "--sanity-images", "25"]) == 0
+    log = " ".join(capsys.readouterr().out.split())
+    assert "note: the test set gave the audit 2 frogs, 5 nonfrogs (asked: 5 per group)" in log
+    assert "note: the test set gave the faithfulness measures 20 images (asked: 30), so the sanity check uses 20" in log
+    metrics = json.loads((Path(argv[argv.index("--output-dir") + 1]) / "metrics.json").read_text())
+    assert metrics["sanity_check"]["images"] == 20
