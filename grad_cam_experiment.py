@@ -27,12 +27,17 @@ import os
 import pickle
 import platform
 import shutil
+import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the script, not a notebook cell: Ctrl-C while torch
+    signal.signal(signal.SIGINT, lambda *_: (  # loads (seconds) is one line, not an import traceback
+        print("interrupted while starting; nothing was written", file=sys.stderr), os._exit(130)))
 
 import numpy as np
 import torch
@@ -2879,6 +2884,8 @@ class RunRecord:
                          stage="" if status == "complete" else self.info["stage"],
                          message="" if exc is None else f"stopped by {getattr(exc, 'signal_name', 'SIGINT')}"
                          if status == "interrupted" else (str(exc).strip().splitlines() or [kind.__name__])[0][:300])
+        if isinstance(exc, OSError):  # main()'s error line may point to this run's record, not an earlier run's
+            exc.run_record = self.path
         try:
             self.save()
         except OSError as error:  # a full disk: the run's own error says so; this one must not hide it
@@ -2908,9 +2915,10 @@ class RunRecord:
         except OSError:  # the folder is gone or unreadable: nothing more to say about it
             others = []
         files = len(self.info["files"])
-        return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists the "
-                f"{files or 'no'} file{'s' * (files != 1)} it wrote".replace("the no file", "no file") + (f"; {', '.join(others[:4])}"
-                f"{' and more' if len(others) > 4 else ''} in {self.out} are from an earlier run" if others else ""))
+        listed = f"the {files} file{'s' * (files != 1)}" if files else "no files"
+        earlier = f"; {', '.join(others[:4])}{' and more' * (len(others) > 4)} in {self.out} are from an earlier run"
+        return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists {listed} it wrote or "
+                "reused" + (earlier if others else ""))
 
 
 def keeps_global_settings(function: Callable) -> Callable:
@@ -3111,13 +3119,27 @@ def run(cfg: Config) -> dict:
     return metrics
 
 
+def close_progress_bars() -> None:
+    """Closes the progress bars a stopped stage left open (its loop never ended), so that the line main() prints next
+    starts on a line of its own instead of after a bar's '12.3it/s]'."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar is cosmetic: closing it must never hide the message that follows
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix, 130 after
     Ctrl-C and 143 after SIGTERM (with one line saying what was saved and what the same command will do)."""
-    previous, cfg = _stop_on_sigterm(), None
+    previous, cfg, started = _stop_on_signals(), None, time.strftime("%Y-%m-%dT%H:%M:%S")
     try:
-        cfg = parse_config(argv)  # Config's own checks (e.g. a class index out of range) raise UserError
-        run(cfg)
+        try:
+            cfg = parse_config(argv)  # Config's own checks (e.g. a class index out of range) raise UserError
+            run(cfg)
+        finally:  # whatever ended the run: its progress bars are closed before a message is printed
+            close_progress_bars()
     except SystemExit as exc:  # argparse has printed its one line (or --help): a status, not an exception
         return int(exc.code or 0)
     except UserError as exc:
@@ -3131,41 +3153,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = exc.filename or (cfg.output_dir if cfg is not None else "")
         advice = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the permissions" if
                   exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the path")
-        record = Path(cfg.output_dir) / "run.json" if cfg is not None else None
+        record = getattr(exc, "run_record", None)  # set when the run had begun its record
         print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; {advice} or pass another --output-dir"
               + (f" ({record} lists what this run wrote)" if record is not None and record.exists() else ""),
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # with a message when the run's record was open; else before or after it
         signal_name = getattr(exc, "signal_name", "SIGINT")
-        print(str(exc) if str(exc) else f"interrupted ({signal_name})" + (
-            f"; {cfg.output_dir}/run.json, if there, says what this run wrote" if cfg is not None else ""),
-            file=sys.stderr)
+        print(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started), file=sys.stderr)
         return 143 if signal_name == "SIGTERM" else 130
     finally:
-        if previous is not None:
-            import signal
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return 0
 
 
-def _stop_on_sigterm():
-    """SIGTERM (Colab's and job schedulers' stop) stops the run as Ctrl-C does, with the same record and message;
-    returns the handler it replaced (main() puts it back), or None where no handler can be set (not the main thread)."""
-    import signal
+def _outside_the_record(cfg: Config | None, started: str) -> str:
+    """What an interruption outside the run's record (RunRecord) leaves: this main() call's run.json exists only if
+    the run had got as far as writing (then it is complete: the interruption came while the summary was printed)."""
+    path = Path(cfg.output_dir) / "run.json" if cfg is not None else None
+    try:
+        info = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        info = {}
+    if info.get("pid") == os.getpid() and str(info.get("started", "")) >= started:
+        return f"after run {info.get('run_id')} had ended ({info.get('status')}); {path} lists the files it wrote or reused"
+    return "before the run began writing; nothing was written" + (f" to {cfg.output_dir}" if cfg is not None else "")
+
+
+def _stop_on_signals() -> dict:
+    """Ctrl-C (SIGINT) and SIGTERM (Colab's and job schedulers' stop) stop the run the same way, with the same record
+    and message. The first one raises Interrupted; from then on both are ignored until main() returns, so a second
+    Ctrl-C cannot cut short the saving of run.json or the message (it printed tracebacks from wherever it landed).
+    Returns the handlers it replaced, which main() puts back; none where handlers cannot be set (not the main thread)."""
+    numbers = (signal.SIGINT, signal.SIGTERM)
 
     def stop(signum, frame):
-        raise Interrupted(signal_name="SIGTERM")
+        for number in numbers:
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signal_name=signal.Signals(signum).name)
     try:
-        return signal.signal(signal.SIGTERM, stop)
+        return {number: signal.signal(number, stop) for number in numbers}
     except ValueError:  # signals can only be set from the main thread
-        return None
+        return {}
 
 
 if __name__ == "__main__":
     exit_code = main()
     if not in_notebook():  # a notebook cell must not raise SystemExit
-        if exit_code in (130, 143):  # a second Ctrl-C during interpreter shutdown would print tracebacks
-            import signal
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C during interpreter shutdown would print tracebacks
         sys.exit(exit_code)

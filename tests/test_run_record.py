@@ -68,7 +68,7 @@ def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_ru
     assert "\n" not in err and err.startswith(
         f"interrupted during the shortcut audit, after training: both models are saved in {out / 'checkpoints'}, so "
         "the same command reuses them and redoes only the evaluation, audit and figures"), err
-    assert f"marks run {run['run_id']} as interrupted and lists the 5 files it wrote" in err  # 2 models, 3 figures
+    assert f"marks run {run['run_id']} as interrupted and lists the 5 files it wrote or reused" in err  # 2 models, 3 figures
     assert err.endswith(f"metrics.json in {out} are from an earlier run"), err
     assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit"
     assert run["message"] == "stopped by SIGINT"
@@ -78,8 +78,8 @@ def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_ru
     assert "reusing checkpoint" in capsys.readouterr().out and record(out)["status"] == "complete"
 
 
-def send_sigterm_on_call(monkeypatch, name: str, call: int, before=None):
-    """Replaces gce.<name> by a wrapper that sends this process SIGTERM on its call-th call (after `before(*args)`)."""
+def send_signal_on_call(monkeypatch, name: str, call: int, number=signal.SIGTERM, before=None):
+    """Replaces gce.<name> by a wrapper that sends this process a signal on its call-th call (after `before(*args)`)."""
     real, calls = getattr(gce, name), []
 
     def wrapper(*args, **kwargs):
@@ -87,7 +87,7 @@ def send_sigterm_on_call(monkeypatch, name: str, call: int, before=None):
         if len(calls) == call:
             if before is not None:
                 before(*args)
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, in this (the main) thread
+            os.kill(os.getpid(), number)  # the handler raises here, in this (the main) thread
         return real(*args, **kwargs)
     monkeypatch.setattr(gce, name, wrapper)
 
@@ -95,7 +95,7 @@ def send_sigterm_on_call(monkeypatch, name: str, call: int, before=None):
 def test_sigterm_in_training_stops_as_ctrl_c_does_and_the_same_command_resumes(argv, tmp_path, monkeypatch, capsys):
     out, handler = tmp_path / "out", signal.getsignal(signal.SIGTERM)
     argv = [*argv, "--epochs", "3"]  # 20 images, batch 64: one step per epoch, so call 3 is in epoch 3
-    send_sigterm_on_call(monkeypatch, "training_step", 3)
+    send_signal_on_call(monkeypatch, "training_step", 3)
     assert gce.main(argv) == 143
     err = capsys.readouterr().err.strip()
     state = next((out / "checkpoints").glob("standard-*.epoch.pt"))
@@ -195,6 +195,77 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
     run = record(out)
     assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
+
+
+def test_a_file_system_error_before_the_run_begins_does_not_point_to_an_earlier_runs_record(argv, tmp_path,
+                                                                                          monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"run_id": "an earlier run"}')
+
+    def unreadable(*args, **kwargs):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/data/train")
+    monkeypatch.setattr(gce, "load_cifar10", unreadable)
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == ("error: Permission denied (/data/train); check the permissions or pass "
+                                               "another --output-dir")
+
+
+def test_a_second_ctrl_c_while_the_first_is_handled_is_ignored(argv, tmp_path, monkeypatch, capsys):
+    """Two Ctrl-C in quick succession: the second lands while run.json is being marked and the message written; it is
+    ignored (it printed tracebacks from wherever it landed), and main() then puts the caller's handlers back."""
+    out, handlers = tmp_path / "out", (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    real_message = gce.RunRecord.interruption_message
+
+    def second_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_message(self)
+    monkeypatch.setattr(gce.RunRecord, "interruption_message", second_ctrl_c)
+    send_signal_on_call(monkeypatch, "shortcut_audit", 1, signal.SIGINT)
+    assert gce.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("interrupted during the shortcut audit, after training"), err
+    assert record(out)["status"] == "interrupted" and record(out)["message"] == "stopped by SIGINT"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+@pytest.mark.parametrize("where, says", [
+    ("load_cifar10", "interrupted (SIGINT) before the run began writing; nothing was written to {out}"),
+    ("console_summary", "interrupted (SIGINT) after run {run_id} had ended (complete); {out}/run.json lists the files "
+                        "it wrote or reused"),
+])
+def test_an_interruption_outside_the_runs_record_says_whether_anything_was_written(argv, tmp_path, monkeypatch, capsys,
+                                                                                  where, says):
+    out = tmp_path / "out"
+    send_signal_on_call(monkeypatch, where, 1, signal.SIGINT)
+    assert gce.main(argv) == 130
+    run_id = record(out)["run_id"] if (out / "run.json").exists() else None
+    assert capsys.readouterr().err.strip() == says.format(out=out, run_id=run_id)
+    assert (where == "load_cifar10") == (not out.exists())
+
+
+def test_the_script_stopped_while_starting_or_twice_prints_one_line_and_no_traceback(tiny_dataset, tmp_path):
+    """As a user does it: Ctrl-C while torch loads, and two Ctrl-C a moment apart at several points of a run. (A
+    Ctrl-C before the script's first line runs, while Python itself starts, is Python's own one line, status 1.)"""
+    import subprocess
+    import sys
+    import time
+    script = Path(gce.__file__)
+    for i, (delay, gap) in enumerate([(0.5, 0.0), (2.0, 0.01), (4.0, 0.05), (6.0, 0.0), (8.0, 0.2)]):
+        process = subprocess.Popen([sys.executable, str(script), "--quick", "--data-dir", str(tiny_dataset),
+                                    "--output-dir", str(tmp_path / f"out{i}"), "--train-subset", "20", "--test-subset",
+                                    "20", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert process.returncode in (0, 130) or (process.returncode == 1 and lines == ["KeyboardInterrupt"]), err
+        if process.returncode == 130:
+            assert len(lines) == 1 and lines[0].startswith("interrupted"), err
 
 
 @pytest.mark.parametrize("flags, state_saved, says", [
