@@ -945,10 +945,15 @@ class CAMBase:
             if captured:
                 raise UserError(f"target layer {self.layer_name!r} runs more than once per forward pass "
                                 "(a shared module such as a block's ReLU); choose a conv or block output")
-            if not isinstance(output, torch.Tensor) or output.dim() != 4 or output.shape[-2:] == (1, 1):
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
                 raise UserError(f"target layer {self.layer_name!r} outputs {shape}; a CAM needs a "
-                                "[B, C, H, W] feature map larger than 1x1 (e.g. layer4.1.conv2, layer4.1, layer3)")
+                                "[B, C, H, W] feature map (e.g. layer4.1.conv2, layer4.1, layer3)")
+            if output.shape[-2:] == (1, 1):  # a 1x1 map has no 'where': the input is too small for this layer
+                raise UserError(f"target layer {self.layer_name!r} gives a 1x1 feature map for "
+                                f"{images.shape[-2]}x{images.shape[-1]} images, which locates nothing; choose a layer "
+                                "with a larger map (for 32x32 images layer4.1.conv2 gives 4x4, layer3 8x8) or larger "
+                                "images")
             if not self.uses_gradients:
                 captured.append(output.clone())  # a copy: ResNet's in-place `out += identity` cannot change it
                 return None

@@ -161,8 +161,8 @@ def test_ctrl_c_prints_one_line(quick_argv, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("layer, message", [
-    ("fc", "'fc' outputs (1, 10)"), ("layer4.1.relu", "runs more than once"), ("avgpool", "larger than 1x1"),
-    ("layer9", "unknown target layer 'layer9'")])
+    ("fc", "'fc' outputs (1, 10)"), ("layer4.1.relu", "runs more than once"),
+    ("avgpool", "gives a 1x1 feature map for 32x32 images"), ("layer9", "unknown target layer 'layer9'")])
 def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, tmp_path, monkeypatch, capsys, layer, message):
     def no_data(*args, **kwargs):
         raise AssertionError("data loaded before the layers were checked")

@@ -160,6 +160,12 @@ def test_bracket_and_negative_index_layer_names(model):
     assert gce.GradCAM(model, model.layer3).layer_name == "layer3"
 
 
+def test_a_layer_whose_map_is_1x1_for_these_images_says_so_and_suggests_a_larger_map(model):
+    with pytest.raises(gce.UserError, match=r"'layer4.1.conv2' gives a 1x1 feature map for 4x4 images, which locates "
+                                            r"nothing; choose a layer with a larger map"):
+        gce.GradCAM(model)(torch.randn(2, 3, 4, 4))
+
+
 def test_layers_without_a_feature_map_or_run_twice_are_rejected(model, images):
     with pytest.raises(gce.UserError, match=r"'fc' outputs \(5, 10\).*\[B, C, H, W\]"):
         gce.GradCAM(model, "fc")(images)
