@@ -7,7 +7,7 @@ model's image-independent map, and a control with the decision layers re-initial
 square there is detecting a bright patch, not the model's reason).
 
 Run:   python grad_cam_experiment.py                 # reference recipe, both models, all outputs
-       python grad_cam_experiment.py --quick         # whole pipeline on a tiny subset (< 1 min on CPU)
+       python grad_cam_experiment.py --quick         # whole pipeline on a tiny subset (about a minute on a 2-core CPU)
        python grad_cam_experiment.py --data-dir DIR  # DIR/{train,test}/<class>/*.jpg offline copy
 Outputs go to ./outputs (figures as PNG, metrics.json, checkpoints/). `--help` lists every flag.
 The file also runs when pasted into a notebook cell, and imports without side effects (tests).
