@@ -258,7 +258,8 @@ class Config:
             (not self.unknown_methods, f"--methods: unknown {', '.join(self.unknown_methods)}; choose from "
              f"{', '.join(CAM_METHODS)} or 'all'"),
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
-            (bool(comma_list(self.methods)), f"--methods needs at least one method name (or all), got {self.methods!r}"),
+            (bool(comma_list(self.methods)),
+             f"--methods needs at least one method name (or all), got {self.methods!r}"),
         ] if not ok]
 
     @property
@@ -3182,7 +3183,8 @@ def _outside_the_record(cfg: Config | None, started: str) -> str:
     except (OSError, ValueError):
         info = {}
     if info.get("pid") == os.getpid() and str(info.get("started", "")) >= started:
-        return f"after run {info.get('run_id')} had ended ({info.get('status')}); {path} lists the files it wrote or reused"
+        return (f"after run {info.get('run_id')} had ended ({info.get('status')}); {path} lists the files it wrote or "
+                "reused")
     return "before the run began writing; nothing was written" + (f" to {cfg.output_dir}" if cfg is not None else "")
 
 
@@ -3190,7 +3192,7 @@ def _stop_on_signals() -> dict:
     """Ctrl-C (SIGINT) and SIGTERM (Colab's and job schedulers' stop) stop the run the same way, with the same record
     and message. The first one raises Interrupted; from then on both are ignored until main() returns, so a second
     Ctrl-C cannot cut short the saving of run.json or the message (it printed tracebacks from wherever it landed).
-    Returns the handlers it replaced, which main() puts back; none where handlers cannot be set (not the main thread)."""
+    Returns the handlers it replaced, which main() puts back; none where they cannot be set (not the main thread)."""
     numbers = (signal.SIGINT, signal.SIGTERM)
 
     def stop(signum, frame):
