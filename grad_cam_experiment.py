@@ -68,6 +68,10 @@ class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, bad layer name): printed as one line."""
 
 
+class ConsoleGone(Exception):
+    """Standard output refused a line: a pipe whose reader has ended (| head), a full disk behind > file."""
+
+
 def comma_list(text: str) -> list[str]:
     """The names in a comma-separated flag such as --audit-layers, stripped, empty ones dropped."""
     return [name.strip() for name in text.split(",") if name.strip()]
@@ -332,7 +336,8 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 def build_arg_parser() -> argparse.ArgumentParser:
     """argparse built from Config's fields: one --flag per field, help text from the field."""
     parser = _OneLineErrorParser(
-        description=__doc__.split("\n\n")[0], allow_abbrev=False,  # no prefixes: a kernel's --f= is no flag
+        prog="grad_cam_experiment.py", description=__doc__.split("\n\n")[0],  # prog: sys.argv may be empty (exec)
+        allow_abbrev=False,  # no prefixes: a kernel's --f= is no flag
         argument_default=argparse.SUPPRESS)  # SUPPRESS: the namespace holds only flags the user gave
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -376,11 +381,29 @@ def _negative_values_attached(args: list[str], parser: argparse.ArgumentParser) 
     return out
 
 
+def _as_flags(argv: Any) -> list[str]:
+    """main(argv)'s list as text: paths and numbers as the command line would give them (main(["--epochs", 2])); a
+    single string or anything else is a UserError that shows the list to pass."""
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, Iterable):
+        shown = f"the string {argv!r:.60}" if isinstance(argv, (str, bytes)) else type(argv).__name__
+        raise UserError(f"main() takes a list of flags such as ['--quick', '--epochs', '2'], got {shown}"
+                        + ("; split it into a list (shlex.split)" if isinstance(argv, str) else ""))
+    flags = []
+    for arg in argv:
+        if isinstance(arg, os.PathLike) or (isinstance(arg, (int, float, np.number)) and not isinstance(arg, bool)):
+            arg = os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg)
+        if not isinstance(arg, str):
+            raise UserError(f"main()'s flags must be text such as '--epochs' or '2', got {type(arg).__name__} "
+                            f"{arg!r:.40}")
+        flags.append(arg)
+    return flags
+
+
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Config from flags (sys.argv when argv is None). A notebook kernel's own argv in sys.argv is ignored; any other
     unknown flag is an error, also in an explicit argv such as main(["--quick"]) in a notebook."""
     parser = build_arg_parser()
-    args = _negative_values_attached(sys.argv[1:] if argv is None else list(argv), parser)
+    args = _negative_values_attached(sys.argv[1:] if argv is None else _as_flags(argv), parser)
     try:
         given, extra = parser.parse_known_args(args)
     except SystemExit as exc:  # argparse already printed its one-line message (or --help)
@@ -480,10 +503,19 @@ def console_lines(text: str) -> list[str]:
     return textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
 
+def to_console(*lines: str) -> None:
+    """Prints lines to standard output, flushed. A console that refuses them stops the run as ConsoleGone, which main()
+    reports as such, not as an OSError that would be blamed on the output folder."""
+    try:
+        print(*lines, sep="\n", flush=True)
+    except OSError as exc:
+        raise ConsoleGone(exc.strerror or str(exc)) from None
+
+
 def say(cfg: Config, text: str) -> None:
     """One console message (console_lines); nothing with --quiet."""
     if not cfg.quiet:
-        print(*console_lines(text), sep="\n", flush=True)
+        to_console(*console_lines(text))
 
 
 def seed_everything(seed: int) -> None:
@@ -1368,8 +1400,7 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), head
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), header: bool = True) -> None:
     """Prints table_lines (the epoch log, the benchmarks): a log that prints a row at a time keeps its columns
     aligned by choosing headers as wide as its cells (airbench's rule)."""
-    for line in table_lines(headers, rows, header):
-        print(line, flush=True)
+    to_console(*table_lines(headers, rows, header))
 
 
 # The epoch log: one row per epoch, each header as wide as its cells.
@@ -3119,9 +3150,10 @@ def run(cfg: Config) -> dict:
                                       lambda p: p.write_text(json.dumps(metrics, indent=2, default=str))))
         record.wrote(write_atomically(out / "summary.md", lambda p: p.write_text(summary_markdown(metrics))))
     if cfg.quiet:
-        print(f"wrote {out}/metrics.json, summary.md and {len(figures)} figures in {timings['total_seconds']:.0f} s")
+        to_console(f"wrote {out}/metrics.json, summary.md and {len(figures)} figures in "
+                   f"{timings['total_seconds']:.0f} s")
     else:
-        print(*console_summary(metrics), sep="\n")
+        to_console(*console_summary(metrics))
     return metrics
 
 
@@ -3153,6 +3185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except torch.cuda.OutOfMemoryError:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
+        return 2
+    except ConsoleGone as exc:  # not the output folder: the console refused a line
+        try:  # later writes (Python's own flush at exit) go nowhere instead of adding a traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        print(f"error: could not write to the console ({exc}: a pipe whose reader has ended, such as | head, or a "
+              "full disk behind > file), so the run stopped; send the output to a file with room, or pass --quiet",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused: disk full, a name too long, a folder that cannot be made
         import errno

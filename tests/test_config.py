@@ -184,6 +184,27 @@ def test_only_a_kernel_connection_file_counts_as_kernel_argv():
     assert not gce._is_kernel_argv(["settings.json"]) and not gce._is_kernel_argv(["-f", "/x/kernel-1.json", "-v"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (5, "main() takes a list of flags such as ['--quick', '--epochs', '2'], got int"),
+    ("--quick", "main() takes a list of flags such as ['--quick', '--epochs', '2'], got the string '--quick'; split it "
+                "into a list (shlex.split)"),
+    (["--epochs", None], "main()'s flags must be text such as '--epochs' or '2', got NoneType None"),
+    (["--quick", True], "main()'s flags must be text such as '--epochs' or '2', got bool True"),
+])
+def test_main_with_argv_that_is_not_a_list_of_text_is_one_error_line(argv, message, capsys):
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_main_takes_numbers_and_paths_in_its_list_as_the_command_line_gives_them():
+    """main(["--epochs", 2, "--data-dir", Path(...)]) as a notebook user writes it; an empty sys.argv (exec in a plain
+    Python session) still names the program."""
+    cfg = gce.parse_config(["--epochs", 2, "--lr", 0.05, "--data-dir", gce.Path("/data/cifar"), "--test-subset",
+                            gce.np.int64(20)])
+    assert (cfg.epochs, cfg.lr, cfg.data_dir, cfg.test_subset) == (2, 0.05, "/data/cifar", 20)
+    assert gce.build_arg_parser().prog == "grad_cam_experiment.py"
+
+
 def test_folders_may_be_paths():
     cfg = gce.Config(data_dir=gce.Path("/data/cifar"), output_dir=gce.Path("out"))  # as a notebook user writes them
     assert str(cfg.data_dir) == "/data/cifar"

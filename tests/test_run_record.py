@@ -268,6 +268,31 @@ def test_the_script_stopped_while_starting_or_twice_prints_one_line_and_no_trace
             assert len(lines) == 1 and lines[0].startswith("interrupted"), err
 
 
+def test_a_console_that_refuses_output_stops_the_run_with_one_line_that_says_so(argv, tmp_path, monkeypatch, capsys):
+    """stdout piped into `head -1` (its reader gone) or sent to a full disk: the error names the console, not the
+    output folder, and run.json records the failure."""
+    out, written = tmp_path / "out", []
+
+    class ClosedPipe:
+        def write(self, text):
+            if any("run.json" in line for line in written):  # after the record has begun
+                raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+            written.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise ValueError("no file descriptor")  # main() cannot redirect it: it must still give its one line
+    monkeypatch.setattr(gce.sys, "stdout", ClosedPipe())
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: could not write to the console (Broken pipe: a pipe whose reader has ended, such as | head, or a full "
+        "disk behind > file), so the run stopped; send the output to a file with room, or pass --quiet")
+    assert record(out)["status"] == "failed" and record(out)["message"] == "Broken pipe"
+
+
 @pytest.mark.parametrize("flags, state_saved, says", [
     ([], False, "trains it from epoch 1 (no epoch had completed)"),
     ([], True, "continues it after its last completed epoch (saved in {state}; --no-resume starts over)"),
