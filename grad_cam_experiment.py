@@ -1585,6 +1585,9 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
                                   saved.get("device_type", "unrecorded"))
         if stored_key != key:
             raise ValueError(f"its stored configuration gives key {stored_key}, not {key}")
+        if saved.get("key") != key:  # the configuration alone cannot tell the standard model's file from the biased one's
+            raise ValueError(f"it is the checkpoint of key {saved.get('key')} (another model's file under this name), "
+                             f"not of {key}")
         model = build_model(len(CIFAR10_CLASSES)).to(device)
         model.load_state_dict(saved["state_dict"])
         if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):

@@ -96,29 +96,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "seeds"),
                         help="folder for metrics.json, seed-N/ and checkpoints/")
     args = parser.parse_args(argv)
+    out, finished = Path(args.out).expanduser(), []
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        if not seeds:
-            raise ValueError("--seeds lists no seed (give e.g. --seeds 0,1,2)")
+        seeds = parse_seeds(args.seeds)
         device = gce.resolve_device(args.device)
-        base = gce.Config(data_dir=args.data_dir, output_dir=args.out, train_subset=args.train_subset,
+        base = gce.Config(data_dir=args.data_dir, output_dir=str(out), train_subset=args.train_subset,
                           test_subset=args.test_subset, epochs=args.epochs,
                           bootstrap_resamples=args.bootstrap_resamples, audit_images=args.audit_images,
                           audit_occlusion_images=args.audit_occlusion_images, audit_scorecam_images=0,
                           progress=False)
-    except (ValueError, gce.UserError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        configs = [dataclasses.replace(base, seed=seed) for seed in seeds]  # each seed checked before any work
+        gce.check_output_dir(out, Path(base.data_dir))
+        return study(args, base, configs, device, out, finished)
+    except gce.UserError as exc:  # the experiment's messages, with this script's names for the two flags it renames
+        print(f"error: {exc}".replace("--output-dir", "--out").replace("--seed must", "each of --seeds must"),
+              file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (a full disk, a file where a folder goes)
+        print(f"error: {exc.strerror or exc} ({exc.filename or out}); check --out and --data-dir", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        many = len(finished) > 1
+        done = (f"seed{'s' * many} {', '.join(map(str, finished))} {'are' if many else 'is'} written in {out}/seed-N/"
+                if finished else "no seed finished")
+        print(f"interrupted: {done}; the same command reuses the finished models' checkpoints", file=sys.stderr)
+        return 130
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds as whole numbers, each once."""
+    try:
+        seeds = [int(seed) for seed in gce.comma_list(text)]
+    except ValueError:
+        raise gce.UserError(f"--seeds must be comma-separated whole numbers such as 0,1,2, got {text!r}") from None
+    if not seeds:
+        raise gce.UserError("--seeds lists no seed (give e.g. --seeds 0,1,2)")
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise gce.UserError(f"--seeds lists {', '.join(map(str, twice))} more than once; give each seed once")
+    return seeds
+
+
+def study(args: argparse.Namespace, base: gce.Config, configs: list[gce.Config], device: torch.device, out: Path,
+          finished: list[int]) -> int:
+    """Every seed in turn (each written as it finishes, its seed appended to `finished`), then metrics.json."""
+    seeds = [cfg.seed for cfg in configs]
     gce.fp32_without_tf32(device)  # the fp32 comparison is fp32 on a GPU too
     precision = gce.precision_plan(device, base.amp, base.forward_amp)
     if args.fp32_comparison and precision["training"] == "fp32":
-        print("error: this device trains in fp32 (no native bf16, no GPU): there is no low precision to compare; "
-              "add --no-fp32-comparison for the seed spread alone", file=sys.stderr)
-        return 2
+        raise gce.UserError("this device trains in fp32 (no native bf16, no GPU): there is no low precision to "
+                            "compare; add --no-fp32-comparison for the seed spread alone")
     comparing = ", and fp32 for the comparison" if args.fp32_comparison else ""
     print(f"precision: training {precision['training']} ({precision['reason']}){comparing}")
-    out = Path(args.out)
-    runs = [one_seed(dataclasses.replace(base, seed=seed), device, args.fp32_comparison, out) for seed in seeds]
+    runs = []
+    for cfg in configs:
+        runs.append(one_seed(cfg, device, args.fp32_comparison, out))
+        finished.append(cfg.seed)
     names = list(runs[0]["values"])
     summary = {name: spread([r["values"][name] for r in runs]) for name in names}
     comparison = None

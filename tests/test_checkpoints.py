@@ -93,7 +93,7 @@ def trained_once(tiny_dataset, tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other architecture", "stored config differs",
-                                    "stored data differ", "non-finite weights"])
+                                    "stored data differ", "non-finite weights", "the standard model's file"])
 def test_a_bad_checkpoint_is_retrained_with_one_warning(trained_once, tmp_path, capsys, damage):
     cfg, train, test, fingerprint, model, trained = trained_once
     cfg = dataclasses.replace(cfg, output_dir=str(tmp_path))  # not in the checkpoint key: the same file name
@@ -114,6 +114,8 @@ def test_a_bad_checkpoint_is_retrained_with_one_warning(trained_once, tmp_path, 
             saved["state_dict"] = torch.nn.Linear(3, 2).state_dict()
         elif damage == "non-finite weights":  # loads fine, predicts NaN: used to be reused silently
             saved["state_dict"]["fc.weight"][0, 0] = float("nan")
+        elif damage == "the standard model's file":  # copied over the biased one's name: the same configuration
+            saved["key"] = gce.checkpoint_path(cfg, CPU, False, fingerprint)[1]  # (the fault round: reused silently)
         elif damage == "stored config differs":  # a file renamed or copied under another configuration's key
             saved["config"] = {**saved["config"], "lr": 0.5}
         else:

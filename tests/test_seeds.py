@@ -66,7 +66,36 @@ def test_comparison_without_a_low_precision_is_one_error_line(tiny_dataset, tmp_
     assert not (tmp_path / "checkpoints").exists()  # nothing trained
 
 
-def test_an_empty_seed_list_is_one_error_line(tiny_dataset, tmp_path, capsys):
-    assert seeds.main(["--data-dir", str(tiny_dataset), "--seeds", ",", "--out", str(tmp_path)]) == 2
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", ","], "--seeds lists no seed (give e.g. --seeds 0,1,2)"),
+    (["--seeds", "a"], "--seeds must be comma-separated whole numbers such as 0,1,2, got 'a'"),
+    (["--seeds", "0,1,0"], "--seeds lists 0 more than once; give each seed once"),
+    (["--seeds", "-1"], "each of --seeds must be 0..4294967295, got -1"),
+    (["--seeds", "0", "--train-subset", "25"], "--train-subset must be 0 (all) or a multiple of 10"),
+    (["--seeds", "0", "--out", "{file}"], "cannot write to --out {file} ({file} is a file); pass a writable folder"),
+])
+def test_bad_seed_study_arguments_are_one_error_line_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch,
+                                                                    flags, message):
+    """Each is refused with the script's own flag names, before data is loaded or a model trained (they gave
+    tracebacks from inside the first seed)."""
+    monkeypatch.setattr(gce, "load_cifar10", lambda *a, **k: pytest.fail("data loaded before the arguments were checked"))
+    (tmp_path / "file").write_text("")
+    flags = [flag.format(file=tmp_path / "file") for flag in flags]
+    assert seeds.main(["--data-dir", str(tiny_dataset), "--out", str(tmp_path / "out"), *flags]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --seeds") and err.count("\n") == 1
+    assert err.startswith("error: " + message.format(file=tmp_path / "file")) and err.count("\n") == 1, err
+
+
+def test_a_seed_study_stopped_by_ctrl_c_says_which_seeds_are_written(tiny_dataset, tmp_path, monkeypatch, capsys):
+    real, calls = seeds.one_seed, []
+
+    def second_seed_interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(seeds, "one_seed", second_seed_interrupted)
+    assert run_seeds(tiny_dataset, tmp_path, "--no-fp32-comparison") == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted: seed 0 is written in {tmp_path}/seed-N/; the same command reuses the finished "
+                   "models' checkpoints"), err
