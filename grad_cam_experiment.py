@@ -225,8 +225,8 @@ class Config:
     progress: bool = _opt(True, "tqdm progress bars")
     quiet: bool = _opt(False, "print only warnings, errors and one last line saying where the results are (for "
                        "scripts); every table is in output-dir/summary.md")
-    quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in under a "
-                       "minute on CPU, written to outputs/quick/ (explicit flags still win)")
+    quick: bool = _opt(False, "tiny class-balanced subset and 1 epoch: the whole pipeline in about a minute on a "
+                       "2-core CPU, written to outputs/quick/ (explicit flags still win)")
     # Config(quick=True, ...) applies the preset; dataclasses.replace(cfg, quick=True) keeps cfg's values.
 
     def __post_init__(self) -> None:
@@ -234,6 +234,11 @@ class Config:
             if getattr(self, f.name) is None:
                 use_quick = self.quick and "quick" in f.metadata
                 object.__setattr__(self, f.name, f.metadata["quick" if use_quick else "default"])
+            elif str(f.type) == "tuple" and isinstance(getattr(self, f.name), str):  # "255,255,0" as on the command line
+                try:
+                    object.__setattr__(self, f.name, _parse_rgb(getattr(self, f.name)))
+                except argparse.ArgumentTypeError:
+                    pass  # check_field's message names the flag and what it takes
         for f in dataclasses.fields(self):
             if message := check_field(f, getattr(self, f.name)):
                 raise UserError(message)
@@ -949,12 +954,13 @@ class CAMBase:
         if isinstance(target_layer, nn.Module):
             names = {m: n for n, m in model.named_modules()}
             if target_layer not in names:
-                raise UserError("the target layer module is not part of this model")
+                raise UserError(f"{type(self).__name__}: the target layer module is not part of this model; pass one "
+                                "of its own modules (e.g. model.layer4[1].conv2) or a name such as 'layer4.1.conv2'")
             self.layer_name, self.layer = names[target_layer], target_layer
         elif isinstance(target_layer, (str, os.PathLike)):
             self.layer_name, self.layer = resolve_layer(model, os.fspath(target_layer))
         else:
-            raise TypeError(f"target_layer must be a dotted name such as 'layer4.1.conv2' or a module of the model, "
+            raise TypeError(f"{type(self).__name__}: target_layer must be a dotted name such as 'layer4.1.conv2' or a module of the model, "
                             f"got {type(target_layer).__name__}")
         self.autocast = autocast
 
@@ -1652,9 +1658,10 @@ def checkpoint_path(cfg: Config, device: torch.device, biased: bool, fingerprint
 
 
 def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, biased: bool,
-                  fingerprint: str) -> tuple[nn.Module, dict]:
+                  fingerprint: str, training: Callable[[], Any] | None = None) -> tuple[nn.Module, dict]:
     """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train (resuming
-    from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside."""
+    from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside; `training()`,
+    if given, is called when it turns out the model must be trained (run() records the stage)."""
     name = "biased" if biased else "standard"
     precision = training_precision(device, cfg.amp)
     path, key = checkpoint_path(cfg, device, biased, fingerprint)
@@ -1673,6 +1680,8 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     for target in (path, epoch_path):  # found before training, which would end by failing to save there
         if target.is_dir():
             raise UserError(f"{target} is a folder where the {name} model's checkpoint goes; move it away")
+    if training is not None:
+        training()
     model, history = train_model(cfg, train, test, device, biased, name, epoch_path, key)
     seconds = sum(row["seconds"] for row in history)  # every epoch's, those before an interruption included
     save_atomically(dict(state_dict=model.state_dict(), history=history, train_seconds=seconds, key=key,
@@ -2883,7 +2892,7 @@ class RunRecord:
         self.out, self.path = out, out / "run.json"
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.info = dict(run_id=f"{started.replace(':', '').replace('-', '')}-{os.getpid()}", status="running",
-                         stage="", training_state=None, started=started, ended=None, pid=os.getpid(), message="",
+                         stage="", checkpoint=None, training_state=None, started=started, ended=None, pid=os.getpid(), message="",
                          config=cfg.to_dict(), files={})
 
     def __enter__(self) -> "RunRecord":
@@ -2906,9 +2915,11 @@ class RunRecord:
     def save(self) -> None:
         write_atomically(self.path, lambda p: p.write_text(json.dumps(self.info, indent=1, default=str)))
 
-    def stage(self, name: str, training_state: Path | None = None) -> None:
-        """The stage the run is in; while a model trains, the file its training state is saved to after each epoch."""
-        self.info.update(stage=name, training_state=None if training_state is None else str(training_state))
+    def stage(self, name: str, checkpoint: Path | None = None) -> None:
+        """The stage the run is in; while a model is trained or loaded, its checkpoint's path and the file its training
+        state is saved to after each epoch."""
+        state = None if checkpoint is None else str(checkpoint.with_suffix(".epoch.pt"))
+        self.info.update(stage=name, checkpoint=None if checkpoint is None else str(checkpoint), training_state=state)
         self.save()
 
     def wrote(self, path: str | Path) -> str:
@@ -2940,7 +2951,9 @@ class RunRecord:
     def interruption_message(self) -> str:
         """What an interruption at this stage leaves, and what running the same command again does."""
         stage = self.info["stage"]
-        if stage.startswith("training"):
+        if stage.startswith("loading"):  # a checkpoint of this configuration was there to be loaded
+            then = f"interrupted while {stage}: the same command reuses it ({self.info['checkpoint']})"
+        elif stage.startswith("training"):
             state, cfg = Path(self.info["training_state"]), self.info["config"]
             done = ("trains it from epoch 1 (--no-resume or --retrain)" if cfg["retrain"] or not cfg["resume"] else
                     f"continues it after its last completed epoch (saved in {state}; --no-resume starts over)"
@@ -3033,9 +3046,11 @@ def run(cfg: Config) -> dict:
         ##### Train both models, or reuse checkpoints of the same configuration and data
         models, results = {}, {}
         for name in ("standard", "biased"):
-            record.stage(f"training the {name} model", checkpoint_path(cfg, device, name == "biased",
-                                                                      fingerprint)[0].with_suffix(".epoch.pt"))
-            models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint)
+            saved = checkpoint_path(cfg, device, name == "biased", fingerprint)[0]
+            record.stage(f"loading the {name} model's checkpoint" if saved.is_file() and not cfg.retrain else
+                         f"training the {name} model", saved)  # loading: until the file turns out unusable
+            models[name], results[name] = train_or_load(cfg, train, test, device, name == "biased", fingerprint,
+                                                        lambda: record.stage(f"training the {name} model", saved))
             record.wrote(results[name]["checkpoint"])
         timings["train_seconds"] = sum(r["train_seconds"] for r in results.values() if not r["reused_checkpoint"])
 
@@ -3173,7 +3188,8 @@ def close_progress_bars() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) on a problem the user can fix, 130 after
-    Ctrl-C and 143 after SIGTERM (with one line saying what was saved and what the same command will do)."""
+    Ctrl-C, 143 after SIGTERM and 129 after SIGHUP (with one line saying what was saved and what the same command
+    will do)."""
     previous, cfg, started = _stop_on_signals(), None, time.strftime("%Y-%m-%dT%H:%M:%S")
     try:
         try:
@@ -3210,8 +3226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:  # with a message when the run's record was open; else before or after it
         signal_name = getattr(exc, "signal_name", "SIGINT")
-        print(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started), file=sys.stderr)
-        return 143 if signal_name == "SIGTERM" else 130
+        try:  # after SIGHUP the terminal may be gone; run.json says it all the same
+            print(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started), file=sys.stderr)
+        except OSError:
+            pass
+        return 128 + signal.Signals[signal_name].value  # the shell's status for a process the signal ended
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -3233,11 +3252,11 @@ def _outside_the_record(cfg: Config | None, started: str) -> str:
 
 
 def _stop_on_signals() -> dict:
-    """Ctrl-C (SIGINT) and SIGTERM (Colab's and job schedulers' stop) stop the run the same way, with the same record
-    and message. The first one raises Interrupted; from then on both are ignored until main() returns, so a second
+    """Ctrl-C (SIGINT), SIGTERM (Colab's and job schedulers' stop) and SIGHUP (a closed terminal or SSH session) stop
+    the run the same way, with the same record and message. The first one raises Interrupted; from then on both are ignored until main() returns, so a second
     Ctrl-C cannot cut short the saving of run.json or the message (it printed tracebacks from wherever it landed).
     Returns the handlers it replaced, which main() puts back; none where they cannot be set (not the main thread)."""
-    numbers = (signal.SIGINT, signal.SIGTERM)
+    numbers = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
     def stop(signum, frame):
         for number in numbers:

@@ -22,7 +22,6 @@ Writes outputs/benchmarks/bench-<device>.json (or --out) and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -356,7 +355,7 @@ def print_report(report: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)  # one-line errors
     parser.add_argument("--data-dir", help="image-folder CIFAR-10 copy: needed for --quick timing and --accuracy")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the script runs (CI)")
@@ -383,6 +382,14 @@ def main() -> int:
         device = gce.resolve_device(args.device)
         if (args.accuracy or args.full_run or args.quick_only) and not args.data_dir:
             raise gce.UserError("--accuracy, --full-run and --quick-only need --data-dir with real CIFAR-10")
+        counts = dict(repeats=1, steps=1, gradcam_batch=1, workers=0, slow_images=1, accuracy_train=10,
+                      accuracy_test=10, accuracy_epochs=1, accuracy_seeds=1, scorecam_images=1)
+        for name, low in counts.items():  # checked before minutes of timing, not after (--repeats 0: min() of nothing)
+            if getattr(args, name) < low:
+                raise gce.UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+        if args.data_dir and not all((Path(args.data_dir).expanduser() / split).is_dir() for split in ("train", "test")):
+            raise gce.UserError(f"--data-dir {args.data_dir} has no train/ and test/ folders; pass the folder of an "
+                                "image-folder CIFAR-10 copy (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg)")
     except gce.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -77,7 +77,7 @@ def one_seed(cfg: gce.Config, device: torch.device, fp32_comparison: bool, out: 
 
 def main(argv: list[str] | None = None) -> int:
     recipe = gce.Config()  # the defaults this study keeps unless told
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)  # one-line errors
     parser.add_argument("--data-dir", required=True, help="CIFAR-10 as for grad_cam_experiment.py --data-dir")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--train-subset", type=int, default=2500, help="training images (0 = all 50,000)")
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for metrics.json, seed-N/ and checkpoints/")
     args = parser.parse_args(argv)
     out, finished = Path(args.out).expanduser(), []
+    previous = gce._stop_on_signals()  # SIGTERM and SIGHUP stop the study as Ctrl-C does, with its one line
     try:
         seeds = parse_seeds(args.seeds)
         device = gce.resolve_device(args.device)
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 if finished else "no seed finished")
         print(f"interrupted: {done}; the same command reuses the finished models' checkpoints", file=sys.stderr)
         return 130
+    finally:
+        for number, handler in previous.items():
+            gce.signal.signal(number, handler)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -142,6 +142,7 @@ def test_python_values_are_stored_as_the_command_line_gives_them():
     cfg = gce.Config(epochs=gce.np.int64(3), lr=1, artifact_color=[255, 255, 0])
     assert cfg == gce.parse_config(["--epochs", "3", "--lr", "1", "--artifact-color", "255,255,0"])
     assert type(cfg.epochs) is int and type(cfg.lr) is float and cfg.artifact_color == (255, 255, 0)
+    assert gce.Config(artifact_color="255,0,0").artifact_color == (255, 0, 0)  # the flag's own form (it was refused)
     # a path object is text for every text field, and ~ is the home folder in both folders (it made a folder named ~)
     cfg = gce.Config(output_dir="~/q", data_dir=gce.Path("~/d"), methods=gce.Path("GradCAM"),
                      target_layer=gce.Path("layer3"))

@@ -86,3 +86,15 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     assert {"forward_inference_floor", "project_gradcam", "pytorch_grad_cam", "project_vs_floor"} <= explanations.keys()
     assert re.search(r"\| Grad-CAM, batch 8 \(baseline: pytorch-grad-cam\) +\| +[\d.]+ \| +[\d.]+ \| +[\d.]+x \|",
                      done.stdout), done.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--repeats", "0"], "error: --repeats must be >= 1, got 0"),  # a traceback after minutes of timing before
+    (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x' (see --help)"),
+    (["--accuracy", "--data-dir", "{tmp}"], "error: --data-dir {tmp} has no train/ and test/ folders"),
+])
+def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
+                           *(f.format(tmp=tmp_path) for f in flags)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(message.format(tmp=tmp_path)), done.stderr
+    assert done.stderr.count("\n") == 1 and not done.stdout

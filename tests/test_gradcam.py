@@ -324,10 +324,13 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
     (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], True), "cam_family: batch_size must be a whole"),
     (lambda m, x: gce.cam_family(m, x, [1, 2], "layer3", ["GradCAM"], 2), "cam_family: got 2 class indices for 5"),
     (lambda m, x: gce.cam_family(m, x, "cat", "layer3", ["GradCAM"], 2), "cam_family: classes must be None"),
-    (lambda m, x: gce.GradCAM(m, 3), "target_layer must be a dotted name such as 'layer4.1.conv2' or a module"),
+    (lambda m, x: gce.GradCAM(m, 3), "GradCAM: target_layer must be a dotted name such as 'layer4.1.conv2' or a "
+                                     "module"),
+    (lambda m, x: gce.LayerCAM(m, gce.build_model().layer3), "LayerCAM: the target layer module is not part of this "
+                                                             "model; pass one of its own modules"),
 ])
 def test_bad_method_arguments_are_clear_errors(model, images, call, message):
-    with pytest.raises((ValueError, TypeError), match="^" + re.escape(message)):
+    with pytest.raises((ValueError, TypeError, gce.UserError), match="^" + re.escape(message)):
         call(model, images)
 
 

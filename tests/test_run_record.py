@@ -322,6 +322,25 @@ def test_what_an_interrupted_training_says_follows_its_own_training_state(argv, 
     assert record(out)["training_state"] == str(state)
 
 
+def test_an_interruption_while_a_saved_checkpoint_is_loaded_says_the_same_command_reuses_it(argv, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """SIGTERM while the standard model's checkpoint loads (the fault round: it said 'trains it from epoch 1'); and
+    when the file there is unusable, the stage is training by the time it is interrupted."""
+    out = tmp_path / "out"
+    assert gce.main(argv) == 0
+    checkpoint = next((out / "checkpoints").glob("standard-*.pt"))
+    send_signal_on_call(monkeypatch, "load_checkpoint", 1)
+    assert gce.main(argv) == 143
+    assert capsys.readouterr().err.startswith(
+        f"interrupted while loading the standard model's checkpoint: the same command reuses it ({checkpoint}); ")
+    monkeypatch.undo()
+    checkpoint.write_bytes(b"damaged")
+    send_signal_on_call(monkeypatch, "train_model", 1)
+    assert gce.main(argv) == 143
+    assert "interrupted while training the standard model: the same command trains it from epoch 1" in (
+        capsys.readouterr().err)
+
+
 def test_a_folder_where_a_checkpoint_goes_is_reported_before_training(argv, tmp_path, monkeypatch, capsys):
     cfg = gce.parse_config(argv)
     train, test, _ = gce.load_cifar10(cfg, torch.device("cpu"))
@@ -334,6 +353,15 @@ def test_a_folder_where_a_checkpoint_goes_is_reported_before_training(argv, tmp_
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (f"error: {path} is a folder where the standard model's checkpoint goes; "
                                                "move it away")
+
+
+def test_sighup_from_a_closed_terminal_marks_the_run_interrupted_like_sigterm(argv, tmp_path, monkeypatch, capsys):
+    out, handler = tmp_path / "out", signal.getsignal(signal.SIGHUP)
+    send_signal_on_call(monkeypatch, "shortcut_audit", 1, signal.SIGHUP)
+    assert gce.main(argv) == 129
+    assert capsys.readouterr().err.startswith("interrupted during the shortcut audit, after training")
+    assert record(out)["status"] == "interrupted" and record(out)["message"] == "stopped by SIGHUP"
+    assert signal.getsignal(signal.SIGHUP) == handler
 
 
 def test_a_test_set_smaller_than_asked_is_said_for_each_stage_that_gets_fewer_images(argv, capsys):
