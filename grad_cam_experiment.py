@@ -658,7 +658,9 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
                   f"DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz)")
     if root.exists() and not root.is_dir():
-        raise UserError(f"--data-dir {root} is a file, not a folder; {how_to_fix}")
+        raise UserError(f"--data-dir {root} is a file, not a folder; pass the folder of an image-folder copy "
+                        "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz), "
+                        "or a new folder for torchvision to download CIFAR-10 into (needs internet)")
     folder = _find_image_folder(root) if root.is_dir() else None
     if folder is not None:
         train = _load_image_folder_split(folder / "train", cfg.train_subset, cfg.seed)
