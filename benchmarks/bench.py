@@ -354,6 +354,14 @@ def print_report(report: dict) -> None:
     gce.print_table(["measurement", "project img/s", "baseline img/s", "ratio"], rows)
 
 
+def output_path(args, name: str) -> Path:
+    """--out, else outputs/benchmarks/<name>; with --smoke the temporary folder: a smoke check's numbers must never
+    replace the committed ones the README and the report cite."""
+    if args.out:
+        return Path(args.out)
+    return Path(tempfile.gettempdir()) / f"smoke-{name}" if args.smoke else ROOT / "outputs" / "benchmarks" / name
+
+
 def main() -> int:
     parser = gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)  # one-line errors
     parser.add_argument("--data-dir", help="image-folder CIFAR-10 copy: needed for --quick timing and --accuracy")
@@ -405,7 +413,7 @@ def main() -> int:
                       target_layer=cfg.target_layer, precision="fp32",
                       cam_family=bench_cam_family(images, device, repeats + 1, cfg.target_layer,
                                                   1 if args.smoke else args.scorecam_images))
-        out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"cam-family-{device.type}.json"
+        out = output_path(args, f"cam-family-{device.type}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         print_cam_family(report["cam_family"], cfg.target_layer)
@@ -418,7 +426,7 @@ def main() -> int:
         kind = device.type if device.type == "cuda" else "cpu-" + ("bf16" if gce.cpu_has_native_bf16() else "no-bf16")
         report = dict(environment=gce.environment_info(device), repeats=repeats,
                       quick=bench_quick(cfg, train, device, args.data_dir, repeats))
-        out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"quick-{kind}.json"
+        out = output_path(args, f"quick-{kind}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
         gce.print_table(["run", "seconds", "fp32 step img/s", "fp32 training images equivalent"],
@@ -448,7 +456,7 @@ def main() -> int:
     if args.accuracy:
         print("accuracy: fast path vs naive ...", flush=True)
         report["accuracy"] = bench_accuracy(args, device)
-    out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"bench-{device.type}.json"
+    out = output_path(args, f"bench-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print_report(report)

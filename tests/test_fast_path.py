@@ -98,3 +98,15 @@ def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, mes
                            *(f.format(tmp=tmp_path) for f in flags)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith(message.format(tmp=tmp_path)), done.stderr
     assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+def test_a_smoke_run_never_replaces_the_committed_numbers():
+    """bench.py --smoke as the README gives it (no --out) wrote outputs/benchmarks/bench-cpu.json, which the README's
+    speed numbers cite: the markers test failed after it."""
+    import argparse
+    import tempfile
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+    for name in ("bench-cpu.json", "cam-family-cpu.json", "quick-cpu-no-bf16.json"):
+        assert bench.output_path(argparse.Namespace(out=None, smoke=True), name).parent == Path(tempfile.gettempdir())
+        assert bench.output_path(argparse.Namespace(out=None, smoke=False), name) == ROOT / "outputs" / "benchmarks" / name
