@@ -2604,13 +2604,17 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
                 for i, corner in enumerate(corners):
                     d = delta.get((model, row["method"], row["layer"], group, corner))
                     if d is not None:
-                        ax.errorbar(d["mean"], y + 0.3 - 0.2 * j, xerr=[[d["mean"] - d["ci95"][0]], [d["ci95"][1] - d["mean"]]],
+                        ax.errorbar(d["mean"], y + 0.3 - 0.2 * j - 0.05 * i, xerr=[[d["mean"] - d["ci95"][0]], [d["ci95"][1] - d["mean"]]],
                                     fmt="o", ms=3.5, color=color, capsize=2, lw=1, label=label if y == ys[0] and i == 0 else None)
+        group_images = report["groups"][group]["images"]
         for y, row in zip(ys, rows):
-            ax.text(1.08, y, verdicts[(row["method"], row["layer"])]["verdict"], fontsize=7, va="center")
+            n = next((delta[key]["n"] for key in delta if key[:4] == ("biased", row["method"], row["layer"], group)),
+                     group_images)  # occlusion and Score-CAM explain only the first images of a group: say how many
+            ax.text(1.08, y, verdicts[(row["method"], row["layer"])]["verdict"]
+                    + (f" (n={n})" if n < group_images else ""), fontsize=7, va="center")
         ax.axvline(0, color="k", lw=0.6)
         ax.axvline(VERDICT_MARGIN, color="k", ls=":", lw=0.8)
-        ax.set_xlim(-0.6, 1.3)
+        ax.set_xlim(-1.05, 1.45)  # a change of a [0, 1] measure lies in [-1, 1]: no interval is cut off
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.set_title(f"{group} ({count_images(report['groups'][group]['images'])}): change in '{VERDICT_MEASURE}' "
@@ -2622,7 +2626,7 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
                  f"{report['pointing_tolerance_px']} px of the square),\nmeans with bootstrap 95% intervals; dotted: the "
                  f"verdict's margin {VERDICT_MARGIN}. Right: the verdict (reveals = moves where used, stays where ignored, "
                  "stays in the standard model and the control).", fontsize=8.5)
-    fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.6 / height))
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))
     return save_figure(fig, path, show)
 
 
@@ -3011,8 +3015,10 @@ def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
         grad_cam = GradCAM(model, layer)
         grad_cam(torch.zeros(1, 3, 32, 32))
         names.append(grad_cam.layer_name)
-    if len(set(names[1:])) < len(audit_layers):
-        raise UserError(f"--audit-layers lists a layer twice: {', '.join(audit_layers)} are {', '.join(names[1:])}")
+    for name in names[1:]:
+        same = [given for given, other in zip(audit_layers, names[1:]) if other == name]
+        if len(same) > 1:  # one layer under two names (layer4.1 and layer4[-1]) or the same name twice
+            raise UserError(f"--audit-layers lists layer {name} {len(same)} times ({', '.join(same)}); give each once")
 
 
 @keeps_global_settings
@@ -3091,7 +3097,7 @@ def run(cfg: Config) -> dict:
         ##### standard model, the biased model, and the control (the biased model with fc and layer4 re-initialised)
         record.stage("the shortcut audit")
         with timed(timings, "audit", cfg, f"shortcut audit: up to {cfg.audit_images} images per group x 2 groups "
-                                          f"x 5 conditions x 3 models, {len(cfg.audit_layer_names)} layers"):
+                                          f"x 5 conditions x 3 models, {len(cfg.audit_layer_names)} layer{'s' * (len(cfg.audit_layer_names) != 1)}"):
             audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
         counts = {group: info["images"] for group, info in audit["groups"].items()}
         if min(counts.values()) < cfg.audit_images:

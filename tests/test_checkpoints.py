@@ -174,7 +174,8 @@ def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, tmp_path, m
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert gce.main([*quick_argv, "--audit-layers", "layer4.1,layer4[-1]"]) == 2  # one layer, two names
-    assert "lists a layer twice" in capsys.readouterr().err
+    assert "--audit-layers lists layer layer4.1 2 times (layer4.1, layer4[-1]); give each once" in (
+        capsys.readouterr().err)
     assert not (tmp_path / "out").exists()  # an early error leaves no empty output folder behind
 
 
