@@ -408,7 +408,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Config from flags (sys.argv when argv is None). A notebook kernel's own argv in sys.argv is ignored; any other
     unknown flag is an error, also in an explicit argv such as main(["--quick"]) in a notebook."""
     parser = build_arg_parser()
-    args = _negative_values_attached(sys.argv[1:] if argv is None else _as_flags(argv), parser)
+    args = _negative_values_attached(_as_flags(sys.argv[1:] if argv is None else argv), parser)
     try:
         given, extra = parser.parse_known_args(args)
     except SystemExit as exc:  # argparse already printed its one-line message (or --help)

@@ -197,12 +197,14 @@ def test_main_with_argv_that_is_not_a_list_of_text_is_one_error_line(argv, messa
     assert capsys.readouterr().err.strip() == f"error: {message}"
 
 
-def test_main_takes_numbers_and_paths_in_its_list_as_the_command_line_gives_them():
+def test_main_takes_numbers_and_paths_in_its_list_as_the_command_line_gives_them(monkeypatch):
     """main(["--epochs", 2, "--data-dir", Path(...)]) as a notebook user writes it; an empty sys.argv (exec in a plain
     Python session) still names the program."""
     cfg = gce.parse_config(["--epochs", 2, "--lr", 0.05, "--data-dir", gce.Path("/data/cifar"), "--test-subset",
                             gce.np.int64(20)])
     assert (cfg.epochs, cfg.lr, cfg.data_dir, cfg.test_subset) == (2, 0.05, "/data/cifar", 20)
+    monkeypatch.setattr(gce.sys, "argv", ["x", "--data-dir", gce.Path("/data/cifar"), "--epochs", 3])  # set by hand
+    assert (gce.parse_config().data_dir, gce.parse_config().epochs) == ("/data/cifar", 3)
     assert gce.build_arg_parser().prog == "grad_cam_experiment.py"
 
 
