@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the script, not a notebook cell: Ctrl-C while torch
-    signal.signal(signal.SIGINT, lambda *_: (  # loads (seconds) is one line, not an import traceback
-        print("interrupted while starting; nothing was written", file=sys.stderr), os._exit(130)))
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # the script, not a notebook cell: Ctrl-C, SIGTERM or
+    for _number in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
+        signal.signal(_number, lambda number, _: (  # SIGHUP while torch loads (seconds): one line, no traceback
+            print("interrupted while starting; nothing was written", file=sys.stderr), os._exit(128 + number)))
 
 import numpy as np
 import torch

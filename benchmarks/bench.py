@@ -395,6 +395,12 @@ def main() -> int:
         for name, low in counts.items():  # checked before minutes of timing, not after (--repeats 0: min() of nothing)
             if getattr(args, name) < low:
                 raise gce.UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+        if args.out:  # found now, not after minutes of timing
+            target = Path(args.out).expanduser()
+            existing = next(p for p in [target.parent, *target.parent.parents] if p.exists())
+            if not existing.is_dir() or target.is_dir():
+                raise gce.UserError(f"cannot write --out {args.out} ({target if target.is_dir() else existing} is a "
+                                    f"{'folder' if target.is_dir() else 'file'}); pass a JSON file path")
         if args.data_dir and not all((Path(args.data_dir).expanduser() / split).is_dir() for split in ("train", "test")):
             raise gce.UserError(f"--data-dir {args.data_dir} has no train/ and test/ folders; pass the folder of an "
                                 "image-folder CIFAR-10 copy (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg)")
@@ -465,4 +471,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    gce._stop_on_signals()  # Ctrl-C, SIGTERM and SIGHUP end it with one line
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print("interrupted: the benchmark wrote nothing (its JSON file is written when it ends)", file=sys.stderr)
+        sys.exit(128 + gce.signal.Signals[getattr(exc, "signal_name", "SIGINT")].value)

@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the file system refused (a full disk, a file where a folder goes)
         print(f"error: {exc.strerror or exc} ({exc.filename or out}); check --out and --data-dir", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         many = len(finished) > 1
         done = (f"seed{'s' * many} {', '.join(map(str, finished))} {'are' if many else 'is'} written in {out}/seed-N/"
                 if finished else "no seed finished")
         print(f"interrupted: {done}; the same command reuses the finished models' checkpoints", file=sys.stderr)
-        return 130
+        return 128 + gce.signal.Signals[getattr(exc, "signal_name", "SIGINT")].value  # 130, 143 (SIGTERM), 129
     finally:
         for number, handler in previous.items():
             gce.signal.signal(number, handler)

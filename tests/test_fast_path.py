@@ -92,7 +92,8 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     (["--repeats", "0"], "error: --repeats must be >= 1, got 0"),  # a traceback after minutes of timing before
     (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x' (see --help)"),
     (["--accuracy", "--data-dir", "{tmp}"], "error: --data-dir {tmp} has no train/ and test/ folders"),
-])
+    (["--out", "{tmp}"], "error: cannot write --out {tmp} ({tmp} is a folder); pass a JSON file path"),  # not after
+])                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
                            *(f.format(tmp=tmp_path) for f in flags)], capture_output=True, text=True, timeout=120)

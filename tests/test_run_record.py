@@ -266,6 +266,12 @@ def test_the_script_stopped_while_starting_or_twice_prints_one_line_and_no_trace
         assert process.returncode in (0, 130) or (process.returncode == 1 and lines == ["KeyboardInterrupt"]), err
         if process.returncode == 130:
             assert len(lines) == 1 and lines[0].startswith("interrupted"), err
+    process = subprocess.Popen([sys.executable, str(script), "--quick", "--data-dir", str(tiny_dataset), "--output-dir",
+                                str(tmp_path / "term")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)  # while torch loads: one line, not a silent exit (third fault round)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143 and err.strip().startswith("interrupted") and "Traceback" not in err, err
 
 
 def test_a_console_that_refuses_output_stops_the_run_with_one_line_that_says_so(argv, tmp_path, monkeypatch, capsys):
