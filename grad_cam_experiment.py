@@ -390,7 +390,7 @@ def _negative_values_attached(args: list[str], parser: argparse.ArgumentParser) 
 def _as_flags(argv: Any) -> list[str]:
     """main(argv)'s list as text: paths and numbers as the command line would give them (main(["--epochs", 2])); a
     single string or anything else is a UserError that shows the list to pass."""
-    if isinstance(argv, (str, bytes)) or not isinstance(argv, Iterable):
+    if isinstance(argv, (str, bytes, dict)) or not isinstance(argv, Iterable):
         shown = f"the string {argv!r:.60}" if isinstance(argv, (str, bytes)) else type(argv).__name__
         raise UserError(f"main() takes a list of flags such as ['--quick', '--epochs', '2'], got {shown}"
                         + ("; split it into a list (shlex.split)" if isinstance(argv, str) else ""))
@@ -782,7 +782,7 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, generator: torch.
 
 def build_model(num_classes: int = 10) -> nn.Module:
     """torchvision ResNet-18 adapted to 32x32 inputs: 3x3 stride-1 stem, no max-pool (layer4 map is 4x4)."""
-    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model = torchvision.models.resnet18(weights=None, num_classes=check_count("build_model", "num_classes", num_classes))
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model

@@ -190,6 +190,7 @@ def test_only_a_kernel_connection_file_counts_as_kernel_argv():
     ("--quick", "main() takes a list of flags such as ['--quick', '--epochs', '2'], got the string '--quick'; split it "
                 "into a list (shlex.split)"),
     (["--epochs", None], "main()'s flags must be text such as '--epochs' or '2', got NoneType None"),
+    ({"--quick": 1}, "main() takes a list of flags such as ['--quick', '--epochs', '2'], got dict"),
     (["--quick", True], "main()'s flags must be text such as '--epochs' or '2', got bool True"),
 ])
 def test_main_with_argv_that_is_not_a_list_of_text_is_one_error_line(argv, message, capsys):

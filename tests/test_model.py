@@ -1,5 +1,6 @@
 """The CIFAR-adapted ResNet-18."""
 
+import pytest
 import torch
 
 import grad_cam_experiment as gce
@@ -21,3 +22,8 @@ def test_stem_is_3x3_stride_1_without_maxpool():
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.conv1.bias is None
     assert isinstance(model.maxpool, torch.nn.Identity)
     assert sum(p.numel() for p in model.parameters()) == 11_173_962  # ResNet-18, 10 classes, 3x3 stem
+
+
+def test_a_model_without_classes_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"^build_model: num_classes must be a whole number >= 1, got 0$"):
+        gce.build_model(0)
