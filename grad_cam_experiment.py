@@ -833,8 +833,17 @@ def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
 #            Explanation methods            #
 #############################################
 
+def check_tensor(value: Any, dims: int, shape: str, who: str) -> None:
+    """A ValueError naming `who` unless `value` is a floating-point tensor with `dims` dimensions (`shape` in words)."""
+    if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
+        given = (f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else
+                 type(value).__name__)
+        raise ValueError(f"{who}: expects a floating-point tensor {shape}, got {given}")
+
+
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     """Per-map min-max scaling of [B, H, W] to [0, 1]; a constant map becomes all zeros."""
+    check_tensor(maps, 3, "[B, H, W] of maps", "minmax_normalize")
     flat = maps.flatten(1)
     low = flat.min(1).values.view(-1, 1, 1)
     span = (flat.max(1).values.view(-1, 1, 1) - low)
@@ -1260,12 +1269,18 @@ class GuidedBackprop:
 
 def saliency(gradients: torch.Tensor) -> torch.Tensor:
     """Input-space gradients [B, 3, H, W] as a map [B, H, W]: the largest absolute value over the channels."""
+    check_tensor(gradients, 4, "[B, C, H, W] of input gradients", "saliency")
     return gradients.abs().amax(1)
 
 
 def guided_grad_cam(guided_grads: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): Guided Backprop [B, 3, H, W] times the upsampled
     Grad-CAM [B, H, W], pointwise; returned as a saliency [B, H, W] (max |.| over channels)."""
+    check_tensor(guided_grads, 4, "[B, C, H, W] of guided gradients", "guided_grad_cam")
+    check_tensor(cams, 3, "[B, H, W] of Grad-CAM maps at input resolution", "guided_grad_cam")
+    if cams.shape != (guided_grads.shape[0], *guided_grads.shape[2:]):
+        raise ValueError(f"guided_grad_cam: the maps {tuple(cams.shape)} must match the gradients' images "
+                         f"{tuple(guided_grads.shape)} as [B, H, W] (Grad-CAM at input resolution, one per image)")
     return saliency(guided_grads * cams[:, None])
 
 

@@ -339,3 +339,19 @@ def test_cam_family_takes_classes_as_every_method_does(model, images):
     for classes in (None, 3, [3] * 5):
         maps = gce.cam_family(model, images, classes, "layer3", ["GradCAM"], 2)["Grad-CAM"]
         torch.testing.assert_close(maps, gce.GradCAM(model, "layer3")(images, classes))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: gce.minmax_normalize(torch.randn(4, 4)), "minmax_normalize: expects a floating-point tensor [B, H, W]"),
+    (lambda: gce.minmax_normalize(torch.ones(2, 4, 4, dtype=torch.long)), "minmax_normalize: expects a floating"),
+    (lambda: gce.minmax_normalize([[1.0]]), "minmax_normalize: expects a floating-point tensor [B, H, W] of maps, got "
+                                            "list"),
+    (lambda: gce.saliency(torch.randn(4, 4)), "saliency: expects a floating-point tensor [B, C, H, W]"),
+    (lambda: gce.guided_grad_cam(torch.randn(2, 3, 32, 32), torch.randn(2, 16, 16)), "guided_grad_cam: the maps "
+                                                                                      "(2, 16, 16) must match"),
+    (lambda: gce.guided_grad_cam(torch.randn(2, 3, 32, 32), torch.randn(1, 32, 32)), "guided_grad_cam: the maps"),
+])
+def test_the_map_helpers_refuse_shapes_that_gave_silently_wrong_results(call, message):
+    """minmax_normalize of a [H, W] map returned [H, H, W]; one Grad-CAM map broadcast over a batch (last fault round)."""
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        call()
