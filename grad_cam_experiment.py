@@ -2902,6 +2902,11 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+def exit_status(interruption: KeyboardInterrupt) -> int:
+    """The shell's status for a process the interrupting signal ended: 130 (Ctrl-C), 143 (SIGTERM), 129 (SIGHUP)."""
+    return 128 + signal.Signals[getattr(interruption, "signal_name", "SIGINT")].value
+
+
 class RunRecord:
     """output-dir/run.json, the record of one run: its id, status ("running", then "complete", "interrupted" or
     "failed"), the stage it is in, and every file it wrote with its sha256; rewritten atomically at each change, so
@@ -3254,7 +3259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started), file=sys.stderr)
         except OSError:
             pass
-        return 128 + signal.Signals[signal_name].value  # the shell's status for a process the signal ended
+        return exit_status(exc)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -483,4 +483,4 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt as exc:
         print("interrupted: the benchmark wrote nothing (its JSON file is written when it ends)", file=sys.stderr)
-        sys.exit(128 + gce.signal.Signals[getattr(exc, "signal_name", "SIGINT")].value)
+        sys.exit(gce.exit_status(exc))

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         done = (f"seed{'s' * many} {', '.join(map(str, finished))} {'are' if many else 'is'} written in {out}/seed-N/"
                 if finished else "no seed finished")
         print(f"interrupted: {done}; the same command reuses the finished models' checkpoints", file=sys.stderr)
-        return 128 + gce.signal.Signals[getattr(exc, "signal_name", "SIGINT")].value  # 130, 143 (SIGTERM), 129
+        return gce.exit_status(exc)
     finally:
         for number, handler in previous.items():
             gce.signal.signal(number, handler)
