@@ -705,8 +705,31 @@ def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def check_square(square: Any, height: int, width: int, who: str) -> Square:
+    """`square` if it is a Square that fits a height x width image (size 1..min(H, W) pixels, a corner of CORNERS, an
+    RGB colour of three 0..255 values), else a ValueError naming `who` (a 40-pixel square on a 32-pixel image would
+    otherwise be clipped silently, or placed from a negative row)."""
+    problem = ""
+    if not isinstance(square, Square):
+        problem = f"square must be a Square(size, color, corner), got {type(square).__name__}"
+    elif isinstance(square.size, bool) or not isinstance(square.size, (int, np.integer)) \
+            or not 1 <= square.size <= min(height, width):
+        problem = f"square size must be a whole number 1..{min(height, width)} pixels for {height}x{width} images, " \
+                  f"got {square.size!r}"
+    elif square.corner not in CORNERS:
+        problem = f"square corner must be one of {', '.join(CORNERS)}, got {square.corner!r}"
+    elif not (isinstance(square.color, Sequence) and len(square.color) == 3
+              and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255
+                      for c in square.color)):
+        problem = f"square color must be three whole numbers 0..255 (R, G, B), got {square.color!r}"
+    if problem:
+        raise ValueError(f"{who}: {problem}")
+    return square
+
+
 def artifact_box(square: Square, height: int = 32, width: int = 32) -> tuple[slice, slice]:
     """Row and column slices of the square's pixels."""
+    check_square(square, height, width, "artifact_box")
     rows = slice(0, square.size) if square.corner.startswith("top") else slice(height - square.size, height)
     cols = slice(0, square.size) if square.corner.endswith("left") else slice(width - square.size, width)
     return rows, cols
@@ -715,6 +738,7 @@ def artifact_box(square: Square, height: int = 32, width: int = 32) -> tuple[sli
 def artifact_mask(square: Square, height: int = 32, width: int = 32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [H, W] mask of the square's pixels."""
+    check_square(square, height, width, "artifact_mask")
     mask = torch.zeros((height, width), dtype=torch.bool, device=device)
     mask[artifact_box(square, height, width)] = True
     return mask
@@ -722,6 +746,17 @@ def artifact_mask(square: Square, height: int = 32, width: int = 32,
 
 def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
     """Copy of uint8 images [N, 3, H, W] with the square stamped on every image (or where `where` [N] is True)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        given = (f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                 else type(images).__name__)
+        raise ValueError(f"stamp_square: images must be uint8 pixels [N, 3, H, W] (stamp before normalize()), got "
+                         f"{given}")
+    check_square(square, images.shape[-2], images.shape[-1], "stamp_square")
+    if where is not None and not (isinstance(where, torch.Tensor) and where.dtype == torch.bool
+                                  and where.shape == images.shape[:1]):
+        given = f"{where.dtype} of shape {tuple(where.shape)}" if isinstance(where, torch.Tensor) else repr(where)
+        raise ValueError(f"stamp_square: where must be None or a bool tensor [N] with one entry per image "
+                         f"({len(images)}), got {given}")
     out = images.clone()
     rows, cols = artifact_box(square, images.shape[-2], images.shape[-1])
     patch = _constant(tuple(square.color), images.dtype, images.device).view(3, 1, 1)
@@ -736,6 +771,13 @@ def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.T
 def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: int = 6,
                     square: Square = Square()) -> torch.Tensor:
     """The shortcut: stamp the square on every image of `target_class` ('frog') and on nothing else."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
+            or labels.dtype == torch.bool or len(labels) != (len(images) if isinstance(images, torch.Tensor) else -1):
+        given = (f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
+                 else type(labels).__name__)
+        raise ValueError(f"inject_artifact: labels must be an integer tensor [N], one class per image "
+                         f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {given}")
+    check_count("inject_artifact", "target_class", target_class, low=0)
     return stamp_square(images, square, where=labels == target_class)
 
 
@@ -805,9 +847,10 @@ def canonical_layer_name(name: str) -> str:
     return name.replace("[", ".").replace("]", "").strip(".")
 
 
-def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
+def resolve_layer(model: nn.Module, name: str, who: str = "") -> tuple[str, nn.Module]:
     """The module at a dotted path such as 'layer4.1.conv2' (nn.Module.get_submodule; negative indices into a
-    Sequential allowed, 'layer4[-1]' too), with its canonical name. An unknown name is a did-you-mean error."""
+    Sequential allowed, 'layer4[-1]' too), with its canonical name. An unknown name is a did-you-mean error that
+    starts with `who` (the method or function asked) when given."""
     parts = canonical_layer_name(name).split(".")
     try:
         for i, part in enumerate(parts):  # negative indices -> positive, against the container they index
@@ -824,7 +867,7 @@ def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     guess = difflib.get_close_matches(canonical_layer_name(name), valid, n=1)
     outer = [n for n in valid if n.count(".") <= 1]  # the stem, stages, blocks and head; then what a block holds
     inner = sorted({n.split(".", 2)[2] for n in valid if n.count(".") >= 2})
-    raise UserError(f"unknown target layer {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
+    raise UserError(f"{who}{': ' if who else ''}unknown target layer {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
                     + f"; valid layers: {', '.join(outer)}, and inside each block {', '.join(inner)} "
                     "(e.g. layer4.1.conv2)")
 
@@ -864,6 +907,29 @@ def check_model(model: Any, who: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"{who}: model must be a torch nn.Module (e.g. build_model()), got {type(model).__name__}")
     return model
+
+
+def check_flag(who: str, name: str, value: Any) -> bool:
+    """An on/off argument (normalize, autocast): `value` if it is True or False, else a ValueError naming the method
+    (a string such as 'no' is truthy: it would silently switch the option on)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{who}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def target_layer_of(model: nn.Module, target_layer: Any, who: str) -> tuple[str, nn.Module]:
+    """(name, module) of a CAM's target layer given as a dotted name ('layer4.1.conv2', 'layer4[-1]') or as one of the
+    model's own modules; anything else is an error that names `who`."""
+    if isinstance(target_layer, nn.Module):
+        names = {m: n for n, m in model.named_modules()}
+        if target_layer not in names:
+            raise UserError(f"{who}: the target layer module is not part of this model; pass one of its own modules "
+                            "(e.g. model.layer4[1].conv2) or a name such as 'layer4.1.conv2'")
+        return names[target_layer], target_layer
+    if isinstance(target_layer, (str, os.PathLike)):
+        return resolve_layer(model, os.fspath(target_layer), who)
+    raise ValueError(f"{who}: target_layer must be a dotted name such as 'layer4.1.conv2' or a module of the model, "
+                     f"got {type(target_layer).__name__} {target_layer!r:.40}")
 
 
 def as_class_indices(classes: Any, who: str = "") -> torch.Tensor | None:
@@ -963,18 +1029,8 @@ class CAMBase:
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module = "layer4.1.conv2", autocast: bool = False):
         self.model = check_model(model, type(self).__name__)
-        if isinstance(target_layer, nn.Module):
-            names = {m: n for n, m in model.named_modules()}
-            if target_layer not in names:
-                raise UserError(f"{type(self).__name__}: the target layer module is not part of this model; pass one "
-                                "of its own modules (e.g. model.layer4[1].conv2) or a name such as 'layer4.1.conv2'")
-            self.layer_name, self.layer = names[target_layer], target_layer
-        elif isinstance(target_layer, (str, os.PathLike)):
-            self.layer_name, self.layer = resolve_layer(model, os.fspath(target_layer))
-        else:
-            raise TypeError(f"{type(self).__name__}: target_layer must be a dotted name such as 'layer4.1.conv2' or a module of the model, "
-                            f"got {type(target_layer).__name__}")
-        self.autocast = autocast
+        self.layer_name, self.layer = target_layer_of(model, target_layer, type(self).__name__)
+        self.autocast = check_flag(type(self).__name__, "autocast", autocast)
 
     def channel_weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """alpha_k^c, shape [B, K], from A^k and dy^c/dA^k (both [B, K, h, w])."""
@@ -1045,6 +1101,7 @@ class CAMBase:
 
         normalize=True: per-image min-max to [0, 1] (an all-zero map stays zero); False: the raw
         ReLU(combine(A, dy/dA)), bilinearly upsampled, for measuring where the map's mass lies."""
+        normalize = check_flag(type(self).__name__, "normalize", normalize)
         activations, grads, logits, targets = self._activations_and_grads(images, classes)
         return Explanation(self.maps_from(activations, grads, images.shape[-2:], normalize), logits, targets)
 
@@ -1159,6 +1216,7 @@ class ScoreCAM(CAMBase):
         return torch.cat(scores).view(batch, channels)
 
     def explain(self, images: torch.Tensor, classes=None, normalize: bool = True) -> Explanation:
+        normalize = check_flag("ScoreCAM", "normalize", normalize)  # before K forward passes per image, not after
         activations, _, logits, targets = self._activations_and_grads(images, classes)
         weights = self.masked_scores(images, activations, targets).softmax(1)
         maps = self.maps_from(activations, weights[:, :, None, None].expand_as(activations), images.shape[-2:], normalize)
@@ -1184,6 +1242,11 @@ def cam_family(model: nn.Module, images: torch.Tensor, classes: int | Sequence[i
     unknown = [str(name) for name in methods if name not in CAM_METHODS]
     if unknown:
         raise ValueError(f"cam_family: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}")
+    twice = sorted({name for name in methods if list(methods).count(name) > 1})
+    if twice:  # one key per method: a second copy would append its maps to the first's (2B maps for B images)
+        raise ValueError(f"cam_family: method(s) listed more than once: {', '.join(twice)}; list each once")
+    layer = target_layer_of(model, layer, "cam_family")[1]
+    normalize = check_flag("cam_family", "normalize", normalize)
     batch_size = check_count("cam_family", "batch_size", batch_size)
     classes = as_class_indices(classes, "cam_family")  # one int, a list or a tensor, as every method takes them
     if classes is not None:  # (each batch's part is checked against the logits)
@@ -1293,6 +1356,7 @@ class Occlusion:
     def __init__(self, model: nn.Module, patch: int = 8, stride: int = 2, images_per_forward: int = 512,
                  autocast: bool = False):
         check_model(model, "Occlusion")
+        autocast = check_flag("Occlusion", "autocast", autocast)
         patch, images_per_forward = (check_count("Occlusion", name, value) for name, value in
                                      (("patch", patch), ("images_per_forward", images_per_forward)))
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
@@ -1328,6 +1392,13 @@ class Occlusion:
 def occlusion_windows(height: int, width: int, patch: int, stride: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [P, H, W]: the pixels each occlusion window covers. Window corners every `stride` pixels; where they
     do not tile the image, one more window clipped at the border covers the last pixels (as Captum's Occlusion)."""
+    height, width, patch = (check_count("occlusion_windows", name, value) for name, value in
+                            (("height", height), ("width", width), ("patch", patch)))
+    if patch > min(height, width):
+        raise ValueError(f"occlusion_windows: patch {patch} is larger than the {height}x{width} image")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
+        raise ValueError(f"occlusion_windows: stride must be a whole number 1..patch ({patch}), got {stride!r}; a "
+                         "larger one leaves pixels that no window covers")
     tops = torch.arange(0, -(-(height - patch) // stride) * stride + 1, stride, device=device)
     lefts = torch.arange(0, -(-(width - patch) // stride) * stride + 1, stride, device=device)
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -1343,8 +1414,17 @@ def occlusion_map(drops: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
 
 def batched(method: Callable[..., torch.Tensor], images: torch.Tensor, classes: torch.Tensor, batch_size: int,
             **options: Any) -> torch.Tensor:
-    """method(images, classes, **options) on `batch_size` images at a time, concatenated."""
-    return torch.cat([method(x, c, **options) for x, c in zip(images.split(batch_size), classes.split(batch_size))])
+    """method(images, classes, **options) on `batch_size` images at a time, concatenated (classes: one per image, or
+    None for each image's predicted class)."""
+    batch_size = check_count("batched", "batch_size", batch_size)
+    if not isinstance(images, torch.Tensor) or images.dim() == 0:
+        raise ValueError(f"batched: images must be a tensor [B, ...], got {type(images).__name__}")
+    if classes is not None and not (isinstance(classes, torch.Tensor) and classes.shape[:1] == images.shape[:1]):
+        given = f"shape {tuple(classes.shape)}" if isinstance(classes, torch.Tensor) else type(classes).__name__
+        raise ValueError(f"batched: classes must be None or a tensor with one class per image ({len(images)}), "
+                         f"got {given}")
+    parts = classes.split(batch_size) if classes is not None else [None] * len(images.split(batch_size))
+    return torch.cat([method(x, c, **options) for x, c in zip(images.split(batch_size), parts)])
 
 
 CASCADE = ("fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1")  # Adebayo et al.: from the logits down
@@ -1354,6 +1434,11 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
     """Yield (stage, model) with fc, then also layer4, ..., then also the stem re-initialised, on one deep copy (the
     caller's model is never touched). Re-initialised means: the weights of a freshly built, untrained model (the
     architecture's own initialisation, seeded per stage), made on the CPU so no device RNG is disturbed."""
+    names = dict(check_model(model, "cascading_randomization").named_modules())
+    if not all(name in names for stage in CASCADE for name in stage.split("+")) or \
+            not isinstance(names["fc"], nn.Linear):
+        raise ValueError("cascading_randomization: expects this file's ResNet-18 (build_model()): modules "
+                         f"{', '.join(CASCADE)} and a Linear fc")
     randomized = copy.deepcopy(model)
     for i, stage in enumerate(CASCADE):
         with torch.random.fork_rng(devices=[]):
@@ -1369,7 +1454,7 @@ def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
     """A copy of the model with every CASCADE stage from the logits down to `down_to` re-initialised (the audit's
     control: the biased model with fc and layer4 random keeps the square's features only below layer4)."""
     if down_to not in CASCADE:
-        raise ValueError(f"unknown stage {down_to!r}; one of {', '.join(CASCADE)}")
+        raise ValueError(f"reinitialised: unknown stage {down_to!r}; one of {', '.join(CASCADE)}")
     return next(randomized for stage, randomized in cascading_randomization(model, seed) if stage == down_to)
 
 
@@ -1910,6 +1995,7 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
 
 def corner_masks(size: int, height: int = 32, width: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [4, H, W]: the square's pixels at each of the CORNERS."""
+    check_square(Square(size), height, width, "corner_masks")
     return torch.stack([artifact_mask(Square(size, (0, 0, 0), corner), height, width, device) for corner in CORNERS])
 
 
@@ -2369,7 +2455,8 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
     for ax, panel in zip(axes.flat, panels):
         image = panel.image if panel.heat is None else overlay_heatmap(panel.image, panel.heat)
         ax.imshow(image, interpolation="nearest")  # nearest: every one of the 32x32 pixels stays visible
-        ax.set_title(panel.caption, fontsize=7.5, y=1.0)  # a fixed y skips matplotlib's slow title placement
+        flat = panel.heat is not None and not np.any(panel.heat)  # would look like 'lowest everywhere'; it is nothing
+        ax.set_title(panel.caption + "\n(map is 0 everywhere)" * flat, fontsize=7.5, y=1.0)  # fixed y: fast placement
     fig.suptitle(title, fontsize=10)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7.5, wrap=True)
@@ -2827,7 +2914,8 @@ def console_summary(metrics: dict) -> list[str]:
     lines += console_lines(f"The biased model uses the square at: " + (", ".join(
         f"{c} (p({target}) of non-{target}s rises by {_fmt_ci(p['use'], compact=True)} with the square there)"
         for c, p in used.items())
-        or f"no corner: there is no shortcut to reveal, every verdict is n/a"))
+        or f"no corner (adding it raises no corner's p({target}) clearly), so there is no shortcut to reveal and "
+           "every verdict is n/a"))
     rows = [r[:1] + r[2:] for r in verdict_rows(audit, "nonfrogs", compact=True) if r[1] in (layer, "-")]
     lines += [f"Shortcut audit at {layer}, stamped non-{target}s: change of {VERDICT_MEASURE} when the square is added",
               *table_lines(["method", "reveals", "selective", "specific: std", "specific: control", "verdict"], rows,
@@ -2836,8 +2924,9 @@ def console_summary(metrics: dict) -> list[str]:
     for v in audit["verdicts"]:
         if v["group"] == "nonfrogs" and v["layer"] not in ("-", layer):
             others.setdefault(v["layer"], []).append(v["verdict"])
-    lines += console_lines("Other layers: " * bool(others) + "; ".join(
-        f"{name} " + ", ".join(f"{verdicts.count(k)} {k}" for k in dict.fromkeys(verdicts))
+    lines += console_lines("Verdicts at the other audited layers (methods per verdict; rows in summary.md): "
+                           * bool(others) + "; ".join(
+        f"{name}: " + ", ".join(f"{verdicts.count(k)} {k}" for k in dict.fromkeys(verdicts))
         for name, verdicts in others.items()) + ". " * bool(others) + "Columns: mean [95% interval]; reveals: the "
         "biased model, square at a corner it uses; selective: its largest change where it ignores the square; "
         "specific: the standard model and the control at the used corner. Rule: every interval on its side of "

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,9 +32,8 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__":  # Ctrl-C, SIGTERM or SIGHUP while torch loads (seconds): one line, as the experiment's
-    for _number in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
-        signal.signal(_number, lambda number, _: (
-            print("interrupted while starting; nothing was written", file=sys.stderr), os._exit(128 + number)))
+    import startup_signals  # this script's folder is sys.path[0]
+    startup_signals.stop_while_starting()
 
 import numpy as np
 import torch

@@ -1,5 +1,7 @@
 """The shortcut square: exact pixels, only on the target class, stamped after augmentation."""
 
+import re
+
 import pytest
 import torch
 
@@ -80,3 +82,33 @@ def test_stamping_before_augmentation_would_move_the_square():
     wrong_order = gce.random_crop_flip(gce.inject_artifact(images, labels), 4, True, g)
     intact = (wrong_order[:, :, :6, :6] == YELLOW).flatten(1).all(1)
     assert intact.float().mean() < 0.5
+
+
+U8 = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("call, message", [
+    # A square larger than the image was clipped silently (top) or placed from a negative row (bottom).
+    (lambda: gce.artifact_box(gce.Square(size=40)), "artifact_box: square size must be a whole number 1..32 pixels "
+                                                    "for 32x32 images, got 40"),
+    (lambda: gce.artifact_box(gce.Square(40, corner="bottom-right")), "artifact_box: square size must be"),
+    (lambda: gce.artifact_mask(gce.Square(corner="middle")), "artifact_mask: square corner must be one of top-left"),
+    (lambda: gce.corner_masks(0), "corner_masks: square size must be a whole number 1..32 pixels"),
+    (lambda: gce.stamp_square(U8, gce.Square(4, (300, 0, 0))), "stamp_square: square color must be three whole "
+                                                                "numbers 0..255 (R, G, B), got (300, 0, 0)"),
+    (lambda: gce.stamp_square(U8, (6, (255, 255, 0), "top-left")), "stamp_square: square must be a Square"),
+    (lambda: gce.stamp_square(U8, where=torch.tensor([True])), "stamp_square: where must be None or a bool tensor [N] "
+                                                               "with one entry per image (2), got torch.bool of shape "
+                                                               "(1,)"),
+    (lambda: gce.stamp_square(U8, where=torch.tensor([1, 0])), "stamp_square: where must be None or a bool tensor"),
+    # Stamping 255 into normalised floats would silently write an out-of-range value.
+    (lambda: gce.stamp_square(U8.float()), "stamp_square: images must be uint8 pixels [N, 3, H, W] (stamp before "
+                                           "normalize()), got torch.float32"),
+    (lambda: gce.inject_artifact(U8, torch.tensor([6])), "inject_artifact: labels must be an integer tensor [N], one "
+                                                         "class per image (N = 2)"),
+    (lambda: gce.inject_artifact(U8, torch.tensor([6, 1]), target_class=-1), "inject_artifact: target_class must be a "
+                                                                             "whole number >= 0, got -1"),
+])
+def test_bad_square_arguments_are_clear_errors(call, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        call()

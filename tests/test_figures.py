@@ -76,3 +76,33 @@ def test_the_console_summary_of_a_real_run_fits_a_terminal_and_every_table_goes_
     tables = gce.summary_markdown(metrics)
     assert f"{gce._fmt_ci(record['delta'], '+.2f')} ({record['stamped']:.2f} vs {record['clean']:.2f})" in tables
     assert tables.count("\n## Change of ") == 4 * 2  # every measure, both groups
+
+
+def test_the_console_summary_says_what_its_short_lines_count():
+    """'Other layers: layer4.1 6 n/a' and 'uses the square at: no corner:' were too terse to read (new-user trial)."""
+    import copy
+    import json
+    from pathlib import Path
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    lines = gce.console_summary(metrics)
+    others = " ".join(" ".join(lines).split())  # console_lines wraps at 110 characters, indenting
+    assert "Verdicts at the other audited layers (methods per verdict; rows in summary.md): layer4.1: " in others
+    layer3 = [v["verdict"] for v in metrics["shortcut_audit"]["verdicts"]
+              if (v["layer"], v["group"]) == ("layer3", "nonfrogs")]
+    assert f"layer3: {layer3.count(layer3[0])} {layer3[0]}" in others
+    unused = copy.deepcopy(metrics)
+    for p in unused["shortcut_audit"]["predictions"]:
+        p["use"]["ci95"] = [-0.01, 0.02]  # no corner raises p(frog) clearly
+    text = " ".join(" ".join(gce.console_summary(unused)).split())
+    assert ("The biased model uses the square at: no corner (adding it raises no corner's p(frog) clearly), so there "
+            "is no shortcut to reveal and every verdict is n/a") in text
+
+
+def test_an_all_zero_map_is_marked_in_its_caption():
+    """Min-max scaling makes a map that is 0 everywhere look like 'lowest everywhere' (new-user trial): say so."""
+    picture = np.zeros((32, 32, 3), np.uint8)
+    some = np.zeros((32, 32))
+    some[3, 4] = 0.5
+    fig = gce.figure_grid([gce.Panel(picture, "flat", np.zeros((32, 32))), gce.Panel(picture, "some", some),
+                           gce.Panel(picture, "image only")], 3, "title")
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["flat\n(map is 0 everywhere)", "some", "image only"]

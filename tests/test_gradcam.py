@@ -328,6 +328,33 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
                                      "module"),
     (lambda m, x: gce.LayerCAM(m, gce.build_model().layer3), "LayerCAM: the target layer module is not part of this "
                                                              "model; pass one of its own modules"),
+    # On/off arguments: a string such as 'no' is truthy and would silently switch the option on.
+    (lambda m, x: gce.GradCAM(m, autocast="yes"), "GradCAM: autocast must be True or False, got 'yes'"),
+    (lambda m, x: gce.HiResCAM(m)(x, None, normalize="no"), "HiResCAM: normalize must be True or False, got 'no'"),
+    (lambda m, x: gce.ScoreCAM(m).explain(x, normalize=None), "ScoreCAM: normalize must be True or False, got None"),
+    (lambda m, x: gce.Occlusion(m, autocast=1), "Occlusion: autocast must be True or False, got 1"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM"], 2, normalize="no"),
+     "cam_family: normalize must be True or False, got 'no'"),
+    # The layer, named for the function the user called (cam_family builds the methods itself).
+    (lambda m, x: gce.cam_family(m, x, None, 5, ["GradCAM"], 2), "cam_family: target_layer must be a dotted name "
+                                                                 "such as 'layer4.1.conv2' or a module"),
+    (lambda m, x: gce.cam_family(m, x, None, "layer9", ["GradCAM"], 2), "cam_family: unknown target layer 'layer9'"),
+    (lambda m, x: gce.XGradCAM(m, "layer9"), "XGradCAM: unknown target layer 'layer9' (did you mean layer4?)"),
+    # One key per method: a second copy appended its maps to the first's (10 maps for 5 images).
+    (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM", "LayerCAM", "GradCAM"], 2),
+     "cam_family: method(s) listed more than once: GradCAM; list each once"),
+    # The helpers under the methods: a patch of 0 or a stride past the patch left pixels no window covers (NaN maps).
+    (lambda m, x: gce.occlusion_windows(32, 32, 0, 1), "occlusion_windows: patch must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.occlusion_windows(32, 32, 8, 9), "occlusion_windows: stride must be a whole number 1..patch "
+                                                       "(8), got 9"),
+    (lambda m, x: gce.occlusion_windows(32, 32, 40, 8), "occlusion_windows: patch 40 is larger than the 32x32 image"),
+    (lambda m, x: gce.batched(gce.GradCAM(m), x, torch.zeros(5, dtype=torch.long), 0),
+     "batched: batch_size must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.batched(gce.GradCAM(m), x, torch.zeros(2, dtype=torch.long), 2),
+     "batched: classes must be None or a tensor with one class per image (5), got shape (2,)"),
+    (lambda m, x: gce.reinitialised(m, "layer9"), "reinitialised: unknown stage 'layer9'; one of fc, layer4"),
+    (lambda m, x: gce.reinitialised(torch.nn.Linear(2, 2), "fc"), "cascading_randomization: expects this file's "
+                                                                  "ResNet-18 (build_model())"),
 ])
 def test_bad_method_arguments_are_clear_errors(model, images, call, message):
     with pytest.raises((ValueError, TypeError, gce.UserError), match="^" + re.escape(message)):
