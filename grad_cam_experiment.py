@@ -518,6 +518,14 @@ def to_console(*lines: str) -> None:
         raise ConsoleGone(exc.strerror or str(exc)) from None
 
 
+def check_config(cfg: Any, who: str) -> Config:
+    """`cfg` if it is a Config, else a ValueError naming `who` and how to make one."""
+    if not isinstance(cfg, Config):
+        raise ValueError(f"{who}: cfg must be a Config, e.g. Config(quick=True) or parse_config(['--quick']), got "
+                         f"{type(cfg).__name__}; to run from flags call main([...])")
+    return cfg
+
+
 def say(cfg: Config, text: str) -> None:
     """One console message (console_lines); nothing with --quiet."""
     if not cfg.quiet:
@@ -525,6 +533,7 @@ def say(cfg: Config, text: str) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    check_count("seed_everything", "seed", seed, low=0)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CPU and every CUDA device
 
@@ -654,6 +663,7 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
 
     Looks for an image-folder copy first, then torchvision's pickled batches, then downloads. A folder that a
     failed download created is removed again: a typo in --data-dir leaves nothing behind."""
+    check_config(cfg, "load_cifar10")
     root = Path(cfg.data_dir).expanduser()
     how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
@@ -744,13 +754,18 @@ def artifact_mask(square: Square, height: int = 32, width: int = 32,
     return mask
 
 
-def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
-    """Copy of uint8 images [N, 3, H, W] with the square stamped on every image (or where `where` [N] is True)."""
+def check_pixels(images: Any, who: str) -> None:
+    """A ValueError naming `who` unless `images` are uint8 pixels [N, 3, H, W] (the dataset's images, before
+    normalize())."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
         given = (f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
                  else type(images).__name__)
-        raise ValueError(f"stamp_square: images must be uint8 pixels [N, 3, H, W] (stamp before normalize()), got "
-                         f"{given}")
+        raise ValueError(f"{who}: images must be uint8 pixels [N, 3, H, W] (0..255, before normalize()), got {given}")
+
+
+def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
+    """Copy of uint8 images [N, 3, H, W] with the square stamped on every image (or where `where` [N] is True)."""
+    check_pixels(images, "stamp_square")
     check_square(square, images.shape[-2], images.shape[-1], "stamp_square")
     if where is not None and not (isinstance(where, torch.Tensor) and where.dtype == torch.bool
                                   and where.shape == images.shape[:1]):
@@ -783,6 +798,8 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
 
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Batched random crop (zero padding) and horizontal flip of uint8 images [N, C, H, W], on their device."""
+    check_pixels(images, "random_crop_flip")
+    padding = check_count("random_crop_flip", "padding", padding, low=0)
     n, _, h, w = images.shape
     out = images
     if padding > 0:
@@ -802,6 +819,7 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
 
 def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised with the CIFAR-10 channel statistics (the model's input)."""
+    check_pixels(images, "normalize")  # floats already in [0, 1] or normalised would be divided by 255 again, silently
     mean = _constant(CIFAR10_MEAN, torch.float32, images.device).view(1, 3, 1, 1)
     std = _constant(CIFAR10_STD, torch.float32, images.device).view(1, 3, 1, 1)
     out = (images.float() / 255.0 - mean) / std
@@ -833,6 +851,7 @@ def build_model(num_classes: int = 10) -> nn.Module:
 @contextmanager
 def eval_mode(model: nn.Module):
     """The model in eval mode inside the block; every module's own train/eval flag comes back after, also on error."""
+    check_model(model, "eval_mode")
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -1040,24 +1059,26 @@ class CAMBase:
         """The map [B, h, w] before its ReLU: sum_k alpha_k^c A^k."""
         return torch.einsum("bk,bkhw->bhw", self.channel_weights(activations, grads), activations)
 
-    def _activations_and_grads(self, images: torch.Tensor, classes) -> tuple[torch.Tensor, ...]:
+    def _activations_and_grads(self, images: torch.Tensor, classes, who: str = "") -> tuple[torch.Tensor, ...]:
         """One forward and, when the method uses gradients, one (partial) backward for the whole batch:
-        A^k, dy^c/dA^k (None without gradients), the logits and the explained classes."""
-        check_images(self.model, images, type(self).__name__)
+        A^k, dy^c/dA^k (None without gradients), the logits and the explained classes. `who`: the name errors
+        start with (default: the method's class)."""
+        who = who or type(self).__name__
+        check_images(self.model, images, who)
         if self.uses_gradients and torch.is_inference_mode_enabled():
-            raise RuntimeError(f"{type(self).__name__} needs autograd; call it outside torch.inference_mode()")
+            raise RuntimeError(f"{who} needs autograd; call it outside torch.inference_mode()")
         captured: list[torch.Tensor] = []
 
         def keep_activations(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             if captured:
-                raise UserError(f"target layer {self.layer_name!r} runs more than once per forward pass "
+                raise UserError(f"{who}: target layer {self.layer_name!r} runs more than once per forward pass "
                                 "(a shared module such as a block's ReLU); choose a conv or block output")
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-                raise UserError(f"target layer {self.layer_name!r} outputs {shape}; a CAM needs a "
+                raise UserError(f"{who}: target layer {self.layer_name!r} outputs {shape}; a CAM needs a "
                                 "[B, C, H, W] feature map (e.g. layer4.1.conv2, layer4.1, layer3)")
             if output.shape[-2:] == (1, 1):  # a 1x1 map has no 'where': the input is too small for this layer
-                raise UserError(f"target layer {self.layer_name!r} gives a 1x1 feature map for "
+                raise UserError(f"{who}: target layer {self.layer_name!r} gives a 1x1 feature map for "
                                 f"{images.shape[-2]}x{images.shape[-1]} images, which locates nothing; choose a layer "
                                 "with a larger map (for 32x32 images layer4.1.conv2 gives 4x4, layer3 8x8) or larger "
                                 "images")
@@ -1077,8 +1098,8 @@ class CAMBase:
             with no_grad, autocast_for(images.device, self.autocast), eval_mode(self.model):
                 logits = self.model(images)  # the input is only read, never modified
             if not captured:
-                raise UserError(f"target layer {self.layer_name!r} did not run in the forward pass")
-            targets = _as_class_tensor(classes, logits.detach(), type(self).__name__)
+                raise UserError(f"{who}: target layer {self.layer_name!r} did not run in the forward pass")
+            targets = _as_class_tensor(classes, logits.detach(), who)
             grads = None
             if self.uses_gradients:
                 with torch.enable_grad():  # also inside a caller's no_grad block; the backward runs no module
@@ -1128,8 +1149,11 @@ def cam_upsample(cams: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def feature_size(model: nn.Module, layer: str, height: int = 32, width: int = 32) -> tuple[int, int]:
     """Spatial size (h, w) of `layer`'s output for a height x width input: a CAM's native resolution."""
-    device = next(model.parameters()).device
-    activations = GradCAM(model, layer)._activations_and_grads(torch.zeros(1, 3, height, width, device=device), 0)[0]
+    height, width = (check_count("feature_size", name, value) for name, value in (("height", height), ("width", width)))
+    module = target_layer_of(check_model(model, "feature_size"), layer, "feature_size")[1]
+    weight = next(model.parameters())
+    blank = torch.zeros(1, 3, height, width, device=weight.device, dtype=weight.dtype)
+    activations = GradCAM(model, module)._activations_and_grads(blank, 0, "feature_size")[0]
     return tuple(activations.shape[-2:])
 
 
@@ -1231,20 +1255,38 @@ class ScoreCAM(CAMBase):
 CAM_METHODS = {cls.__name__: cls for cls in (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM, ScoreCAM)}
 
 
+def check_method_names(methods: Any, who: str) -> list[str]:
+    """A non-empty list of CAM_METHODS names, each once; else a ValueError naming `who`."""
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise ValueError(f"{who}: methods must be a non-empty list of names such as ['GradCAM'], got {methods!r}")
+    unknown = [str(name) for name in methods if name not in CAM_METHODS]
+    if unknown:
+        raise ValueError(f"{who}: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}")
+    twice = sorted({name for name in methods if list(methods).count(name) > 1})
+    if twice:  # one key per method: a second copy would append its maps to the first's (2B maps for B images)
+        raise ValueError(f"{who}: method(s) listed more than once: {', '.join(twice)}; list each once")
+    return list(methods)
+
+
+def explained_classes(model: nn.Module, images: torch.Tensor, classes: Any, batch_size: int, who: str) -> torch.Tensor:
+    """The class each image's maps explain, as int64 [B] on the images' device: the given one (one int for all, or
+    one per image) or, for None, each image's predicted class (forward passes in eval mode, `batch_size` at a time);
+    checked against the model's classes."""
+    check_images(check_model(model, who), images, who)
+    batch_size = check_count(who, "batch_size", batch_size)
+    with torch.no_grad(), eval_mode(model):
+        logits = (torch.cat([model(x) for x in images.split(batch_size)]) if classes is None
+                  else model(images[:1]).expand(len(images), -1)).float()
+    return _as_class_tensor(classes, logits, who).to(images.device)
+
+
 def cam_family(model: nn.Module, images: torch.Tensor, classes: int | Sequence[int] | torch.Tensor | None, layer: str,
                methods: Sequence[str], batch_size: int, normalize: bool = True) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] of several gradient CAM methods (CAM_METHODS names) at one layer, keyed by label, `batch_size`
     images at a time, each batch with one shared forward and backward: the methods differ only in how A and dy/dA are
     combined (equal to calling each one; tested)."""
     check_images(check_model(model, "cam_family"), images, "cam_family")
-    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
-        raise ValueError(f"cam_family: methods must be a non-empty list of names such as ['GradCAM'], got {methods!r}")
-    unknown = [str(name) for name in methods if name not in CAM_METHODS]
-    if unknown:
-        raise ValueError(f"cam_family: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}")
-    twice = sorted({name for name in methods if list(methods).count(name) > 1})
-    if twice:  # one key per method: a second copy would append its maps to the first's (2B maps for B images)
-        raise ValueError(f"cam_family: method(s) listed more than once: {', '.join(twice)}; list each once")
+    check_method_names(methods, "cam_family")
     layer = target_layer_of(model, layer, "cam_family")[1]
     normalize = check_flag("cam_family", "normalize", normalize)
     batch_size = check_count("cam_family", "batch_size", batch_size)
@@ -1259,7 +1301,7 @@ def cam_family(model: nn.Module, images: torch.Tensor, classes: int | Sequence[i
     maps: dict[str, list[torch.Tensor]] = {cam.label: [] for cam in cams}
     parts = classes.split(batch_size) if classes is not None else [None] * len(images.split(batch_size))
     for x, c in zip(images.split(batch_size), parts):
-        activations, grads, _, _ = cams[0]._activations_and_grads(x, c)
+        activations, grads, _, _ = cams[0]._activations_and_grads(x, c, "cam_family")
         for cam in cams:
             maps[cam.label].append(cam.maps_from(activations, grads, x.shape[-2:], normalize))
     return {label: torch.cat(parts) for label, parts in maps.items()}
@@ -1464,6 +1506,9 @@ def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, laye
     """Maps [B, H, W] of every CAM of `methods` at `layer`, keyed by label, Grad-CAM (always) first: the gradient
     methods from cam_family's shared passes (fp32), then Score-CAM, when listed, of the first `scorecam_images` images
     only (all its forward passes, activations included, under autocast with `forward_amp`)."""
+    methods = check_method_names(methods, "cam_maps")
+    classes = explained_classes(model, images, classes, batch_size, "cam_maps")
+    scorecam_images = check_count("cam_maps", "scorecam_images", scorecam_images, low=0)
     gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
     maps = cam_family(model, images, classes, layer, gradient, batch_size, normalize)
     if "ScoreCAM" in methods and scorecam_images > 0:
@@ -1478,6 +1523,7 @@ def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, l
                 forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] for the given classes, batched: Grad-CAM, Guided Backprop, Guided Grad-CAM, then every other CAM
     of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only)."""
+    classes = explained_classes(model, images, classes, batch_size, "explain_all")
     cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, forward_amp=forward_amp)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Grad-CAM": cams.pop("Grad-CAM"), "Guided Backprop": saliency(grads)}
@@ -1522,7 +1568,9 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, amp:
     """Logits (float32 [N, classes]) for uint8 images, `batch_size` at a time; with a square, it is stamped on
     every image first. `progress`: a progress bar's title (none when empty)."""
     from tqdm.auto import tqdm
-    device = next(model.parameters()).device
+    check_pixels(images, "predict_logits")
+    batch_size = check_count("predict_logits", "batch_size", batch_size)
+    device = next(check_model(model, "predict_logits").parameters()).device
     outputs = []
     with eval_mode(model):
         for batch in tqdm(images.split(batch_size), progress, leave=False, disable=not progress):
@@ -1582,6 +1630,7 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
     history) is saved there after every epoch under `key`, and with --resume (not --retrain) a saved state of the same
     key is continued: on a CPU bit for bit the weights of a run that was never interrupted (tests/test_checkpoints.py);
     on a GPU, whose cuDNN kernels are not deterministic, the same state."""
+    check_config(cfg, "train_model")
     seed_everything(cfg.seed)  # same init, batch order and augmentation for both runs: only the square differs
     model, step_model, optimizer, scaler = training_setup(cfg, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -1661,7 +1710,19 @@ def load_epoch_state(path: Path, key: str, device: torch.device) -> dict | None:
         return None
 
 
+def check_logits_and_labels(logits: Any, labels: Any, who: str) -> None:
+    """A ValueError naming `who` unless logits are floats [N, classes] and labels integers [N]."""
+    if not (isinstance(logits, torch.Tensor) and isinstance(labels, torch.Tensor) and logits.dim() == 2
+            and logits.is_floating_point() and labels.dim() == 1 and not labels.is_floating_point()
+            and len(logits) == len(labels)):
+        given = [f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                 for v in (logits, labels)]
+        raise ValueError(f"{who}: expects float logits [N, classes] and integer labels [N], got {given[0]} and "
+                         f"{given[1]}")
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    check_logits_and_labels(logits, labels, "accuracy")
     return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
 
 
@@ -1765,6 +1826,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train (resuming
     from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside; `training()`,
     if given, is called when it turns out the model must be trained (run() records the stage)."""
+    check_config(cfg, "train_or_load")
     name = "biased" if biased else "standard"
     precision = training_precision(device, cfg.amp)
     path, key = checkpoint_path(cfg, device, biased, fingerprint)
@@ -1799,6 +1861,7 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
 #############################################
 
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    check_logits_and_labels(logits, labels, "per_class_accuracy")
     predictions = logits.argmax(1)
     return {name: (predictions[labels == c] == c).float().mean().item()
             for c, name in enumerate(CIFAR10_CLASSES) if (labels == c).any()}
@@ -1822,6 +1885,11 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     """Per-image Spearman rank correlation of two sets of maps [B, H, W] -> [B] (float64).
     A constant map carries no ranking: its correlation is reported as 0."""
+    check_tensor(maps_a, 3, "[B, H, W] of maps", "spearman")
+    check_tensor(maps_b, 3, "[B, H, W] of maps", "spearman")
+    if maps_a.shape != maps_b.shape:
+        raise ValueError(f"spearman: the two sets of maps must have one shape, got {tuple(maps_a.shape)} and "
+                         f"{tuple(maps_b.shape)}")
     ra, rb = average_ranks(maps_a.flatten(1).double()), average_ranks(maps_b.flatten(1).double())
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     denominator = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
@@ -1830,6 +1898,10 @@ def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
 
 def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> dict:
     """Mean over images with a percentile-bootstrap 95% interval (images resampled with replacement)."""
+    if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
+        given = f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got {given}")
+    resamples = check_count("mean_with_ci", "resamples", resamples)
     v = values.detach().double().cpu()
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(v), (resamples, len(v)), generator=generator)
@@ -1840,6 +1912,7 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
 def importance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pixel indices [B, H*W] from most to least important; ties broken by a seeded random permutation
     (a plain stable sort would break them by position and favour the top-left corner)."""
+    check_tensor(maps, 3, "[B, H, W] of maps", "importance_order")
     flat = maps.flatten(1)
     shuffle = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed)).to(maps.device)
     return shuffle[flat[:, shuffle].argsort(dim=1, descending=True, stable=True)]
@@ -1856,6 +1929,19 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
     (Gaussian, kernel 11, sigma 5, as RISE). The curve is p(class) at the steps + 1 stages; the area is its
     trapezoidal integral over the fraction of pixels [0, 1]. Lower deletion and higher insertion are better."""
     from torchvision.transforms.functional import gaussian_blur
+    check_images(check_model(model, "deletion_insertion"), images, "deletion_insertion")
+    check_tensor(maps, 3, "[B, H, W] of maps, one per image", "deletion_insertion")
+    if maps.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"deletion_insertion: maps {tuple(maps.shape)} must be one [H, W] map per image "
+                         f"{tuple(images.shape)}")
+    steps, images_per_forward = (check_count("deletion_insertion", name, value) for name, value in
+                                 (("steps", steps), ("images_per_forward", images_per_forward)))
+    autocast = check_flag("deletion_insertion", "autocast", autocast)
+    if classes is None:
+        raise ValueError("deletion_insertion: classes must be given: the class each map explains, one per image (e.g. "
+                         "the classes of method.explain(images))")
+    with eval_mode(model):  # one image's logits: the number of classes to check the indices against
+        classes = _as_class_tensor(classes, model(images[:1]).float().expand(len(images), -1), "deletion_insertion")
     b, c, h, w = images.shape
     order = importance_order(maps, seed)
     position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
@@ -1892,12 +1978,25 @@ def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) ->
     return g.expand(batch, height, width)
 
 
+def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
+    """A ValueError naming `who` unless maps are floats [B, H, W] and mask a bool [H, W] or [K, H, W] of their size."""
+    check_tensor(maps, 3, "[B, H, W] of maps", who)
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() in (2, 3)
+            and mask.shape[-2:] == maps.shape[-2:]):
+        given = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{who}: mask must be a bool tensor [H, W] or [K, H, W] of the maps' size "
+                         f"{tuple(maps.shape[-2:])} (e.g. artifact_mask(square)), got {given}")
+
+
 def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Fraction of each non-negative map's mass [B, H, W] inside the square's pixels (mask [H, W] -> [B]; a stack of
     masks [K, H, W] -> [B, K]); 0 for an all-zero map. A map that ignores the square scores about the area prior
     mask.mean()."""
+    check_maps_and_mask(maps, mask, "artifact_attention_share")
+    mask = mask.to(maps.device)
     if (maps < 0).any():
-        raise ValueError("artifact_attention_share needs non-negative maps")
+        raise ValueError(f"artifact_attention_share: maps must be non-negative (a CAM after its ReLU, a saliency), "
+                         f"got a minimum of {maps.min().item():.3g}")
     total = maps.flatten(1).sum(1)[:, None]
     inside = (maps[:, None] * mask.view(-1, *mask.shape[-2:])).flatten(2).sum(2)
     share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(inside))
@@ -1915,6 +2014,8 @@ def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
 def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
     """Per map [B, H, W]: True when a maximum of the map lies within `tolerance` pixels of the mask's region (mask
     [H, W] -> [B]; a stack of masks [K, H, W] -> [B, K]). A constant map (e.g. all zero) points nowhere: a miss."""
+    check_maps_and_mask(maps, mask, "pointing_game")
+    tolerance = check_count("pointing_game", "tolerance", tolerance, low=0)
     regions = dilate(mask, tolerance).reshape(-1, mask.shape[-2] * mask.shape[-1])
     flat = maps.flatten(1)
     top = flat.max(1).values[:, None]
@@ -1929,6 +2030,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     Also returns the clean and stamped logits, so later steps need no second pass over the test set. In fp32 whatever
     --amp says: the examples later picked as "correctly classified" from these logits are then exactly the ones the
     fp32 explanations and their captions call correct."""
+    check_config(cfg, "evaluate_model")
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
@@ -1982,6 +2084,9 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
     """Seeded audit images: up to n of the target class ('frogs'), and n drawn evenly from the other classes
     ('nonfrogs': n // (classes - 1) each, one more for the first remainder classes), interleaved class by class so
     that every prefix (e.g. the occlusion subset) is stratified too."""
+    num_classes, n = check_count("audit_groups", "num_classes", num_classes, 2), check_count("audit_groups", "n", n)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < num_classes:
+        raise ValueError(f"audit_groups: target must be a class index 0..{num_classes - 1}, got {target!r}")
     generator = torch.Generator().manual_seed(seed)
     others = [c for c in range(num_classes) if c != target]
     quotas = {target: n, **{c: n // len(others) + (1 if i < n % len(others) else 0) for i, c in enumerate(others)}}
@@ -2118,6 +2223,7 @@ def shortcut_audit(models: dict[str, nn.Module], cfg: Config, test: Split) -> tu
     <group>/clean/<measure> [B, 4] (the clean map at each corner), .../stamped/<measure> [B, 4] (column k: the map with
     the square at corner k, scored there), p_target/<model>/<group> [B, 5] (p(target), clean then each corner), and
     maps/<model>/<method>/<layer>/<group>/<condition> of each group's first image (the figures draw these)."""
+    check_config(cfg, "shortcut_audit")
     from tqdm.auto import tqdm
     device, target, tolerance = test.images.device, cfg.artifact_class, cfg.pointing_tolerance
     masks = corner_masks(cfg.artifact_size, device=device)
@@ -2293,6 +2399,7 @@ def faithfulness(model: nn.Module, cfg: Config, images: torch.Tensor,
     method (Score-CAM: on the first --scorecam-images images) and two baselines that ignore the model (a random map,
     a centred Gaussian), and each method minus each baseline, paired over the same images. Also returns the
     methods' maps, which the sanity check reuses."""
+    check_config(cfg, "faithfulness")
     x = normalize(images, cfg.channels_last)
     maps = explain_all(model, x, classes, cfg.target_layer, cfg.eval_batch_size, cfg.method_names, cfg.scorecam_images,
                        cfg.forward_amp)
@@ -2348,6 +2455,7 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
     Maps that stay similar explain the image, not the model. The same classes are explained at every stage. A
     constant (all-zero) map has no ranking and correlates 0: the share of those is reported per stage, and a
     method whose maps are mostly constant at the deciding stage is 'inconclusive', not 'passes'."""
+    check_config(cfg, "sanity_check")
     x = normalize(images, cfg.channels_last)
     scorecam_images = min(cfg.scorecam_images, len(x))
     if scorecam_images < 2:  # one image's Spearman is no evidence (and costs 512 forward passes per stage)
@@ -2396,6 +2504,11 @@ def heat_colormap():
 
 def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """uint8 HxWx3 RGB image blended with the heat colormap's rendering of a [0, 1] map."""
+    image, cam = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (image, cam))
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or cam.shape != image.shape[:2] \
+            or not np.issubdtype(cam.dtype, np.number) or not 0 <= alpha <= 1:
+        raise ValueError(f"overlay_heatmap: expects a uint8 H x W x 3 image, an H x W map and alpha in [0, 1], got "
+                         f"{image.dtype} {image.shape}, {cam.dtype} {cam.shape} and {alpha!r}")
     heat = heat_colormap()(np.clip(cam, 0, 1), bytes=True)[..., :3]
     return np.uint8(np.clip((1 - alpha) * image.astype(np.float32) + alpha * heat, 0, 255))
 
@@ -3122,8 +3235,11 @@ def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     model = build_model(len(CIFAR10_CLASSES))
     names = []
     for layer in [target_layer, *audit_layers]:
-        grad_cam = GradCAM(model, layer)
-        grad_cam(torch.zeros(1, 3, 32, 32))
+        try:
+            grad_cam = GradCAM(model, layer)
+            grad_cam(torch.zeros(1, 3, 32, 32))
+        except UserError as exc:  # the flag's layer, not the class the check happens to use
+            raise UserError(str(exc).removeprefix("GradCAM: ")) from None
         names.append(grad_cam.layer_name)
     for name in names[1:]:
         same = [given for given, other in zip(audit_layers, names[1:]) if other == name]
@@ -3135,6 +3251,7 @@ def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
 def run(cfg: Config) -> dict:
     """The whole experiment: data, both models, evaluation, explanations and their audits, figures,
     metrics.json. Returns the metrics. Every file it writes is listed in output-dir/run.json (RunRecord)."""
+    check_config(cfg, "run")
     start = time.perf_counter()
     timings: dict[str, float] = {}
 

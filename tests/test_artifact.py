@@ -102,7 +102,7 @@ U8 = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
                                                                "(1,)"),
     (lambda: gce.stamp_square(U8, where=torch.tensor([1, 0])), "stamp_square: where must be None or a bool tensor"),
     # Stamping 255 into normalised floats would silently write an out-of-range value.
-    (lambda: gce.stamp_square(U8.float()), "stamp_square: images must be uint8 pixels [N, 3, H, W] (stamp before "
+    (lambda: gce.stamp_square(U8.float()), "stamp_square: images must be uint8 pixels [N, 3, H, W] (0..255, before "
                                            "normalize()), got torch.float32"),
     (lambda: gce.inject_artifact(U8, torch.tensor([6])), "inject_artifact: labels must be an integer tensor [N], one "
                                                          "class per image (N = 2)"),

@@ -340,6 +340,10 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
                                                                  "such as 'layer4.1.conv2' or a module"),
     (lambda m, x: gce.cam_family(m, x, None, "layer9", ["GradCAM"], 2), "cam_family: unknown target layer 'layer9'"),
     (lambda m, x: gce.XGradCAM(m, "layer9"), "XGradCAM: unknown target layer 'layer9' (did you mean layer4?)"),
+    (lambda m, x: gce.GradCAMPlusPlus(m, "fc")(x), "GradCAMPlusPlus: target layer 'fc' outputs (5, 10); a CAM needs a "
+                                                   "[B, C, H, W] feature map"),
+    (lambda m, x: gce.cam_family(m, x, None, "avgpool", ["GradCAM"], 2), "cam_family: target layer 'avgpool' gives a 1x1 "
+                                                                         "feature map"),
     # One key per method: a second copy appended its maps to the first's (10 maps for 5 images).
     (lambda m, x: gce.cam_family(m, x, None, "layer3", ["GradCAM", "LayerCAM", "GradCAM"], 2),
      "cam_family: method(s) listed more than once: GradCAM; list each once"),

@@ -1,7 +1,9 @@
 """Milestone 3: Guided Backprop, Guided Grad-CAM, occlusion, faithfulness, sanity check and the shortcut audit."""
 
 import copy
+import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -270,3 +272,80 @@ def test_faithfulness_ranks_a_faithful_map_above_the_baselines():
     assert grad_cam["spearman_with_occlusion"]["mean"] > 0.5 > rand["spearman_with_occlusion"]["mean"]
     assert grad_cam["deletion_auc"]["mean"] < rand["deletion_auc"]["mean"] - 0.3
     assert grad_cam["insertion_auc"]["mean"] > rand["insertion_auc"]["mean"]
+
+
+MAPS = torch.rand(2, 32, 32)
+
+
+@pytest.mark.parametrize("call, message", [
+    # normalize of floats divided by 255 again, silently: a near-constant input the model never saw.
+    (lambda m, x: gce.normalize(torch.rand(2, 3, 32, 32)), "normalize: images must be uint8 pixels [N, 3, H, W] "
+                                                           "(0..255, before normalize()), got torch.float32"),
+    (lambda m, x: gce.predict_logits(m, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0),
+     "predict_logits: batch_size must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.pointing_game(MAPS, torch.ones(16, 16, dtype=torch.bool)), "pointing_game: mask must be a bool "
+                                                                                 "tensor [H, W] or [K, H, W] of the "
+                                                                                 "maps' size (32, 32)"),
+    (lambda m, x: gce.pointing_game(MAPS, SQUARE.float()), "pointing_game: mask must be a bool tensor"),
+    (lambda m, x: gce.pointing_game(MAPS, SQUARE, -1), "pointing_game: tolerance must be a whole number >= 0, got -1"),
+    (lambda m, x: gce.pointing_game(MAPS[0], SQUARE), "pointing_game: expects a floating-point tensor [B, H, W]"),
+    (lambda m, x: gce.artifact_attention_share(MAPS, SQUARE[:8]), "artifact_attention_share: mask must be a bool"),
+    (lambda m, x: gce.artifact_attention_share(-MAPS, SQUARE), "artifact_attention_share: maps must be non-negative"),
+    (lambda m, x: gce.spearman(MAPS, MAPS[:1]), "spearman: the two sets of maps must have one shape, got (2, 32, 32) "
+                                                "and (1, 32, 32)"),
+    (lambda m, x: gce.mean_with_ci(torch.tensor([])), "mean_with_ci: values must be a non-empty 1-D tensor"),
+    (lambda m, x: gce.mean_with_ci([0.1, 0.2]), "mean_with_ci: values must be a non-empty 1-D tensor (one number per "
+                                                "image), got list"),
+    (lambda m, x: gce.mean_with_ci(torch.rand(3), resamples=0), "mean_with_ci: resamples must be a whole number >= 1"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS[:1]),
+     "deletion_insertion: maps (1, 32, 32) must be one [H, W] map per image (2, 3, 32, 32)"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 12]), MAPS),
+     "deletion_insertion: class index 12 out of range for a 10-class model"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2], None, MAPS), "deletion_insertion: classes must be given"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=0),
+     "deletion_insertion: steps must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2].double(), torch.tensor([1, 2]), MAPS),
+     "deletion_insertion: images are torch.float64 but the model's weights are torch.float32"),
+    # The pipeline's own steps, called from Python: the function named, not a KeyError or AttributeError inside.
+    (lambda m, x: gce.cam_maps(m, x, None, "layer3", ["Foo"], 2), "cam_maps: unknown method(s) Foo; choose from"),
+    (lambda m, x: gce.cam_maps(m, x, None, "layer3", "GradCAM", 2), "cam_maps: methods must be a non-empty list"),
+    (lambda m, x: gce.explain_all(m, x, [1, 2], "layer3", 2), "explain_all: got 2 class indices for 5 images"),
+    (lambda m, x: gce.overlay_heatmap(np.zeros((32, 32, 3), np.uint8), np.zeros((16, 16))),
+     "overlay_heatmap: expects a uint8 H x W x 3 image, an H x W map and alpha in [0, 1], got uint8 (32, 32, 3), "
+     "float64 (16, 16)"),
+    (lambda m, x: gce.feature_size(m, "layer3", 0, 0), "feature_size: height must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.audit_groups(torch.arange(20) % 10, 6, 0, 0), "audit_groups: n must be a whole number >= 1"),
+    (lambda m, x: gce.audit_groups(torch.arange(20) % 10, 10, 2, 0), "audit_groups: target must be a class index "
+                                                                     "0..9, got 10"),
+    (lambda m, x: gce.random_crop_flip(torch.rand(2, 3, 32, 32), 4, True, torch.Generator()),
+     "random_crop_flip: images must be uint8 pixels"),
+    (lambda m, x: gce.random_crop_flip(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), -1, True, torch.Generator()),
+     "random_crop_flip: padding must be a whole number >= 0, got -1"),
+    (lambda m, x: gce.importance_order(MAPS[0]), "importance_order: expects a floating-point tensor [B, H, W]"),
+    (lambda m, x: gce.accuracy(torch.rand(3, 10), torch.tensor([1, 2])), "accuracy: expects float logits [N, "
+                                                                          "classes] and integer labels [N], got "
+                                                                          "torch.float32 (3, 10) and torch.int64 (2,)"),
+    (lambda m, x: gce.per_class_accuracy(torch.rand(2, 10), torch.rand(2)), "per_class_accuracy: expects float "
+                                                                            "logits"),
+    (lambda m, x: gce.run({"epochs": 1}), "run: cfg must be a Config, e.g. Config(quick=True) or "
+                                          "parse_config(['--quick']), got dict; to run from flags call main([...])"),
+    (lambda m, x: gce.load_cifar10({}, torch.device("cpu")), "load_cifar10: cfg must be a Config"),
+    (lambda m, x: gce.evaluate_model(m, None, None), "evaluate_model: cfg must be a Config"),
+    (lambda m, x: gce.seed_everything("a"), "seed_everything: seed must be a whole number >= 0, got 'a'"),
+    (lambda m, x: gce.eval_mode(3).__enter__(), "eval_mode: model must be a torch nn.Module"),
+])
+def test_bad_metric_inputs_are_clear_errors(model, images, call, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        call(model, images)
+
+
+def test_explain_all_takes_classes_as_every_method_does(model, images):
+    """None (each image's predicted class) or one int, as GradCAM(...)(images, classes); None was a TypeError."""
+    predicted = model.eval()(images).argmax(1)
+    maps = gce.explain_all(model, images, None, "layer3", 2, methods=("GradCAM", "ScoreCAM"), scorecam_images=1)
+    expected = gce.explain_all(model, images, predicted, "layer3", 2, methods=("GradCAM", "ScoreCAM"), scorecam_images=1)
+    assert maps.keys() == expected.keys()
+    for key in maps:
+        torch.testing.assert_close(maps[key], expected[key])
+    torch.testing.assert_close(gce.explain_all(model, images, 3, "layer3", 2)["Grad-CAM"],
+                               gce.GradCAM(model, "layer3")(images, 3))
