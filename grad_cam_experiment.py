@@ -123,6 +123,8 @@ def _opt(default: Any, help: str, trains: str = "", quick: Any = None, valid: Va
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a run, one field per flag (same name, '_' for '-'), with its unit, meaning and valid values.
+    A field given as None means 'not given', as an omitted flag does: its default, or --quick's value."""
     # Data (what was loaded is keyed by its fingerprint, not by the folder's name: see data_fingerprint)
     data_dir: str = _opt("./data", "CIFAR-10 location: torchvision's cifar-10-batches-py (downloaded "
                          "there when missing) or an image-folder copy DIR/{train,test}/<class>/*",
@@ -468,9 +470,15 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
-    """Autocast in amp_dtype(device) when enabled and the device has a fast low precision; else nullcontext()."""
+    """Autocast in amp_dtype(device) when enabled and the device has a fast low precision; else autocast switched
+    off, so that a caller's own torch.autocast block cannot turn fp32 work (a map said to be fp32) into bf16."""
     dtype = amp_dtype(device) if enabled else None
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    if dtype is not None:
+        return torch.autocast(device.type, dtype=dtype)
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not know: nothing to switch off
+        return nullcontext()
 
 
 PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
@@ -550,8 +558,9 @@ class Split(NamedTuple):
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10) -> torch.Tensor:
-    """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes)."""
+def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10, split: str = "") -> torch.Tensor:
+    """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes); `split`
+    ("train" or "test") names the flag a too-large subset is asked by."""
     labels = labels.cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -559,8 +568,10 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
         pool = torch.nonzero(labels == c).flatten()
         take = n // num_classes + (1 if c < n % num_classes else 0)
         if take > len(pool):
-            raise UserError(f"a subset of {n} images needs {take} of class {CIFAR10_CLASSES[c]}, but the data has "
-                            f"only {len(pool)}; lower --train-subset / --test-subset (0 = all images)")
+            flag = f"--{split}-subset" if split else "--train-subset / --test-subset"
+            raise UserError(f"a subset of {n} images needs {take} of class {CIFAR10_CLASSES[c]}, but the "
+                            f"{split + ' split' if split else 'data'} has only {len(pool)}; lower {flag} "
+                            "(0 = all images)")
         chosen.append(pool[torch.randperm(len(pool), generator=generator)[:take]])
     return torch.cat(chosen).sort().values
 
@@ -643,7 +654,7 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
 def _load_image_folder_split(split_dir: Path, subset: int, seed: int) -> Split:
     files, labels = _list_image_folder(split_dir)
     if subset:
-        keep = balanced_subset(labels, subset, seed)
+        keep = balanced_subset(labels, subset, seed, split=split_dir.name)
         files, labels = [files[i] for i in keep.tolist()], labels[keep]
     return Split(_decode_images(files), labels)
 
@@ -653,7 +664,7 @@ def _load_torchvision_split(root: Path, train: bool, download: bool, subset: int
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW, uint8
     labels = torch.tensor(dataset.targets, dtype=torch.int64)
     if subset:
-        keep = balanced_subset(labels, subset, seed)
+        keep = balanced_subset(labels, subset, seed, split="train" if train else "test")
         images, labels = images[keep], labels[keep]
     return Split(images, labels)
 
@@ -895,12 +906,15 @@ def resolve_layer(model: nn.Module, name: str, who: str = "") -> tuple[str, nn.M
 #            Explanation methods            #
 #############################################
 
-def check_tensor(value: Any, dims: int, shape: str, who: str) -> None:
-    """A ValueError naming `who` unless `value` is a floating-point tensor with `dims` dimensions (`shape` in words)."""
+def check_tensor(value: Any, dims: int, shape: str, who: str, finite: bool = False) -> None:
+    """A ValueError naming `who` unless `value` is a floating-point tensor with `dims` dimensions (`shape` in words)
+    and, with `finite`, no NaN or infinite value (a measure of a NaN map would be NaN, or a miss, silently)."""
     if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
         given = (f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else
                  type(value).__name__)
         raise ValueError(f"{who}: expects a floating-point tensor {shape}, got {given}")
+    if finite and value.device.type != "meta" and not bool(value.isfinite().all()):
+        raise ValueError(f"{who}: the {shape} hold {int((~value.isfinite()).sum())} NaN or infinite value(s)")
 
 
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -1022,6 +1036,18 @@ def check_images(model: nn.Module, images: Any, who: str) -> None:
         raise ValueError(f"{who}: {problem}")
 
 
+def check_logits(output: Any, batch: int, who: str) -> torch.Tensor:
+    """The model's output if it is one tensor of logits [B, classes] for the B images, else a ValueError naming `who`
+    (a model returning a tuple or a dict, as some detection or HuggingFace models do, needs a wrapper)."""
+    if not (isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == batch
+            and output.is_floating_point()):
+        given = (f"{output.dtype} of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
+                 else type(output).__name__)
+        raise ValueError(f"{who}: the model must return one tensor of class scores [B, classes] for B images, got "
+                         f"{given}; wrap it in an nn.Module whose forward returns the logits (e.g. model(x)[0])")
+    return output
+
+
 class Explanation(NamedTuple):
     maps: torch.Tensor     # float32 [B, H, W] at input resolution
     logits: torch.Tensor   # float32 [B, num_classes], detached
@@ -1096,13 +1122,15 @@ class CAMBase:
         no_grad = torch.no_grad() if self.uses_gradients else torch.inference_mode()
         try:
             with no_grad, autocast_for(images.device, self.autocast), eval_mode(self.model):
-                logits = self.model(images)  # the input is only read, never modified
+                logits = check_logits(self.model(images), len(images), who)  # the input is only read, not modified
             if not captured:
                 raise UserError(f"{who}: target layer {self.layer_name!r} did not run in the forward pass")
             targets = _as_class_tensor(classes, logits.detach(), who)
             grads = None
             if self.uses_gradients:
-                with torch.enable_grad():  # also inside a caller's no_grad block; the backward runs no module
+                # enable_grad: also inside a caller's no_grad block; the backward runs no module. The backward's
+                # matrix products follow the same autocast as the forward (a caller's own autocast reaches them too).
+                with torch.enable_grad(), autocast_for(images.device, self.autocast):
                     score = logits.gather(1, targets[:, None]).sum()  # images are independent in eval mode
                     (grads,) = torch.autograd.grad(score, captured[0])
         finally:
@@ -1275,8 +1303,8 @@ def explained_classes(model: nn.Module, images: torch.Tensor, classes: Any, batc
     check_images(check_model(model, who), images, who)
     batch_size = check_count(who, "batch_size", batch_size)
     with torch.no_grad(), eval_mode(model):
-        logits = (torch.cat([model(x) for x in images.split(batch_size)]) if classes is None
-                  else model(images[:1]).expand(len(images), -1)).float()
+        logits = (torch.cat([check_logits(model(x), len(x), who) for x in images.split(batch_size)]) if classes is None
+                  else check_logits(model(images[:1]), 1, who).expand(len(images), -1)).float()
     return _as_class_tensor(classes, logits, who).to(images.device)
 
 
@@ -1349,9 +1377,9 @@ class GuidedBackprop:
             raise RuntimeError("GuidedBackprop needs autograd; call it outside torch.inference_mode()")
         handles = [relu.register_forward_hook(_guide_relu) for relu in self.relus]
         try:
-            with eval_mode(self.model), torch.enable_grad():
+            with eval_mode(self.model), torch.enable_grad(), autocast_for(images.device, False):  # fp32 gradients
                 x = images.detach().requires_grad_(True)  # a new leaf: the caller's tensor is not touched
-                logits = self.model(x)
+                logits = check_logits(self.model(x), len(x), "GuidedBackprop")
                 targets = _as_class_tensor(classes, logits.detach(), "GuidedBackprop")
                 (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
         finally:
@@ -1420,7 +1448,8 @@ class Occlusion:
         with eval_mode(self.model):
             # One plain forward per image (1/(P+1) of the work) picks and checks the classes before any occluded pass.
             with autocast_for(images.device, self.autocast):
-                logits = torch.cat([self.model(x) for x in images.split(self.images_per_forward)])
+                logits = torch.cat([check_logits(self.model(x), len(x), "Occlusion")
+                                    for x in images.split(self.images_per_forward)])
             targets = _as_class_tensor(classes, logits.float(), "Occlusion")
             for x, c in zip(images.split(per_chunk), targets.split(per_chunk)):
                 batch = torch.cat([x, (x[:, None] * keep[None]).flatten(0, 1)])            # originals + occluded
@@ -1450,8 +1479,10 @@ def occlusion_windows(height: int, width: int, patch: int, stride: int, device: 
 
 
 def occlusion_map(drops: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-    """Per-window values [B, P] -> maps [B, H, W]: each pixel's mean over the windows [P, H, W] that cover it."""
-    return torch.einsum("bp,phw->bhw", drops, windows.to(drops.dtype)) / windows.sum(0).to(drops.dtype)
+    """Per-window values [B, P] -> maps [B, H, W]: each pixel's mean over the windows [P, H, W] that cover it (in the
+    values' precision: a caller's autocast would make the einsum bf16)."""
+    with autocast_for(drops.device, False):
+        return torch.einsum("bp,phw->bhw", drops, windows.to(drops.dtype)) / windows.sum(0).to(drops.dtype)
 
 
 def batched(method: Callable[..., torch.Tensor], images: torch.Tensor, classes: torch.Tensor, batch_size: int,
@@ -1501,14 +1532,16 @@ def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
 
 
 def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, methods: Sequence[str],
-             batch_size: int, scorecam_images: int = 0, normalize: bool = True,
+             batch_size: int, scorecam_images: int | None = None, normalize: bool = True,
              forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] of every CAM of `methods` at `layer`, keyed by label, Grad-CAM (always) first: the gradient
     methods from cam_family's shared passes (fp32), then Score-CAM, when listed, of the first `scorecam_images` images
-    only (all its forward passes, activations included, under autocast with `forward_amp`)."""
+    (None: all; 0: none, as --scorecam-images 0) only (all its forward passes, activations included, under autocast
+    with `forward_amp`)."""
     methods = check_method_names(methods, "cam_maps")
     classes = explained_classes(model, images, classes, batch_size, "cam_maps")
-    scorecam_images = check_count("cam_maps", "scorecam_images", scorecam_images, low=0)
+    scorecam_images = len(images) if scorecam_images is None else check_count("cam_maps", "scorecam_images",
+                                                                               scorecam_images, low=0)
     gradient = ["GradCAM", *(m for m in methods if m != "GradCAM" and CAM_METHODS[m].uses_gradients)]
     maps = cam_family(model, images, classes, layer, gradient, batch_size, normalize)
     if "ScoreCAM" in methods and scorecam_images > 0:
@@ -1519,10 +1552,10 @@ def cam_maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, laye
 
 
 def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, layer: str, batch_size: int,
-                methods: Sequence[str] = ("GradCAM",), scorecam_images: int = 0,
+                methods: Sequence[str] = ("GradCAM",), scorecam_images: int | None = None,
                 forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] for the given classes, batched: Grad-CAM, Guided Backprop, Guided Grad-CAM, then every other CAM
-    of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only)."""
+    of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only; None: all)."""
     classes = explained_classes(model, images, classes, batch_size, "explain_all")
     cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, forward_amp=forward_amp)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
@@ -1885,8 +1918,8 @@ def average_ranks(values: torch.Tensor) -> torch.Tensor:
 def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     """Per-image Spearman rank correlation of two sets of maps [B, H, W] -> [B] (float64).
     A constant map carries no ranking: its correlation is reported as 0."""
-    check_tensor(maps_a, 3, "[B, H, W] of maps", "spearman")
-    check_tensor(maps_b, 3, "[B, H, W] of maps", "spearman")
+    check_tensor(maps_a, 3, "[B, H, W] of maps", "spearman", finite=True)
+    check_tensor(maps_b, 3, "[B, H, W] of maps", "spearman", finite=True)
     if maps_a.shape != maps_b.shape:
         raise ValueError(f"spearman: the two sets of maps must have one shape, got {tuple(maps_a.shape)} and "
                          f"{tuple(maps_b.shape)}")
@@ -1902,6 +1935,8 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
         given = f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else type(values).__name__
         raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got {given}")
     resamples = check_count("mean_with_ci", "resamples", resamples)
+    if not bool(values.isfinite().all()):  # the mean and its interval would be NaN
+        raise ValueError(f"mean_with_ci: values hold {int((~values.isfinite()).sum())} NaN or infinite value(s)")
     v = values.detach().double().cpu()
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(v), (resamples, len(v)), generator=generator)
@@ -1912,7 +1947,7 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
 def importance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pixel indices [B, H*W] from most to least important; ties broken by a seeded random permutation
     (a plain stable sort would break them by position and favour the top-left corner)."""
-    check_tensor(maps, 3, "[B, H, W] of maps", "importance_order")
+    check_tensor(maps, 3, "[B, H, W] of maps", "importance_order", finite=True)
     flat = maps.flatten(1)
     shuffle = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed)).to(maps.device)
     return shuffle[flat[:, shuffle].argsort(dim=1, descending=True, stable=True)]
@@ -1930,7 +1965,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
     trapezoidal integral over the fraction of pixels [0, 1]. Lower deletion and higher insertion are better."""
     from torchvision.transforms.functional import gaussian_blur
     check_images(check_model(model, "deletion_insertion"), images, "deletion_insertion")
-    check_tensor(maps, 3, "[B, H, W] of maps, one per image", "deletion_insertion")
+    check_tensor(maps, 3, "[B, H, W] of maps, one per image", "deletion_insertion", finite=True)
     if maps.shape != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"deletion_insertion: maps {tuple(maps.shape)} must be one [H, W] map per image "
                          f"{tuple(images.shape)}")
@@ -1941,7 +1976,8 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
         raise ValueError("deletion_insertion: classes must be given: the class each map explains, one per image (e.g. "
                          "the classes of method.explain(images))")
     with eval_mode(model):  # one image's logits: the number of classes to check the indices against
-        classes = _as_class_tensor(classes, model(images[:1]).float().expand(len(images), -1), "deletion_insertion")
+        logits = check_logits(model(images[:1]), 1, "deletion_insertion").float()
+        classes = _as_class_tensor(classes, logits.expand(len(images), -1), "deletion_insertion")
     b, c, h, w = images.shape
     order = importance_order(maps, seed)
     position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
@@ -1980,7 +2016,7 @@ def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) ->
 
 def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
     """A ValueError naming `who` unless maps are floats [B, H, W] and mask a bool [H, W] or [K, H, W] of their size."""
-    check_tensor(maps, 3, "[B, H, W] of maps", who)
+    check_tensor(maps, 3, "[B, H, W] of maps", who, finite=True)
     if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() in (2, 3)
             and mask.shape[-2:] == maps.shape[-2:]):
         given = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -3069,11 +3105,28 @@ def timed(timings: dict[str, float], stage: str, cfg: Config | None = None, done
         say(cfg, f"{done} ({timings[f'{stage}_seconds']:.1f} s)")
 
 
+# The files a run writes at the top of its output folder (tests/test_run_record.py checks the list against a run).
+OUTPUT_FILES = ("run.json", "metrics.json", "summary.md", "audit_per_image.npz", "standard_cat_ship.png",
+                "standard_class_grid.png", "stamped_frogs_standard_vs_biased.png", "faithfulness.png",
+                "sanity_check.png", "shortcut_verdict.png", "shortcut_audit.png", "relocation_frog.png",
+                "relocation_nonfrog.png", "cam_family_biased.png", "methods_standard.png", "methods_biased_frogs.png")
+
+
+def resolved(path: Path, flag: str) -> Path:
+    """The absolute path with links followed; a symbolic link loop is a UserError naming the flag."""
+    try:
+        return path.expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a link loop (Python < 3.13); OSError: ELOOP (3.13+)
+        raise UserError(f"{flag} {path} cannot be resolved ({exc}): a symbolic link that points back to itself? pass "
+                        "a real folder") from None
+
+
 def check_output_dir(path: Path, data_dir: Path) -> None:
     """Before any work: the output folder is not inside the data's train/ or test/ folders, which it would change,
-    and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed)."""
+    and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed); no
+    folder sits where the run will write one of its files (found only at the end, after hours, otherwise)."""
     try:
-        inside = path.resolve().relative_to(data_dir.expanduser().resolve()).parts[:2]
+        inside = resolved(path, "--output-dir").relative_to(resolved(data_dir, "--data-dir")).parts[:2]
     except ValueError:  # not below the data folder
         inside = ()
     if {"train", "test"} & set(inside):
@@ -3082,6 +3135,10 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         existing = next(p for p in [folder, *folder.parents] if p.exists())
         if not existing.is_dir():
             raise UserError(f"cannot write to --output-dir {path} ({existing} is a file); pass a writable folder")
+    folders = [name for name in OUTPUT_FILES if (path / name).is_dir()]
+    if folders:
+        raise UserError(f"--output-dir {path} holds folder(s) named like the files a run writes ({', '.join(folders)}); "
+                        "move or rename them, or pass another --output-dir")
     probe = path / "checkpoints" / f".probe-{os.getpid()}"
     made = _topmost_missing(probe.parent)
     try:  # a real probe (root passes os.access checks everywhere); what it made is removed again

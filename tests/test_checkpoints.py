@@ -232,3 +232,28 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monk
         assert "resuming" not in captured.out and len(info["history"]) == 3
         assert (captured.err.startswith("warning: ignoring training state")) == (damage == "other key")
         assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_link_loop_or_a_folder_in_a_results_place_is_one_line_before_any_work(quick_argv, tiny_dataset, tmp_path,
+                                                                                monkeypatch, capsys):
+    """Fault round: a symbolic link loop in --data-dir or --output-dir was a traceback (Path.resolve); a folder named
+    metrics.json in the output folder was found only after the whole evaluation."""
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the output folder was checked")
+    monkeypatch.setattr(gce, "load_cifar10", no_data)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for flag, value, message in [("--data-dir", tmp_path / "a", f"--data-dir {tmp_path / 'a'} cannot be resolved"),
+                                 ("--output-dir", tmp_path / "a" / "out", f"--output-dir {tmp_path / 'a' / 'out'} "
+                                                                          "cannot be resolved")]:
+        assert gce.main([*quick_argv, flag, str(value)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {message}") and "symbolic link" in err and "\n" not in err, err
+    out = tmp_path / "kept"
+    (out / "metrics.json").mkdir(parents=True)
+    (out / "metrics.json" / "inside.txt").write_text("user data")
+    assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output-dir {out} holds folder(s) named like the files a run "
+                                               "writes (metrics.json); move or rename them, or pass another "
+                                               "--output-dir")
+    assert (out / "metrics.json" / "inside.txt").read_text() == "user data"

@@ -42,7 +42,7 @@ def test_balanced_seeded_subsets(tmp_path):
     assert torch.equal(train.images, again.images)
     other, _, _ = load(tmp_path, train_subset=20, test_subset=10, seed=1)
     assert not torch.equal(train.images, other.images)
-    with pytest.raises(gce.UserError, match="needs 6 of class airplane, but the data has only 5; lower --train-subset"):
+    with pytest.raises(gce.UserError, match="needs 6 of class airplane, but the train split has only 5; lower --train-subset "):
         load(tmp_path, train_subset=60)
 
 

@@ -297,6 +297,12 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.mean_with_ci([0.1, 0.2]), "mean_with_ci: values must be a non-empty 1-D tensor (one number per "
                                                 "image), got list"),
     (lambda m, x: gce.mean_with_ci(torch.rand(3), resamples=0), "mean_with_ci: resamples must be a whole number >= 1"),
+    # A NaN map or value gave a NaN measure (or a 'miss') silently.
+    (lambda m, x: gce.mean_with_ci(torch.tensor([0.5, float("nan")])), "mean_with_ci: values hold 1 NaN or infinite "
+                                                                       "value(s)"),
+    (lambda m, x: gce.pointing_game(MAPS.clone().index_put_((torch.tensor([0]),), torch.tensor(float("nan"))), SQUARE),
+     "pointing_game: the [B, H, W] of maps hold 1024 NaN or infinite value(s)"),
+    (lambda m, x: gce.spearman(MAPS, MAPS / 0), "spearman: the [B, H, W] of maps hold"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS[:1]),
      "deletion_insertion: maps (1, 32, 32) must be one [H, W] map per image (2, 3, 32, 32)"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 12]), MAPS),
@@ -349,3 +355,7 @@ def test_explain_all_takes_classes_as_every_method_does(model, images):
         torch.testing.assert_close(maps[key], expected[key])
     torch.testing.assert_close(gce.explain_all(model, images, 3, "layer3", 2)["Grad-CAM"],
                                gce.GradCAM(model, "layer3")(images, 3))
+    # A Score-CAM that was asked for is not dropped silently: by default of every image (0 asks for none).
+    maps = gce.cam_maps(model, images[:2], 3, "layer3", ["GradCAM", "ScoreCAM"], 2)
+    torch.testing.assert_close(maps["Score-CAM"], gce.ScoreCAM(model, "layer3")(images[:2], 3))
+    assert "Score-CAM" not in gce.cam_maps(model, images[:2], 3, "layer3", ["GradCAM", "ScoreCAM"], 2, 0)

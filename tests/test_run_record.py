@@ -43,6 +43,7 @@ def test_a_finished_run_names_every_file_it_wrote_with_its_hash(argv, tmp_path, 
     assert {"metrics.json", "summary.md", "audit_per_image.npz"} <= names
     assert len([n for n in names if n.endswith(".png")]) == FIGURES
     assert len([n for n in names if n.startswith("checkpoints/")]) == 2
+    assert {n for n in names if "/" not in n} | {"run.json"} == set(gce.OUTPUT_FILES)  # check_output_dir's list
     for name, digest in run["files"].items():  # each as it is on disk
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
     metrics = json.loads((out / "metrics.json").read_text())
