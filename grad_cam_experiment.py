@@ -609,6 +609,10 @@ def _find_image_folder(root: Path) -> Path | None:
 def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     """Image files and labels of DIR/<split>/<class>/*; class folders match case-insensitively, hidden and
     system folders are ignored, anything else is named in the error."""
+    broken = sorted(p.name for p in split_dir.iterdir() if p.is_symlink() and not p.exists())
+    if broken:  # a link loop or a dangling link would otherwise read as a missing class
+        raise UserError(f"{split_dir} holds symbolic link(s) that lead nowhere (dangling, or a loop): "
+                        f"{', '.join(broken)}; fix or remove them")
     folders = {}
     for p in sorted(split_dir.iterdir()):
         if p.is_dir() and not _is_hidden(p):
@@ -638,6 +642,8 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
     import cv2
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, path in enumerate(files):
+        if path.exists() and not path.is_file() and not path.is_dir():  # reading a FIFO would wait forever
+            raise UserError(f"cannot read image {path} (not a regular file: a FIFO, socket or device); remove it")
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:  # a broken symlink, a folder named like an image, no permission
@@ -2017,6 +2023,8 @@ def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) ->
 def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
     """A ValueError naming `who` unless maps are floats [B, H, W] and mask a bool [H, W] or [K, H, W] of their size."""
     check_tensor(maps, 3, "[B, H, W] of maps", who, finite=True)
+    if maps.device.type == "meta" or isinstance(mask, torch.Tensor) and mask.device.type == "meta":
+        raise ValueError(f"{who}: maps and mask must hold values, got a tensor on the meta device")
     if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() in (2, 3)
             and mask.shape[-2:] == maps.shape[-2:]):
         given = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -2529,6 +2537,19 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
 #############################################
 
 @functools.lru_cache(maxsize=1)
+def reads_report(function: Callable) -> Callable:
+    """For the functions that draw or print a run's report dict (metrics.json or a section of it): a missing key is a
+    ValueError naming the function and the key, not a bare KeyError."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except KeyError as exc:
+            raise ValueError(f"{function.__name__}: the report lacks {exc}; pass what a complete run wrote (its "
+                             "metrics.json, or the section this function draws)") from None
+    return wrapper
+
+
 def heat_colormap():
     """OpenCV's COLORMAP_JET as a matplotlib colormap: the one colormap of every overlay and every colour bar
     (matplotlib's own 'jet' differs from OpenCV's by up to 34/255 per channel)."""
@@ -2702,6 +2723,7 @@ def _bar_axes(fig, position: int, count: int, title: str):
     return ax
 
 
+@reads_report
 def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
     """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method."""
     from matplotlib.figure import Figure
@@ -2735,6 +2757,7 @@ def count_images(n: int) -> str:
     return f"{n} image" if n == 1 else f"{n} images"
 
 
+@reads_report
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
     """Spearman with the trained model's maps along the randomisation cascade, with 95% bands."""
     from matplotlib.figure import Figure
@@ -2778,6 +2801,7 @@ def square_at(image: torch.Tensor, square: Square, condition: str) -> np.ndarray
     return to_hwc(image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition)))[0]
 
 
+@reads_report
 def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: torch.Tensor, label: int, group: str,
                       square: Square, path: Path, show: bool) -> str:
     """One test image (the group's first audit image) without the square and with it at each corner (rows): p(target)
@@ -2805,6 +2829,7 @@ def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: tor
                                    "map value, per panel (0 = lowest, 1 = highest)"), path, show)
 
 
+@reads_report
 def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor,
                       square: Square, path: Path, show: bool) -> str:
     """Every stored map of the biased model for the first audit image of each group (uint8 images [2, 3, H, W],
@@ -2830,6 +2855,7 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
                        path, show)
 
 
+@reads_report
 def verdict_figure(report: dict, path: Path, show: bool) -> str:
     """Per method and layer (rows) and group (columns): the mean paired delta of the verdict measure with its bootstrap
     95% interval for the biased model at the corners it uses and at those it ignores, and for the standard model and
@@ -2973,6 +2999,7 @@ def model_headers(target: str) -> list[str]:
             "train s"]
 
 
+@reads_report
 def summary_markdown(metrics: dict) -> str:
     """Every table of a run, as Markdown, from its metrics.json alone (summary.md): models, the audit's use of the
     square, verdicts, every per-corner record, chance and ceiling, Milestone 2's prediction, faithfulness, sanity
@@ -3051,6 +3078,7 @@ def summary_markdown(metrics: dict) -> str:
 QUICK_NOTE = " A --quick run: a check of the pipeline on a tiny subset, not a result."
 
 
+@reads_report
 def console_summary(metrics: dict) -> list[str]:
     """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
     audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
@@ -3291,12 +3319,13 @@ def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""
     model = build_model(len(CIFAR10_CLASSES))
     names = []
-    for layer in [target_layer, *audit_layers]:
+    for i, layer in enumerate([target_layer, *audit_layers]):
         try:
             grad_cam = GradCAM(model, layer)
             grad_cam(torch.zeros(1, 3, 32, 32))
         except UserError as exc:  # the flag's layer, not the class the check happens to use
-            raise UserError(str(exc).removeprefix("GradCAM: ")) from None
+            flag = "--target-layer" if i == 0 else "--audit-layers"
+            raise UserError(f"{flag}: " + str(exc).removeprefix("GradCAM: ")) from None
         names.append(grad_cam.layer_name)
     for name in names[1:]:
         same = [given for given, other in zip(audit_layers, names[1:]) if other == name]

@@ -172,7 +172,7 @@ def test_a_bad_layer_is_reported_before_data_or_training(quick_argv, tmp_path, m
     for flag in ("--target-layer", "--audit-layers"):
         assert gce.main([*quick_argv, flag, layer]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and message in err and "\n" not in err, err
+        assert err.startswith(f"error: {flag}: ") and message in err and "\n" not in err, err
     assert gce.main([*quick_argv, "--audit-layers", "layer4.1,layer4[-1]"]) == 2  # one layer, two names
     assert "--audit-layers lists layer layer4.1 2 times (layer4.1, layer4[-1]); give each once" in (
         capsys.readouterr().err)

@@ -226,7 +226,7 @@ def test_main_prints_one_error_line_for_user_errors(tmp_path, capsys, tiny_datas
     assert gce.main(["--data-dir", str(tiny_dataset), "--target-layer", "layer9", "--output-dir",
                      str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown target layer 'layer9'") and "\n" not in err
+    assert err.startswith("error: --target-layer: unknown target layer 'layer9'") and "\n" not in err
     for bad in (["--artifact-class", "12"], ["--train-subset", "5"], ["--occlusion-stride", "40"]):
         assert gce.main([*bad, "--data-dir", str(tiny_dataset), "--output-dir", str(tmp_path)]) == 2, bad
         err = capsys.readouterr().err.strip()

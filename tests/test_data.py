@@ -1,5 +1,7 @@
 """Loading CIFAR-10: image-folder copies, subsets, and one-line errors for every bad data dir."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +101,7 @@ def test_data_dir_that_is_a_file(tmp_path):
         load(archive)
 
 
-@pytest.mark.parametrize("bad", ["zero-byte", "broken symlink", "folder named like an image"])
+@pytest.mark.parametrize("bad", ["zero-byte", "broken symlink", "folder named like an image", "fifo"])
 def test_unreadable_image_files_are_one_line(tmp_path, bad):
     write_image_folder(tmp_path, {"train": 1, "test": 1})
     path = tmp_path / "train" / "deer" / "x.jpg"
@@ -107,11 +109,26 @@ def test_unreadable_image_files_are_one_line(tmp_path, bad):
         path.write_bytes(b"")
     elif bad == "broken symlink":
         path.symlink_to(tmp_path / "nowhere.jpg")
+    elif bad == "fifo":  # reading it waited forever (fault round)
+        os.mkfifo(path)
     else:
         path.mkdir()
-    with pytest.raises(gce.UserError, match=f"{path}.*remove or replace") as error:
+    with pytest.raises(gce.UserError, match=f"{path}.*remove") as error:
         load(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_class_folder_that_is_a_link_loop_is_named_not_missing(tmp_path):
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    cat = tmp_path / "train" / "cat"
+    for f in cat.iterdir():
+        f.unlink()
+    cat.rmdir()
+    cat.symlink_to(tmp_path / "train" / "cat2")
+    (tmp_path / "train" / "cat2").symlink_to(cat)
+    with pytest.raises(gce.UserError, match="train holds symbolic link\\(s\\) that lead nowhere \\(dangling, or a "
+                                            "loop\\): cat, cat2; fix or remove them"):
+        load(tmp_path)
 
 
 def test_train_without_test_names_the_missing_folder(tmp_path):

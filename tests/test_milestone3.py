@@ -303,6 +303,10 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.pointing_game(MAPS.clone().index_put_((torch.tensor([0]),), torch.tensor(float("nan"))), SQUARE),
      "pointing_game: the [B, H, W] of maps hold 1024 NaN or infinite value(s)"),
     (lambda m, x: gce.spearman(MAPS, MAPS / 0), "spearman: the [B, H, W] of maps hold"),
+    (lambda m, x: gce.pointing_game(MAPS, SQUARE.to("meta")), "pointing_game: maps and mask must hold values"),
+    # The report readers: a missing key was a bare KeyError.
+    (lambda m, x: gce.console_summary({"config": {}}), "console_summary: the report lacks"),
+    (lambda m, x: gce.faithfulness_figure({}, None, False), "faithfulness_figure: the report lacks 'methods'"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS[:1]),
      "deletion_insertion: maps (1, 32, 32) must be one [H, W] map per image (2, 3, 32, 32)"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 12]), MAPS),
