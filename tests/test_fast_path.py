@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,8 @@ def test_channels_last_and_plain_layout_give_the_same_grad_cam(model, images):
 def test_cpu_autocasts_to_bf16_only_where_it_has_native_bf16(monkeypatch, native):
     monkeypatch.setattr(gce, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert isinstance(gce.autocast_for(cpu, False), nullcontext)
+    with torch.autocast("cpu", dtype=torch.bfloat16), gce.autocast_for(cpu, False):  # off, also in a caller's autocast
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
     with gce.autocast_for(cpu, True):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == (torch.bfloat16 if native else torch.float32)
     assert gce.training_precision(cpu, True) == ("bf16" if native else "fp32")
