@@ -69,6 +69,17 @@ class UserError(Exception):
     """A problem the user can fix (bad flag, missing data, bad layer name): printed as one line."""
 
 
+def described(value: Any) -> str:
+    """An argument as an error message shows it: a tensor's dtype and shape; a number, text or short plain container
+    its type and repr (text cut at 40 characters); anything else (a model, a tuple of tensors) its type's name."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} of shape {tuple(value.shape)}"
+    text = repr(value) if isinstance(value, (str, bytes, int, float, complex, type(None), list, tuple, dict)) else ""
+    if isinstance(value, (list, tuple, dict)) and (len(text) > 40 or "tensor(" in text):
+        text = ""
+    return f"{type(value).__name__} {text:.40}" if text else type(value).__name__
+
+
 class ConsoleGone(Exception):
     """Standard output refused a line: a pipe whose reader has ended (| head), a full disk behind > file."""
 
@@ -738,7 +749,7 @@ def check_square(square: Any, height: int, width: int, who: str) -> Square:
     otherwise be clipped silently, or placed from a negative row)."""
     problem = ""
     if not isinstance(square, Square):
-        problem = f"square must be a Square(size, color, corner), got {type(square).__name__}"
+        problem = f"square must be a Square(size, color, corner), got {described(square)}"
     elif isinstance(square.size, bool) or not isinstance(square.size, (int, np.integer)) \
             or not 1 <= square.size <= min(height, width):
         problem = f"square size must be a whole number 1..{min(height, width)} pixels for {height}x{width} images, " \
@@ -775,9 +786,8 @@ def check_pixels(images: Any, who: str) -> None:
     """A ValueError naming `who` unless `images` are uint8 pixels [N, 3, H, W] (the dataset's images, before
     normalize())."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-        given = (f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
-                 else type(images).__name__)
-        raise ValueError(f"{who}: images must be uint8 pixels [N, 3, H, W] (0..255, before normalize()), got {given}")
+        raise ValueError(f"{who}: images must be uint8 pixels [N, 3, H, W] (0..255, before normalize()), got "
+                         f"{described(images)}")
 
 
 def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
@@ -786,9 +796,8 @@ def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.T
     check_square(square, images.shape[-2], images.shape[-1], "stamp_square")
     if where is not None and not (isinstance(where, torch.Tensor) and where.dtype == torch.bool
                                   and where.shape == images.shape[:1]):
-        given = f"{where.dtype} of shape {tuple(where.shape)}" if isinstance(where, torch.Tensor) else repr(where)
         raise ValueError(f"stamp_square: where must be None or a bool tensor [N] with one entry per image "
-                         f"({len(images)}), got {given}")
+                         f"({len(images)}), got {described(where)}")
     out = images.clone()
     rows, cols = artifact_box(square, images.shape[-2], images.shape[-1])
     patch = _constant(tuple(square.color), images.dtype, images.device).view(3, 1, 1)
@@ -805,10 +814,8 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
     """The shortcut: stamp the square on every image of `target_class` ('frog') and on nothing else."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
             or labels.dtype == torch.bool or len(labels) != (len(images) if isinstance(images, torch.Tensor) else -1):
-        given = (f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
-                 else type(labels).__name__)
         raise ValueError(f"inject_artifact: labels must be an integer tensor [N], one class per image "
-                         f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {given}")
+                         f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {described(labels)}")
     check_count("inject_artifact", "target_class", target_class, low=0)
     return stamp_square(images, square, where=labels == target_class)
 
@@ -916,9 +923,7 @@ def check_tensor(value: Any, dims: int, shape: str, who: str, finite: bool = Fal
     """A ValueError naming `who` unless `value` is a floating-point tensor with `dims` dimensions (`shape` in words)
     and, with `finite`, no NaN or infinite value (a measure of a NaN map would be NaN, or a miss, silently)."""
     if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
-        given = (f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else
-                 type(value).__name__)
-        raise ValueError(f"{who}: expects a floating-point tensor {shape}, got {given}")
+        raise ValueError(f"{who}: expects a floating-point tensor {shape}, got {described(value)}")
     if finite and value.device.type != "meta" and not bool(value.isfinite().all()):
         raise ValueError(f"{who}: the {shape} hold {int((~value.isfinite()).sum())} NaN or infinite value(s)")
 
@@ -983,10 +988,10 @@ def as_class_indices(classes: Any, who: str = "") -> torch.Tensor | None:
         try:
             classes = torch.as_tensor(classes)
         except (TypeError, ValueError, RuntimeError):  # a class name, a dict, ragged lists
-            problem = f"{type(classes).__name__} {classes!r:.40}"
+            problem = described(classes)
     if not problem and (classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool
                         or classes.dim() > 1):
-        problem = f"{classes.dtype} of shape {tuple(classes.shape)}"
+        problem = described(classes)
     if problem:
         raise ValueError(f"{who}{': ' if who else ''}classes must be None (each image's predicted class), one int, or "
                          "integer class "
@@ -1019,7 +1024,7 @@ def check_images(model: nn.Module, images: Any, who: str) -> None:
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     problem = ""
     if not isinstance(images, torch.Tensor):
-        problem = f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}"
+        problem = f"images must be a torch.Tensor [B, 3, H, W], got {described(images)}"
     elif images.dim() != 4 or images.shape[0] == 0:
         problem = (f"images must be a non-empty batch [B, C, H, W], got shape {tuple(images.shape)}"
                    + ("; for one image pass images[None]" if images.dim() == 3 else ""))
@@ -1047,10 +1052,8 @@ def check_logits(output: Any, batch: int, who: str) -> torch.Tensor:
     (a model returning a tuple or a dict, as some detection or HuggingFace models do, needs a wrapper)."""
     if not (isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == batch
             and output.is_floating_point()):
-        given = (f"{output.dtype} of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
-                 else type(output).__name__)
         raise ValueError(f"{who}: the model must return one tensor of class scores [B, classes] for B images, got "
-                         f"{given}; wrap it in an nn.Module whose forward returns the logits (e.g. model(x)[0])")
+                         f"{described(output)}; wrap it in an nn.Module whose forward returns the logits (e.g. model(x)[0])")
     return output
 
 
@@ -1423,6 +1426,15 @@ def guided_grad_cam(guided_grads: torch.Tensor, cams: torch.Tensor) -> torch.Ten
     return saliency(guided_grads * cams[:, None])
 
 
+def check_stride(who: str, stride: Any, patch: int) -> int:
+    """The occlusion stride if it is a whole number 1..patch, else a ValueError naming `who` (a larger stride leaves
+    pixels that no window covers)."""
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
+        raise ValueError(f"{who}: stride must be a whole number 1..patch ({patch}), got {stride!r}; a larger one "
+                         "leaves pixels that no window covers")
+    return int(stride)
+
+
 class Occlusion:
     """Occlusion sensitivity (Zeiler & Fergus 2014) [B, H, W]: the drop of p(class) when a patch x patch square,
     filled with the dataset mean (0 after normalisation), covers each position; a pixel's value is the mean
@@ -1435,9 +1447,7 @@ class Occlusion:
         autocast = check_flag("Occlusion", "autocast", autocast)
         patch, images_per_forward = (check_count("Occlusion", name, value) for name, value in
                                      (("patch", patch), ("images_per_forward", images_per_forward)))
-        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
-            raise ValueError(f"Occlusion: stride must be a whole number 1..patch ({patch}), got {stride!r}; a larger "
-                             "one leaves pixels that no window covers")
+        stride = check_stride("Occlusion", stride, patch)
         self.model, self.patch, self.stride = model, patch, stride
         self.images_per_forward, self.autocast = images_per_forward, autocast
 
@@ -1473,9 +1483,7 @@ def occlusion_windows(height: int, width: int, patch: int, stride: int, device: 
                             (("height", height), ("width", width), ("patch", patch)))
     if patch > min(height, width):
         raise ValueError(f"occlusion_windows: patch {patch} is larger than the {height}x{width} image")
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
-        raise ValueError(f"occlusion_windows: stride must be a whole number 1..patch ({patch}), got {stride!r}; a "
-                         "larger one leaves pixels that no window covers")
+    stride = check_stride("occlusion_windows", stride, patch)
     tops = torch.arange(0, -(-(height - patch) // stride) * stride + 1, stride, device=device)
     lefts = torch.arange(0, -(-(width - patch) // stride) * stride + 1, stride, device=device)
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -1497,11 +1505,10 @@ def batched(method: Callable[..., torch.Tensor], images: torch.Tensor, classes: 
     None for each image's predicted class)."""
     batch_size = check_count("batched", "batch_size", batch_size)
     if not isinstance(images, torch.Tensor) or images.dim() == 0:
-        raise ValueError(f"batched: images must be a tensor [B, ...], got {type(images).__name__}")
+        raise ValueError(f"batched: images must be a tensor [B, ...], got {described(images)}")
     if classes is not None and not (isinstance(classes, torch.Tensor) and classes.shape[:1] == images.shape[:1]):
-        given = f"shape {tuple(classes.shape)}" if isinstance(classes, torch.Tensor) else type(classes).__name__
         raise ValueError(f"batched: classes must be None or a tensor with one class per image ({len(images)}), "
-                         f"got {given}")
+                         f"got {described(classes)}")
     parts = classes.split(batch_size) if classes is not None else [None] * len(images.split(batch_size))
     return torch.cat([method(x, c, **options) for x, c in zip(images.split(batch_size), parts)])
 
@@ -1754,10 +1761,8 @@ def check_logits_and_labels(logits: Any, labels: Any, who: str) -> None:
     if not (isinstance(logits, torch.Tensor) and isinstance(labels, torch.Tensor) and logits.dim() == 2
             and logits.is_floating_point() and labels.dim() == 1 and not labels.is_floating_point()
             and len(logits) == len(labels)):
-        given = [f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-                 for v in (logits, labels)]
-        raise ValueError(f"{who}: expects float logits [N, classes] and integer labels [N], got {given[0]} and "
-                         f"{given[1]}")
+        raise ValueError(f"{who}: expects float logits [N, classes] and integer labels [N], got {described(logits)} "
+                         f"and {described(labels)}")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -1938,8 +1943,8 @@ def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
 def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> dict:
     """Mean over images with a percentile-bootstrap 95% interval (images resampled with replacement)."""
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
-        given = f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else type(values).__name__
-        raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got {given}")
+        raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got "
+                         f"{described(values)}")
     resamples = check_count("mean_with_ci", "resamples", resamples)
     if not bool(values.isfinite().all()):  # the mean and its interval would be NaN
         raise ValueError(f"mean_with_ci: values hold {int((~values.isfinite()).sum())} NaN or infinite value(s)")
@@ -2027,9 +2032,8 @@ def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
         raise ValueError(f"{who}: maps and mask must hold values, got a tensor on the meta device")
     if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() in (2, 3)
             and mask.shape[-2:] == maps.shape[-2:]):
-        given = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"{who}: mask must be a bool tensor [H, W] or [K, H, W] of the maps' size "
-                         f"{tuple(maps.shape[-2:])} (e.g. artifact_mask(square)), got {given}")
+                         f"{tuple(maps.shape[-2:])} (e.g. artifact_mask(square)), got {described(mask)}")
 
 
 def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

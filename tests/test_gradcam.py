@@ -394,7 +394,7 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
     (lambda m, x: gce.batched(gce.GradCAM(m), x, torch.zeros(5, dtype=torch.long), 0),
      "batched: batch_size must be a whole number >= 1, got 0"),
     (lambda m, x: gce.batched(gce.GradCAM(m), x, torch.zeros(2, dtype=torch.long), 2),
-     "batched: classes must be None or a tensor with one class per image (5), got shape (2,)"),
+     "batched: classes must be None or a tensor with one class per image (5), got torch.int64 of shape (2,)"),
     (lambda m, x: gce.reinitialised(m, "layer9"), "reinitialised: unknown stage 'layer9'; one of fc, layer4"),
     (lambda m, x: gce.reinitialised(torch.nn.Linear(2, 2), "fc"), "cascading_randomization: expects this file's "
                                                                   "ResNet-18 (build_model())"),
@@ -425,3 +425,16 @@ def test_the_map_helpers_refuse_shapes_that_gave_silently_wrong_results(call, me
     """minmax_normalize of a [H, W] map returned [H, H, W]; one Grad-CAM map broadcast over a batch (last fault round)."""
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("value, shown", [
+    (torch.zeros(2, 3, dtype=torch.uint8), "torch.uint8 of shape (2, 3)"),
+    ("cat", "str 'cat'"),
+    (None, "NoneType None"),
+    ([True, False], "list [True, False]"),
+    ((torch.zeros(2), {"aux": 0}), "tuple"),       # a tuple of tensors: its repr would be pages long
+    ("x" * 100, "str '" + "x" * 39),                # text cut at 40 characters
+    (torch.nn.ReLU(), "ReLU"),
+])
+def test_described_is_how_every_check_shows_a_bad_argument(value, shown):
+    assert gce.described(value) == shown

@@ -334,7 +334,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.importance_order(MAPS[0]), "importance_order: expects a floating-point tensor [B, H, W]"),
     (lambda m, x: gce.accuracy(torch.rand(3, 10), torch.tensor([1, 2])), "accuracy: expects float logits [N, "
                                                                           "classes] and integer labels [N], got "
-                                                                          "torch.float32 (3, 10) and torch.int64 (2,)"),
+                                                                          "torch.float32 of shape (3, 10) and torch.int64 of shape (2,)"),
     (lambda m, x: gce.per_class_accuracy(torch.rand(2, 10), torch.rand(2)), "per_class_accuracy: expects float "
                                                                             "logits"),
     (lambda m, x: gce.run({"epochs": 1}), "run: cfg must be a Config, e.g. Config(quick=True) or "
