@@ -324,6 +324,8 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
     shown = ",".join(str(v) for v in value) if kind == "tuple" and isinstance(value, (tuple, list)) else repr(value)
     if len(numbers) != 1 + 2 * (kind == "tuple") or not all(typed(v) for v in numbers):
         return f"{flag} must be {accepts}" + (f", {valid}" if valid else "") + f", got {shown} ({type(value).__name__})"
+    if kind == "str" and any(ord(c) < 32 or ord(c) == 127 for c in os.fspath(value)):  # a folder named 'out\n'
+        return f"{flag} must not hold control characters (a newline or tab, often pasted with a path), got {shown}"
     if valid is None or all(valid.admits(v) for v in numbers):
         return ""
     what = ("R,G,B with each" if kind == "tuple" else
@@ -429,11 +431,17 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         raise SystemExit(exc.code) from None
     if extra and not (argv is None and (_is_kernel_argv(extra) or in_notebook())):
         flags = [a for action in parser._actions for a in action.option_strings]
-        guesses = [m for a in extra if a.startswith("--")
-                   for m in difflib.get_close_matches(a.split("=")[0], flags, n=1, cutoff=0.75)]
+        guesses = [m for a in extra if a.startswith("--") for m in _flag_guesses(a.split("=")[0], flags)]
         parser.error(f"unrecognized arguments: {' '.join(extra)}"
                      + (f"; did you mean {', '.join(guesses)}?" if guesses else ""))
     return Config(**vars(given))  # Config applies --quick's values to the fields the user did not give
+
+
+def _flag_guesses(given: str, flags: Sequence[str]) -> list[str]:
+    """The flags an unknown one probably meant: those it begins (--ep: --epochs), at most three, else the closest
+    spelling (--epoch: --epochs)."""
+    starting = [f for f in flags if f.startswith(given) and f != given and given not in ("-", "--")]
+    return starting if 0 < len(starting) <= 3 else difflib.get_close_matches(given, flags, n=1, cutoff=0.75)
 
 
 def in_notebook() -> bool:
@@ -601,7 +609,8 @@ def _topmost_missing(path: Path) -> Path | None:
 def _find_image_folder(root: Path) -> Path | None:
     """root itself or the one child of it that holds train/ and test/ (e.g. the extracted cifar10-jpeg/). Several
     such children are an error; so is a folder with only one of the two when nothing else here is usable."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))]
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)
+                                and os.access(p, os.R_OK | os.X_OK))]  # an unreadable train/ is not a copy's root
     complete = [c for c in candidates if (c / "train").is_dir() and (c / "test").is_dir()]
     if len(complete) > 1 and complete[0] != root:
         raise UserError(f"{root} holds several image-folder copies ({', '.join(p.name for p in complete)}); "
@@ -700,12 +709,16 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         raise UserError(f"--data-dir {root} is a file, not a folder; pass the folder of an image-folder copy "
                         "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz), "
                         "or a new folder for torchvision to download CIFAR-10 into (needs internet)")
-    folder = _find_image_folder(root) if root.is_dir() else None
-    if folder is not None:
-        train = _load_image_folder_split(folder / "train", cfg.train_subset, cfg.seed)
-        test = _load_image_folder_split(folder / "test", cfg.test_subset, cfg.seed + 1)
-        source = f"image folder {folder}"
-    else:
+    try:  # a folder or image this user may not read is named, with the flag it belongs to
+        folder = _find_image_folder(root) if root.is_dir() else None
+        if folder is not None:
+            train = _load_image_folder_split(folder / "train", cfg.train_subset, cfg.seed)
+            test = _load_image_folder_split(folder / "test", cfg.test_subset, cfg.seed + 1)
+            source = f"image folder {folder}"
+    except PermissionError as exc:
+        raise UserError(f"cannot read {exc.filename or root} in --data-dir {root} (permission denied); give yourself "
+                        f"read access (chmod -R u+rX {root}) or pass another --data-dir") from None
+    if folder is None:
         have_batches = (root / "cifar-10-batches-py").is_dir()
         if not have_batches and not cfg.download:
             raise UserError(f"no CIFAR-10 found in {root} and --no-download is set; {how_to_fix}")
@@ -1023,7 +1036,10 @@ def check_images(model: nn.Module, images: Any, who: str) -> None:
     weight = next(model.parameters(), None)
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     problem = ""
-    if not isinstance(images, torch.Tensor):
+    if weight is not None and weight.device.type == "meta":  # .item() on its logits would fail deep inside torch
+        problem = ("the model is on the meta device (it has no weights yet); materialise and load them first, e.g. "
+                   "model.to_empty(device='cpu') then model.load_state_dict(...)")
+    elif not isinstance(images, torch.Tensor):
         problem = f"images must be a torch.Tensor [B, 3, H, W], got {described(images)}"
     elif images.dim() != 4 or images.shape[0] == 0:
         problem = (f"images must be a non-empty batch [B, C, H, W], got shape {tuple(images.shape)}"
@@ -1394,7 +1410,8 @@ class GuidedBackprop:
         finally:
             for handle in handles:
                 handle.remove()
-        return grads, logits.detach().float(), targets
+        # a half or bf16 model's gradients in float32, as every method's maps; a float64 model's stay float64
+        return grads.to(torch.promote_types(grads.dtype, torch.float32)), logits.detach().float(), targets
 
     def gradients(self, images: torch.Tensor, classes=None) -> torch.Tensor:
         """Guided gradients [B, 3, H, W] w.r.t. the input (what Guided Grad-CAM multiplies with Grad-CAM)."""
@@ -2364,6 +2381,8 @@ def audit_summary(per_image: dict[str, np.ndarray], resamples: int, seed: int) -
     p(target) stamped and clean and the model's use of the square (their paired difference); `records`, one per
     (model, method, layer, group, corner, measure) with the stamped and clean levels and delta = stamped - clean (mean,
     paired bootstrap 95% interval); and `verdicts` (verdict_of) per (method, layer, group)."""
+    resamples = check_count("audit_summary", "resamples", resamples)
+    check_audit_arrays(per_image, "audit_summary")
     predictions, records = [], []
     for key, values in per_image.items():
         parts = key.split("/")
@@ -2380,6 +2399,43 @@ def audit_summary(per_image: dict[str, np.ndarray], resamples: int, seed: int) -
                              delta=mean_with_ci(stamped[:, k] - clean[:, k], resamples, seed))
                         for k, c in enumerate(CORNERS)]
     return dict(predictions=predictions, records=records, verdicts=verdict_of(records, predictions))
+
+
+def check_audit_arrays(per_image: Any, who: str) -> None:
+    """A ValueError naming `who` and the array unless `per_image` is what shortcut_audit writes (audit_per_image.npz):
+    p_target/<model>/<group> [N, 1 + corners] and scores/<model>/<method>/<layer>/<group>/<stamped|clean>/<measure>
+    [N, corners], finite, each stamped array with its clean twin of the same shape, and every model and group that has
+    scores with its p_target (a verdict read without it would silently lose that model's use of the square)."""
+    if not isinstance(per_image, dict):
+        raise ValueError(f"{who}: per_image must be a dict of arrays (dict(np.load('audit_per_image.npz'))), got "
+                         f"{described(per_image)}")
+    groups = set()
+    for key, values in per_image.items():
+        parts, kind = str(key).split("/"), str(key).split("/")[0]
+        if kind not in ("p_target", "scores"):
+            continue
+        shape = (None, len(CORNERS) + (kind == "p_target"))
+        expected = (f"p_target/<model>/<group> [N, {shape[1]}]" if kind == "p_target" else
+                    f"scores/<model>/<method>/<layer>/<group>/<stamped|clean>/<measure> [N, {shape[1]}]")
+        values = np.asarray(values)
+        if len(parts) != (3 if kind == "p_target" else 7) or (kind == "scores" and parts[5] not in ("stamped", "clean")) \
+                or values.ndim != 2 or values.shape[1] != shape[1] or not np.issubdtype(values.dtype, np.number):
+            raise ValueError(f"{who}: {key} must be {expected}, got {values.dtype} of shape {values.shape} (an older "
+                             "run's file? rerun the audit with this version)")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{who}: {key} holds {int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
+        if kind == "scores":
+            groups.add((parts[1], parts[4]))
+    for key in (k for k in per_image if str(k).startswith("scores/")):  # each array alone is sound: now the pairs
+        parts = key.split("/")
+        twin = "/".join([*parts[:5], "clean" if parts[5] == "stamped" else "stamped", parts[6]])
+        if twin not in per_image or np.shape(per_image[twin]) != np.shape(per_image[key]):
+            raise ValueError(f"{who}: {key} needs {twin} of the same shape {np.shape(per_image[key])} (stamped and "
+                             f"clean are paired per image), got {np.shape(per_image[twin]) if twin in per_image else 'none'}")
+    missing = sorted(f"p_target/{model}/{group}" for model, group in groups if f"p_target/{model}/{group}" not in per_image)
+    if missing:
+        raise ValueError(f"{who}: per_image lacks {', '.join(missing)} (each model and group with scores needs its "
+                         "p(target), clean then at each corner)")
 
 
 def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
@@ -2540,12 +2596,15 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
 #                 Figures                   #
 #############################################
 
-@functools.lru_cache(maxsize=1)
 def reads_report(function: Callable) -> Callable:
     """For the functions that draw or print a run's report dict (metrics.json or a section of it): a missing key is a
     ValueError naming the function and the key, not a bare KeyError."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        report = args[0] if args else next(iter(kwargs.values()), None)
+        if not isinstance(report, dict):
+            raise ValueError(f"{function.__name__}: the report must be a dict (a run's metrics.json, read with "
+                             f"json.load), got {described(report)}")
         try:
             return function(*args, **kwargs)
         except KeyError as exc:
@@ -2554,6 +2613,7 @@ def reads_report(function: Callable) -> Callable:
     return wrapper
 
 
+@functools.lru_cache(maxsize=1)
 def heat_colormap():
     """OpenCV's COLORMAP_JET as a matplotlib colormap: the one colormap of every overlay and every colour bar
     (matplotlib's own 'jet' differs from OpenCV's by up to 34/255 per channel)."""
@@ -3007,7 +3067,7 @@ def model_headers(target: str) -> list[str]:
 def summary_markdown(metrics: dict) -> str:
     """Every table of a run, as Markdown, from its metrics.json alone (summary.md): models, the audit's use of the
     square, verdicts, every per-corner record, chance and ceiling, Milestone 2's prediction, faithfulness, sanity
-    check, figures, timings. Sections a metrics.json lacks are left out."""
+    check, figures, timings. A section a metrics.json lacks is left out, with a line that says so."""
     config, target = metrics["config"], CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
     env, data = metrics.get("environment", {}), metrics.get("data", {})
     out = [f"# Results: {metrics.get('output_dir', '')}", "",
@@ -3018,6 +3078,10 @@ def summary_markdown(metrics: dict) -> str:
            " (checkpoints reused: no training in it)" * any(m.get("reused_checkpoint") for m in metrics["models"].values())
            + "." + QUICK_NOTE * bool(config.get("quick")),
            "", "## Models", "", *table_lines(model_headers(target), model_rows(metrics))]
+    absent = [key for key in ("shortcut_audit", "faithfulness", "sanity_check") if not metrics.get(key)]
+    if absent:
+        out += ["", f"This metrics.json holds no {', no '.join(absent)} (an unfinished or partial run): "
+                f"{'those sections are' if len(absent) > 1 else 'that section is'} left out."]
     audit = metrics.get("shortcut_audit")
     if audit:
         out += ["", f"## Shortcut audit: what the square does to p({target})", "",
@@ -3177,8 +3241,11 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to --output-dir {path} ({exc.strerror or exc}); pass a writable folder") from None
+    except OSError as exc:  # the folder that refused: the output folder itself, or its checkpoints/ alone
+        refused = next(p for p in [probe.parent, *probe.parents] if p.exists())
+        where = "" if refused == path else f": {refused} refused"
+        raise UserError(f"cannot write to --output-dir {path}{where} ({exc.strerror or exc}); pass a writable "
+                        "folder" + (f" or make {refused} writable" if where else "")) from None
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -3545,7 +3612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         advice = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the permissions" if
                   exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the path")
         record = getattr(exc, "run_record", None)  # set when the run had begun its record
-        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; {advice} or pass another --output-dir"
+        flag = "--data-dir" if cfg is not None and _is_below(where, cfg.data_dir) else "--output-dir"
+        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; {advice} or pass another {flag}"
               + (f" ({record} lists what this run wrote)" if record is not None and record.exists() else ""),
               file=sys.stderr)
         return 2
@@ -3560,6 +3628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for number, handler in previous.items():
             signal.signal(number, handler)
     return 0
+
+
+def _is_below(path: Any, folder: str) -> bool:
+    """True when `path` is `folder` or lies inside it (as written: no link is followed)."""
+    try:
+        return Path(os.path.abspath(os.fspath(path))).is_relative_to(os.path.abspath(folder))
+    except (TypeError, ValueError):
+        return False
 
 
 def _outside_the_record(cfg: Config | None, started: str) -> str:

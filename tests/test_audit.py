@@ -362,3 +362,36 @@ def test_score_cam_of_a_model_that_ignores_its_input_shows_the_activations():
     torch.testing.assert_close(raw, gce.cam_upsample(activations.mean(1).clamp_min(0), (32, 32)))
     assert raw.flatten(1).amax(1).min() > 0
     assert (gce.GradCAM(model, "features")(x, 6, normalize=False) == 0).all()
+
+
+def _damaged(change):
+    per_image = hand_built({"standard": set(), "biased": {"top-left"}, "control": set()},
+                           {"standard": set(), "biased": {"top-left"}, "control": set()})
+    change(per_image)
+    return per_image
+
+
+STAMPED = "scores/biased/Grad-CAM/layer4.1.conv2/nonfrogs/stamped/point_px"
+
+
+@pytest.mark.parametrize("change, resamples, message", [
+    # Fault round 4: a cut array was a raw IndexError; a missing p(target) silently dropped a model's predictions
+    # (and with them its corners' use); NaN and resamples=0 were named after mean_with_ci, not the array or this function.
+    (lambda d: d.update({STAMPED: d[STAMPED][:, :2]}), 200,
+     f"audit_summary: {STAMPED} must be scores/<model>/<method>/<layer>/<group>/<stamped|clean>/<measure> [N, 4], "
+     "got float64 of shape (40, 2)"),
+    (lambda d: d.pop("p_target/standard/nonfrogs"), 200,
+     "audit_summary: per_image lacks p_target/standard/nonfrogs (each model and group with scores needs its p(target)"),
+    (lambda d: d[STAMPED].__setitem__((0, 0), np.nan), 200, f"audit_summary: {STAMPED} holds 1 NaN or infinite value(s)"),
+    (lambda d: d.pop(STAMPED.replace("stamped", "clean")), 200,
+     f"audit_summary: {STAMPED} needs {STAMPED.replace('stamped', 'clean')} of the same shape (40, 4)"),
+    (lambda d: d.update({"p_target/standard/nonfrogs/none": np.zeros(40)}), 200,  # an older run's layout
+     "audit_summary: p_target/standard/nonfrogs/none must be p_target/<model>/<group> [N, 5], got float64 of shape (40,)"),
+    (lambda d: None, 0, "audit_summary: resamples must be a whole number >= 1, got 0"),
+])
+def test_audit_summary_refuses_damaged_arrays_naming_the_array(change, resamples, message):
+    with pytest.raises(ValueError) as error:
+        gce.audit_summary(_damaged(change), resamples, 0)
+    assert str(error.value).startswith(message), str(error.value)
+    with pytest.raises(ValueError, match="^audit_summary: per_image must be a dict of arrays"):
+        gce.audit_summary([1, 2], 200, 0)

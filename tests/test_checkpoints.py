@@ -194,6 +194,26 @@ def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(
     assert (tmp_path / "a-file").read_text() == "user data" and not (tiny_dataset / "train" / "outputs").exists()
 
 
+def test_an_output_dir_whose_checkpoints_folder_alone_is_read_only_names_that_folder(quick_argv, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Fault round 4: a writable output folder whose checkpoints/ was read-only was reported as the output folder
+    refusing (simulated: root, who runs CI, may write anywhere)."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    real_write = gce.Path.write_bytes
+
+    def refused(self, data):
+        if self.parent == out / "checkpoints":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, data)
+    monkeypatch.setattr(gce.Path, "write_bytes", refused)
+    assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot write to --output-dir {out}: {out / 'checkpoints'} refused "
+                                               f"(Permission denied); pass a writable folder or make "
+                                               f"{out / 'checkpoints'} writable")
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints"]  # the probe left nothing
+
+
 def test_an_interrupted_training_resumes_to_the_same_weights(tiny_training, monkeypatch, capsys):
     cfg, train, test, fingerprint = tiny_training
     cfg = dataclasses.replace(cfg, epochs=3, lr_step=1)  # one step per epoch; the rate decays every epoch

@@ -45,6 +45,8 @@ def test_every_field_has_a_documented_flag(capsys):
     (["--epochs", "five"], "argument --epochs: invalid int value: 'five'"),
     (["--epoch", "5", "--colour"], "unrecognized arguments: --epoch 5 --colour; did you mean --epochs? (see --help)"),
     (["--artifact-color", "yellow"], "expected R,G,B such as 255,255,0"),
+    (["--ep", "2"], "unrecognized arguments: --ep 2; did you mean --epochs? (see --help)"),  # it suggested --help
+    (["--eval", "2"], "unrecognized arguments: --eval 2; did you mean --eval-batch-size? (see --help)"),
 ])
 def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -235,3 +237,12 @@ def test_main_prints_one_error_line_for_user_errors(tmp_path, capsys, tiny_datas
     assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
     assert gce.main(["--device", "cuda:7"] if not gce.torch.cuda.is_available() else ["--device", "tpu"]) == 2
     assert capsys.readouterr().err.startswith("error: --device")
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--data-dir", "--target-layer"])
+def test_a_control_character_in_a_text_flag_is_refused(flag):
+    """Fault round 4: --output-dir $'/tmp/nl\\n' made a folder whose name ends in a newline, shown as 'nl /run.json'."""
+    with pytest.raises(gce.UserError) as error:
+        gce.parse_config([flag, "/tmp/out\n"])
+    assert str(error.value) == (f"{flag} must not hold control characters (a newline or tab, often pasted with a path), "
+                                "got '/tmp/out\\n'")

@@ -209,3 +209,29 @@ def test_a_split_given_as_the_data_dir_names_the_folder_above(tmp_path):
     assert str(error.value) == (f"--data-dir {tmp_path / 'train'} holds the class folders itself: it is one split "
                                 f"(train/ or test/) of an image-folder copy; pass the folder above it ({tmp_path}), "
                                 "which holds both")
+
+
+def _unreadable(monkeypatch, *paths):
+    """What an ordinary user meets on folders without read permission (root, who runs CI, reads everything): these
+    folders fail os.access and refuse to be listed."""
+    paths = {str(p) for p in paths}
+    real_access, real_iterdir = os.access, gce.Path.iterdir
+    monkeypatch.setattr(gce.os, "access", lambda p, mode, **kw: str(p) not in paths and real_access(p, mode, **kw))
+
+    def iterdir(self):
+        if str(self) in paths:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+    monkeypatch.setattr(gce.Path, "iterdir", iterdir)
+
+
+@pytest.mark.parametrize("folder", ["train", "train/cat"])
+def test_an_unreadable_data_folder_is_named_with_the_data_flag(tmp_path, monkeypatch, folder):
+    """Fault round 4: an unreadable train/ was reported as '.../train/train' (a path that does not exist) and both cases
+    advised another --output-dir."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    _unreadable(monkeypatch, tmp_path / folder)
+    with pytest.raises(gce.UserError) as error:
+        load(tmp_path)
+    assert str(error.value) == (f"cannot read {tmp_path / folder} in --data-dir {tmp_path} (permission denied); give "
+                                f"yourself read access (chmod -R u+rX {tmp_path}) or pass another --data-dir")

@@ -78,6 +78,19 @@ def test_the_console_summary_of_a_real_run_fits_a_terminal_and_every_table_goes_
     assert tables.count("\n## Change of ") == 4 * 2  # every measure, both groups
 
 
+def test_a_summary_of_a_partial_report_says_which_sections_it_lacks():
+    """Fault round 4: without its audit, summary_markdown returned a shorter summary that never said so."""
+    import json
+    from pathlib import Path
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    assert "This metrics.json holds no" not in gce.summary_markdown(metrics)
+    partial = {k: v for k, v in metrics.items() if k not in ("shortcut_audit", "sanity_check")}
+    tables = gce.summary_markdown(partial)
+    assert ("This metrics.json holds no shortcut_audit, no sanity_check (an unfinished or partial run): those sections "
+            "are left out.") in tables
+    assert "## Shortcut audit" not in tables and "## Faithfulness" in tables
+
+
 def test_the_console_summary_says_what_its_short_lines_count():
     """'Other layers: layer4.1 6 n/a' and 'uses the square at: no corner:' were too terse to read (new-user trial)."""
     import copy

@@ -438,3 +438,26 @@ def test_the_map_helpers_refuse_shapes_that_gave_silently_wrong_results(call, me
 ])
 def test_described_is_how_every_check_shows_a_bad_argument(value, shown):
     assert gce.described(value) == shown
+
+
+@pytest.mark.parametrize("method", ["GradCAM", "ScoreCAM", "GuidedBackprop", "Occlusion", "cam_family"])
+def test_a_model_on_the_meta_device_is_a_clear_error(method):
+    """Fault round 4: a model without weights (meta device) failed deep inside torch ('Tensor.item() cannot be called
+    on meta tensors')."""
+    meta = gce.build_model().to("meta").eval()
+    x = torch.zeros(2, 3, 32, 32, device="meta")
+    call = {"GradCAM": lambda: gce.GradCAM(meta)(x, 3), "ScoreCAM": lambda: gce.ScoreCAM(meta, "layer4")(x, 3),
+            "GuidedBackprop": lambda: gce.GuidedBackprop(meta)(x, 3), "Occlusion": lambda: gce.Occlusion(meta, 8, 8)(x, 3),
+            "cam_family": lambda: gce.cam_family(meta, x, 3, "layer3", ["GradCAM"], 2)}[method]
+    with pytest.raises(ValueError, match=f"^{method}: the model is on the meta device \\(it has no weights yet\\); "
+                                         "materialise and load them first"):
+        call()
+
+
+def test_guided_backprop_of_a_half_model_is_float32_like_every_method(model, images):
+    """Fault round 4: a half-precision model's Guided Backprop came back float16, its Grad-CAM float32 (a float64
+    model's gradients stay float64: the agreement tests compare them at 1e-12)."""
+    half = copy.deepcopy(model).half()
+    x = images[:2].half()
+    for maps in (gce.GuidedBackprop(half)(x, 3), gce.GuidedBackprop(half).gradients(x, 3), gce.GradCAM(half)(x, 3)):
+        assert maps.dtype == torch.float32 and bool(maps.isfinite().all())

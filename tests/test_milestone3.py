@@ -307,6 +307,10 @@ MAPS = torch.rand(2, 32, 32)
     # The report readers: a missing key was a bare KeyError.
     (lambda m, x: gce.console_summary({"config": {}}), "console_summary: the report lacks"),
     (lambda m, x: gce.faithfulness_figure({}, None, False), "faithfulness_figure: the report lacks 'methods'"),
+    # ...and a report that is not a dict was a TypeError (fault round 4).
+    (lambda m, x: gce.summary_markdown([1, 2]), "summary_markdown: the report must be a dict (a run's metrics.json, "
+                                                "read with json.load), got list [1, 2]"),
+    (lambda m, x: gce.console_summary(metrics=None), "console_summary: the report must be a dict"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS[:1]),
      "deletion_insertion: maps (1, 32, 32) must be one [H, W] map per image (2, 3, 32, 32)"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 12]), MAPS),

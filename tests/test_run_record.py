@@ -198,18 +198,22 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
 
 
+@pytest.mark.parametrize("inside_data", [True, False])
 def test_a_file_system_error_before_the_run_begins_does_not_point_to_an_earlier_runs_record(argv, tmp_path,
-                                                                                          monkeypatch, capsys):
+                                                                                          monkeypatch, capsys,
+                                                                                          inside_data):
+    """...and its advice names the flag of the folder that refused (a data folder advised another --output-dir)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "run.json").write_text('{"run_id": "an earlier run"}')
+    where = f"{argv[argv.index('--data-dir') + 1]}/train" if inside_data else "/elsewhere/train"
 
     def unreadable(*args, **kwargs):
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/data/train")
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), where)
     monkeypatch.setattr(gce, "load_cifar10", unreadable)
     assert gce.main(argv) == 2
-    assert capsys.readouterr().err.strip() == ("error: Permission denied (/data/train); check the permissions or pass "
-                                               "another --output-dir")
+    flag = "--data-dir" if inside_data else "--output-dir"
+    assert capsys.readouterr().err.strip() == f"error: Permission denied ({where}); check the permissions or pass another {flag}"
 
 
 def test_a_second_ctrl_c_while_the_first_is_handled_is_ignored(argv, tmp_path, monkeypatch, capsys):
