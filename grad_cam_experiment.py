@@ -657,6 +657,17 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     return files, torch.tensor(labels, dtype=torch.int64)
 
 
+def _check_splits_differ(folder: Path) -> None:
+    """A UserError when test/ is train/ (or holds one of its class folders) through a link: the test accuracy and
+    every measure would be read on training images, silently."""
+    train, test = ({p.resolve() for p in [folder / split, *(folder / split).iterdir()] if p.is_dir()}
+                   for split in ("train", "test"))
+    shared = sorted(str(p) for p in train & test)
+    if shared:
+        raise UserError(f"{folder}/train and {folder}/test share folder(s) {', '.join(shared)[:200]} (a link?): the test "
+                        "images would be training images; give test/ its own images")
+
+
 def _decode_images(files: Sequence[Path]) -> torch.Tensor:
     """Decode image files once into one uint8 [N, 3, 32, 32] RGB tensor; a bad file is a one-line error."""
     import cv2
@@ -709,9 +720,14 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         raise UserError(f"--data-dir {root} is a file, not a folder; pass the folder of an image-folder copy "
                         "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz), "
                         "or a new folder for torchvision to download CIFAR-10 into (needs internet)")
+    above = next((p for p in root.parents if p.exists()), None)
+    if not root.exists() and above is not None and not above.is_dir():
+        raise UserError(f"--data-dir {root} lies under {above}, which is a file, not a folder; pass the folder of an "
+                        "image-folder copy DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg")
     try:  # a folder or image this user may not read is named, with the flag it belongs to
         folder = _find_image_folder(root) if root.is_dir() else None
         if folder is not None:
+            _check_splits_differ(folder)
             train = _load_image_folder_split(folder / "train", cfg.train_subset, cfg.seed)
             test = _load_image_folder_split(folder / "test", cfg.test_subset, cfg.seed + 1)
             source = f"image folder {folder}"
@@ -2007,12 +2023,16 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
         logits = check_logits(model(images[:1]), 1, "deletion_insertion").float()
         classes = _as_class_tensor(classes, logits.expand(len(images), -1), "deletion_insertion")
     b, c, h, w = images.shape
+    if steps > h * w:  # more steps than pixels repeat stages: the cost grows, the curve does not
+        raise ValueError(f"deletion_insertion: steps must be 1..{h * w} (at most one per pixel of the {h}x{w} images), "
+                         f"got {steps}")
     order = importance_order(maps, seed)
     position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=images.device).expand(b, -1))
     counts = torch.round(torch.linspace(0, h * w, steps + 1, device=images.device)).long()
     blurred = gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
     curves = {"deletion": [], "insertion": []}
-    per_chunk = max(1, forward_batch(images_per_forward, images.device) // (2 * (steps + 1)))
+    per_forward = forward_batch(images_per_forward, images.device)
+    per_chunk = max(1, per_forward // (2 * (steps + 1)))  # images whose 2 (steps + 1) stages fit one forward pass
     with eval_mode(model):
         for start in range(0, b, per_chunk):
             x, x_blur = images[start:start + per_chunk], blurred[start:start + per_chunk]
@@ -2020,8 +2040,9 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
             deleted = torch.where(chosen, torch.zeros((), device=x.device, dtype=x.dtype), x[:, None])
             inserted = torch.where(chosen, x[:, None], x_blur[:, None])
             batch = torch.cat([deleted, inserted]).flatten(0, 1)
-            with autocast_for(images.device, autocast):
-                probs = model(batch).float().softmax(1).view(2, len(x), steps + 1, -1)
+            with autocast_for(images.device, autocast):  # at most per_forward stages per pass, also for one image
+                logits = torch.cat([model(part).float() for part in batch.split(per_forward)])
+            probs = logits.softmax(1).view(2, len(x), steps + 1, -1)
             target = classes[start:start + per_chunk].view(1, -1, 1, 1).expand(2, -1, steps + 1, 1)
             p = probs.gather(3, target)[..., 0]
             curves["deletion"].append(p[0])
@@ -2051,6 +2072,11 @@ def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
             and mask.shape[-2:] == maps.shape[-2:]):
         raise ValueError(f"{who}: mask must be a bool tensor [H, W] or [K, H, W] of the maps' size "
                          f"{tuple(maps.shape[-2:])} (e.g. artifact_mask(square)), got {described(mask)}")
+    empty = (~mask.flatten(-2).any(-1)).nonzero().flatten().tolist() if mask.dim() == 3 else [] if mask.any() else [0]
+    if empty:  # nothing to point at or to hold mass: always a caller's slip, and every map would score a miss or 0
+        raise ValueError(f"{who}: the mask selects no pixel" + (f" (masks {empty} of {len(mask)})" if mask.dim() == 3
+                                                                  else "") + "; pass the square's pixels, e.g. "
+                         "artifact_mask(square)")
 
 
 def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

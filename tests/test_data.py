@@ -235,3 +235,24 @@ def test_an_unreadable_data_folder_is_named_with_the_data_flag(tmp_path, monkeyp
         load(tmp_path)
     assert str(error.value) == (f"cannot read {tmp_path / folder} in --data-dir {tmp_path} (permission denied); give "
                                 f"yourself read access (chmod -R u+rX {tmp_path}) or pass another --data-dir")
+
+
+
+@pytest.mark.parametrize("linked", ["test", "test/cat"])
+def test_a_test_split_that_links_to_the_training_images_is_refused(tmp_path, linked):
+    """Fault round 5: test -> train (a link) was accepted, and 'test accuracy' was read on the training images."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    target = tmp_path / "train" / linked.removeprefix("test").strip("/")
+    for f in sorted((tmp_path / linked).rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    (tmp_path / linked).rmdir()
+    (tmp_path / linked).symlink_to(target)
+    with pytest.raises(gce.UserError, match=f"^{tmp_path}/train and {tmp_path}/test share folder\\(s\\) {target}"):
+        load(tmp_path)
+
+
+def test_a_data_dir_below_a_file_is_named(tmp_path):
+    (tmp_path / "image.png").write_bytes(b"x")
+    with pytest.raises(gce.UserError, match=f"^--data-dir {tmp_path}/image.png/x lies under {tmp_path}/image.png, "
+                                            "which is a file, not a folder"):
+        load(tmp_path / "image.png" / "x")

@@ -318,6 +318,13 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.deletion_insertion(m, x[:2], None, MAPS), "deletion_insertion: classes must be given"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=0),
      "deletion_insertion: steps must be a whole number >= 1, got 0"),
+    # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
+    (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
+     "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
+    (lambda m, x: gce.pointing_game(MAPS, torch.zeros(32, 32, dtype=torch.bool)),
+     "pointing_game: the mask selects no pixel; pass the square's pixels, e.g. artifact_mask(square)"),
+    (lambda m, x: gce.artifact_attention_share(MAPS, torch.stack([SQUARE, SQUARE & False])),
+     "artifact_attention_share: the mask selects no pixel (masks [1] of 2)"),
     (lambda m, x: gce.deletion_insertion(m, x[:2].double(), torch.tensor([1, 2]), MAPS),
      "deletion_insertion: images are torch.float64 but the model's weights are torch.float32"),
     # The pipeline's own steps, called from Python: the function named, not a KeyError or AttributeError inside.
@@ -367,3 +374,20 @@ def test_explain_all_takes_classes_as_every_method_does(model, images):
     maps = gce.cam_maps(model, images[:2], 3, "layer3", ["GradCAM", "ScoreCAM"], 2)
     torch.testing.assert_close(maps["Score-CAM"], gce.ScoreCAM(model, "layer3")(images[:2], 3))
     assert "Score-CAM" not in gce.cam_maps(model, images[:2], 3, "layer3", ["GradCAM", "ScoreCAM"], 2, 0)
+
+
+def test_deletion_insertion_keeps_each_forward_pass_within_images_per_forward(model, images):
+    """Fault round 5: one image's 2 (steps + 1) stages went through the model in one pass whatever images_per_forward
+    said (steps=2000: one pass of 4,002 images)."""
+    sizes = []
+    handle = model.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    try:
+        small = gce.deletion_insertion(model, images[:3], torch.tensor([1, 2, 3]), MAPS[:1].expand(3, -1, -1).clone(),
+                                       steps=8, images_per_forward=4)
+    finally:
+        handle.remove()
+    whole = gce.deletion_insertion(model, images[:3], torch.tensor([1, 2, 3]), MAPS[:1].expand(3, -1, -1).clone(),
+                                   steps=8, images_per_forward=512)
+    assert max(sizes) <= 4 and sum(sizes) == 1 + 3 * 2 * 9, sizes  # the class-count probe, then every stage once
+    for key in whole:
+        torch.testing.assert_close(small[key], whole[key], rtol=0, atol=1e-6)
