@@ -580,6 +580,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10, split: str = "") -> torch.Tensor:
     """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes); `split`
     ("train" or "test") names the flag a too-large subset is asked by."""
+    n, seed = check_count("balanced_subset", "n", n, low=0), check_count("balanced_subset", "seed", seed, low=0)
     labels = labels.cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -660,6 +661,12 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
 def _check_splits_differ(folder: Path) -> None:
     """A UserError when test/ is train/ (or holds one of its class folders) through a link: the test accuracy and
     every measure would be read on training images, silently."""
+    for split in ("train", "test"):  # dog -> cat: the same images under two labels
+        classes = [p for p in (folder / split).iterdir() if p.is_dir() and not _is_hidden(p)]
+        same = [(a.name, b.name) for i, a in enumerate(classes) for b in classes[i + 1:] if a.resolve() == b.resolve()]
+        if same:
+            raise UserError(f"{folder / split}/{same[0][0]} and {same[0][1]} are one folder (a link?): its images would "
+                            "carry two labels; give each class its own folder")
     train, test = ({p.resolve() for p in [folder / split, *(folder / split).iterdir()] if p.is_dir()}
                    for split in ("train", "test"))
     shared = sorted(str(p) for p in train & test)
@@ -959,7 +966,7 @@ def check_tensor(value: Any, dims: int, shape: str, who: str, finite: bool = Fal
 
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     """Per-map min-max scaling of [B, H, W] to [0, 1]; a constant map becomes all zeros."""
-    check_tensor(maps, 3, "[B, H, W] of maps", "minmax_normalize")
+    check_tensor(maps, 3, "[B, H, W] of maps", "minmax_normalize", finite=True)  # an inf made the map NaN, a NaN 0
     flat = maps.flatten(1)
     low = flat.min(1).values.view(-1, 1, 1)
     span = (flat.max(1).values.view(-1, 1, 1) - low)
@@ -1517,6 +1524,11 @@ def occlusion_windows(height: int, width: int, patch: int, stride: int, device: 
     if patch > min(height, width):
         raise ValueError(f"occlusion_windows: patch {patch} is larger than the {height}x{width} image")
     stride = check_stride("occlusion_windows", stride, patch)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"occlusion_windows: device must be a torch device such as 'cpu' or 'cuda', got "
+                         f"{described(device)}") from None
     tops = torch.arange(0, -(-(height - patch) // stride) * stride + 1, stride, device=device)
     lefts = torch.arange(0, -(-(width - patch) // stride) * stride + 1, stride, device=device)
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -1978,7 +1990,7 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
         raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got "
                          f"{described(values)}")
-    resamples = check_count("mean_with_ci", "resamples", resamples)
+    resamples, seed = check_count("mean_with_ci", "resamples", resamples), check_count("mean_with_ci", "seed", seed, low=0)
     if not bool(values.isfinite().all()):  # the mean and its interval would be NaN
         raise ValueError(f"mean_with_ci: values hold {int((~values.isfinite()).sum())} NaN or infinite value(s)")
     v = values.detach().double().cpu()
@@ -2096,7 +2108,11 @@ def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """The mask [H, W] (or each of [K, H, W]) grown by `pixels` in every direction (Chebyshev distance)."""
-    if pixels <= 0:
+    pixels = check_count("dilate", "pixels", pixels, low=0)
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() in (2, 3)):
+        raise ValueError(f"dilate: mask must be a bool tensor [H, W] or [K, H, W] (e.g. artifact_mask(square)), got "
+                         f"{described(mask)}")
+    if pixels == 0:
         return mask
     grown = F.max_pool2d(mask.view(-1, 1, *mask.shape[-2:]).float(), 2 * pixels + 1, stride=1, padding=pixels)
     return grown.view(mask.shape) > 0
@@ -2199,6 +2215,15 @@ def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     """SIM, the histogram intersection of two non-negative maps [B, H, W] as distributions (Swain & Ballard 1991;
     Bylinskii et al. 2019): sum_i min(p_i, q_i) -> [B] in [0, 1]; 1 = the same distribution, 0 = disjoint. A map with no
     mass (all zero: no evidence anywhere) carries no location and counts as the uniform distribution."""
+    for maps in (maps_a, maps_b):
+        check_tensor(maps, 3, "[B, H, W] of maps", "similarity", finite=True)
+        if maps.device.type != "meta" and bool((maps < 0).any()):
+            raise ValueError("similarity: maps must be non-negative (a CAM after its ReLU, a saliency), got a minimum "
+                             f"of {maps.min().item():.3g}")
+    if maps_a.shape != maps_b.shape:
+        raise ValueError(f"similarity: both sets of maps must have one shape, got {tuple(maps_a.shape)} and "
+                         f"{tuple(maps_b.shape)}")
+
     def distribution(maps: torch.Tensor) -> torch.Tensor:
         flat = maps.flatten(1).double()
         total = flat.sum(1, keepdim=True)
@@ -2473,6 +2498,11 @@ def judge(intervals: Sequence[Sequence[float]], should: str) -> str:
     """'pass' when every interval lies on the side it `should` ('above': the map moves; 'below': it stays), 'fail' when
     one lies wholly on the other side, 'unclear' otherwise, 'n/a' for none (intersection-union: every cell must pass,
     so no multiplicity correction is needed)."""
+    if should not in ("above", "below"):
+        raise ValueError(f"judge: should must be 'above' or 'below', got {should!r}")
+    reversed_ = [list(ci) for ci in intervals if len(ci) == 2 and ci[0] > ci[1]]
+    if reversed_:  # [0.5, 0.1] read as lying above 0.2 although [0.1, 0.5] straddles it
+        raise ValueError(f"judge: each interval must be [low, high], got {reversed_[0]}")
     sides = [interval_side(ci) for ci in intervals]
     if not sides:
         return "n/a"
@@ -2485,6 +2515,15 @@ def verdict_of(records: Sequence[dict], predictions: Sequence[dict]) -> list[dic
     selective, specific, the control's false alarms (corners it ignores where its map moves; reported, not judged), and
     the verdict: 'reveals' when reveals passes and neither selective nor specific fails or is unclear, 'fails' when any
     fails, 'n/a' when the biased model uses no corner, else 'unclear'."""
+    try:
+        return _verdicts(records, predictions)
+    except (KeyError, TypeError, IndexError) as exc:  # hand-made or older records: name what is wrong, not a KeyError
+        raise ValueError(f"verdict_of: records need model, method, layer, group, corner, measure and delta.ci95, "
+                         f"predictions model, group, corner and use.ci95, as audit_summary writes them ({type(exc).__name__}: "
+                         f"{exc})") from None
+
+
+def _verdicts(records: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
     use = {(p["model"], p["group"], p["corner"]): interval_side(p["use"]["ci95"]) for p in predictions}
     delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"]["ci95"] for r in records
              if r["measure"] == VERDICT_MEASURE}
@@ -2636,6 +2675,9 @@ def reads_report(function: Callable) -> Callable:
         except KeyError as exc:
             raise ValueError(f"{function.__name__}: the report lacks {exc}; pass what a complete run wrote (its "
                              "metrics.json, or the section this function draws)") from None
+        except (TypeError, IndexError) as exc:  # e.g. a list where this version writes a dict: another layout
+            raise ValueError(f"{function.__name__}: the report's layout is not this version's ({exc}); an older run's "
+                             "metrics.json? rerun it with this version") from None
     return wrapper
 
 
@@ -3253,6 +3295,9 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         inside = ()
     if {"train", "test"} & set(inside):
         raise UserError(f"--output-dir {path} is inside the data in --data-dir {data_dir}; pass a folder outside it")
+    if resolved(path, "--output-dir") in (Path("/").resolve(), Path.home().resolve()):  # checkpoints/ beside the system's files
+        raise UserError(f"--output-dir {path} is the file system's root or your home folder; pass a folder of its own "
+                        "(e.g. outputs)")
     for folder in (path, path / "checkpoints"):
         existing = next(p for p in [folder, *folder.parents] if p.exists())
         if not existing.is_dir():
@@ -3380,7 +3425,7 @@ class RunRecord:
             others = []
         files = len(self.info["files"])
         listed = f"the {files} file{'s' * (files != 1)}" if files else "no files"
-        earlier = f"; {', '.join(others[:4])}{' and more' * (len(others) > 4)} in {self.out} are from an earlier run"
+        earlier = f"; {', '.join(others[:4])}{' and more' * (len(others) > 4)} in {self.out} were not written by this run"
         return (f"{then}; {self.path} marks run {self.info['run_id']} as interrupted and lists {listed} it wrote or "
                 "reused" + (earlier if others else ""))
 

@@ -256,3 +256,16 @@ def test_a_data_dir_below_a_file_is_named(tmp_path):
     with pytest.raises(gce.UserError, match=f"^--data-dir {tmp_path}/image.png/x lies under {tmp_path}/image.png, "
                                             "which is a file, not a folder"):
         load(tmp_path / "image.png" / "x")
+
+
+
+def test_two_class_folders_that_are_one_folder_are_refused(tmp_path):
+    """Fault round 6: train/dog -> cat loaded the cat images under both labels, silently."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    dog = tmp_path / "train" / "dog"
+    for f in dog.iterdir():
+        f.unlink()
+    dog.rmdir()
+    dog.symlink_to(tmp_path / "train" / "cat")
+    with pytest.raises(gce.UserError, match="are one folder \\(a link\\?\\): its images would carry two labels"):
+        load(tmp_path)

@@ -318,6 +318,28 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.deletion_insertion(m, x[:2], None, MAPS), "deletion_insertion: classes must be given"),
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=0),
      "deletion_insertion: steps must be a whole number >= 1, got 0"),
+    # Fault round 6: helpers that passed bad arguments to torch or answered silently.
+    (lambda m, x: gce.minmax_normalize(torch.tensor([[[0.0, float("inf")], [1.0, 2.0]]])),
+     "minmax_normalize: the [B, H, W] of maps hold 1 NaN or infinite value(s)"),  # was all NaN
+    (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(3), 10, 0.5), "balanced_subset: seed must be a whole "
+                                                                            "number >= 0, got 0.5"),
+    (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), -10, 0), "balanced_subset: n must be a whole number "
+                                                                           ">= 0, got -10"),  # took all but one per class
+    (lambda m, x: gce.mean_with_ci(torch.tensor([0.1, 0.5]), 20, seed=0.5), "mean_with_ci: seed must be a whole number"),
+    (lambda m, x: gce.judge([[0.5, 0.1]], "above"), "judge: each interval must be [low, high], got [0.5, 0.1]"),  # 'pass'
+    (lambda m, x: gce.judge([[0.5, 0.6]], "abvoe"), "judge: should must be 'above' or 'below', got 'abvoe'"),  # 'fail'
+    (lambda m, x: gce.dilate(SQUARE, 2.5), "dilate: pixels must be a whole number >= 0, got 2.5"),
+    (lambda m, x: gce.dilate(SQUARE, -2), "dilate: pixels must be a whole number >= 0, got -2"),
+    (lambda m, x: gce.dilate(torch.rand(32, 32), 1), "dilate: mask must be a bool tensor [H, W] or [K, H, W]"),
+    (lambda m, x: gce.similarity(-MAPS, MAPS), "similarity: maps must be non-negative"),  # gave 0.73
+    (lambda m, x: gce.similarity(MAPS, MAPS.clone().fill_(float("nan"))), "similarity: the [B, H, W] of maps hold"),
+    (lambda m, x: gce.similarity(MAPS, MAPS[:, :16, :16]), "similarity: both sets of maps must have one shape"),
+    (lambda m, x: gce.occlusion_windows(32, 32, 8, 8, device="gpu"), "occlusion_windows: device must be a torch device"),
+    (lambda m, x: gce.verdict_of([{"a": 1}], [{"b": 2}]), "verdict_of: records need model, method, layer"),  # KeyError
+    (lambda m, x: gce.check_output_dir(gce.Path("/"), gce.Path("/tmp/data")),
+     "--output-dir / is the file system's root or your home folder"),  # a run wrote checkpoints/ into / (as root)
+    (lambda m, x: gce.console_summary({"config": [], "shortcut_audit": [], "output_dir": "x"}),
+     "console_summary: the report's layout is not this version's"),  # an older layout was a TypeError
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
@@ -356,7 +378,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.eval_mode(3).__enter__(), "eval_mode: model must be a torch nn.Module"),
 ])
 def test_bad_metric_inputs_are_clear_errors(model, images, call, message):
-    with pytest.raises(ValueError, match="^" + re.escape(message)):
+    with pytest.raises((ValueError, gce.UserError), match="^" + re.escape(message)):
         call(model, images)
 
 

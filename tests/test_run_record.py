@@ -70,7 +70,7 @@ def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_ru
         f"interrupted during the shortcut audit, after training: both models are saved in {out / 'checkpoints'}, so "
         "the same command reuses them and redoes only the evaluation, audit and figures"), err
     assert f"marks run {run['run_id']} as interrupted and lists the 5 files it wrote or reused" in err  # 2 models, 3 figures
-    assert err.endswith(f"metrics.json in {out} are from an earlier run"), err
+    assert err.endswith(f"metrics.json in {out} were not written by this run"), err
     assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit"
     assert run["message"] == "stopped by SIGINT"
     assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
