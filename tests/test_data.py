@@ -118,13 +118,18 @@ def test_unreadable_image_files_are_one_line(tmp_path, bad):
     assert "\n" not in str(error.value)
 
 
+def replace_with_link(folder, target):
+    """The folder (and what it holds) replaced by a symbolic link to target."""
+    for f in sorted(folder.rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    folder.rmdir()
+    folder.symlink_to(target)
+
+
 def test_a_class_folder_that_is_a_link_loop_is_named_not_missing(tmp_path):
     write_image_folder(tmp_path, {"train": 1, "test": 1})
     cat = tmp_path / "train" / "cat"
-    for f in cat.iterdir():
-        f.unlink()
-    cat.rmdir()
-    cat.symlink_to(tmp_path / "train" / "cat2")
+    replace_with_link(cat, tmp_path / "train" / "cat2")
     (tmp_path / "train" / "cat2").symlink_to(cat)
     with pytest.raises(gce.UserError, match="train holds symbolic link\\(s\\) that lead nowhere \\(dangling, or a "
                                             "loop\\): cat, cat2; fix or remove them"):
@@ -243,10 +248,7 @@ def test_a_test_split_that_links_to_the_training_images_is_refused(tmp_path, lin
     """Fault round 5: test -> train (a link) was accepted, and 'test accuracy' was read on the training images."""
     write_image_folder(tmp_path, {"train": 1, "test": 1})
     target = tmp_path / "train" / linked.removeprefix("test").strip("/")
-    for f in sorted((tmp_path / linked).rglob("*"), reverse=True):
-        f.rmdir() if f.is_dir() else f.unlink()
-    (tmp_path / linked).rmdir()
-    (tmp_path / linked).symlink_to(target)
+    replace_with_link(tmp_path / linked, target)
     with pytest.raises(gce.UserError, match=f"^{tmp_path}/train and {tmp_path}/test share folder\\(s\\) {target}"):
         load(tmp_path)
 
@@ -262,10 +264,6 @@ def test_a_data_dir_below_a_file_is_named(tmp_path):
 def test_two_class_folders_that_are_one_folder_are_refused(tmp_path):
     """Fault round 6: train/dog -> cat loaded the cat images under both labels, silently."""
     write_image_folder(tmp_path, {"train": 1, "test": 1})
-    dog = tmp_path / "train" / "dog"
-    for f in dog.iterdir():
-        f.unlink()
-    dog.rmdir()
-    dog.symlink_to(tmp_path / "train" / "cat")
+    replace_with_link(tmp_path / "train" / "dog", tmp_path / "train" / "cat")
     with pytest.raises(gce.UserError, match="are one folder \\(a link\\?\\): its images would carry two labels"):
         load(tmp_path)
