@@ -661,15 +661,15 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
 def _check_splits_differ(folder: Path) -> None:
     """A UserError when test/ is train/ (or holds one of its class folders) through a link: the test accuracy and
     every measure would be read on training images, silently."""
-    for split in ("train", "test"):  # dog -> cat: the same images under two labels
-        classes = [p for p in (folder / split).iterdir() if p.is_dir() and not _is_hidden(p)]
-        same = [(a.name, b.name) for i, a in enumerate(classes) for b in classes[i + 1:] if a.resolve() == b.resolve()]
-        if same:
+    resolved_folders = {}  # split -> {folder: its resolved path}, the split itself included; each listed once
+    for split in ("train", "test"):
+        classes = {p: p.resolve() for p in (folder / split).iterdir() if p.is_dir() and not _is_hidden(p)}
+        same = [(a.name, b.name) for i, a in enumerate(classes) for b in list(classes)[i + 1:] if classes[a] == classes[b]]
+        if same:  # dog -> cat: the same images under two labels
             raise UserError(f"{folder / split}/{same[0][0]} and {same[0][1]} are one folder (a link?): its images would "
                             "carry two labels; give each class its own folder")
-    train, test = ({p.resolve() for p in [folder / split, *(folder / split).iterdir()] if p.is_dir()}
-                   for split in ("train", "test"))
-    shared = sorted(str(p) for p in train & test)
+        resolved_folders[split] = {(folder / split).resolve(), *classes.values()}
+    shared = sorted(str(p) for p in resolved_folders["train"] & resolved_folders["test"])
     if shared:
         raise UserError(f"{folder}/train and {folder}/test share folder(s) {', '.join(shared)[:200]} (a link?): the test "
                         "images would be training images; give test/ its own images")
@@ -2091,15 +2091,20 @@ def check_maps_and_mask(maps: Any, mask: Any, who: str) -> None:
                          "artifact_mask(square)")
 
 
+def check_non_negative(maps: torch.Tensor, who: str) -> None:
+    """A ValueError naming `who` when a map has a negative value: mass shares and distributions need maps >= 0."""
+    if maps.device.type != "meta" and bool((maps < 0).any()):
+        raise ValueError(f"{who}: maps must be non-negative (a CAM after its ReLU, a saliency), got a minimum of "
+                         f"{maps.min().item():.3g}")
+
+
 def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Fraction of each non-negative map's mass [B, H, W] inside the square's pixels (mask [H, W] -> [B]; a stack of
     masks [K, H, W] -> [B, K]); 0 for an all-zero map. A map that ignores the square scores about the area prior
     mask.mean()."""
     check_maps_and_mask(maps, mask, "artifact_attention_share")
     mask = mask.to(maps.device)
-    if (maps < 0).any():
-        raise ValueError(f"artifact_attention_share: maps must be non-negative (a CAM after its ReLU, a saliency), "
-                         f"got a minimum of {maps.min().item():.3g}")
+    check_non_negative(maps, "artifact_attention_share")
     total = maps.flatten(1).sum(1)[:, None]
     inside = (maps[:, None] * mask.view(-1, *mask.shape[-2:])).flatten(2).sum(2)
     share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(inside))
@@ -2217,9 +2222,7 @@ def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     mass (all zero: no evidence anywhere) carries no location and counts as the uniform distribution."""
     for maps in (maps_a, maps_b):
         check_tensor(maps, 3, "[B, H, W] of maps", "similarity", finite=True)
-        if maps.device.type != "meta" and bool((maps < 0).any()):
-            raise ValueError("similarity: maps must be non-negative (a CAM after its ReLU, a saliency), got a minimum "
-                             f"of {maps.min().item():.3g}")
+        check_non_negative(maps, "similarity")
     if maps_a.shape != maps_b.shape:
         raise ValueError(f"similarity: both sets of maps must have one shape, got {tuple(maps_a.shape)} and "
                          f"{tuple(maps_b.shape)}")
