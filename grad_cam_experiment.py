@@ -80,6 +80,19 @@ def described(value: Any) -> str:
     return f"{type(value).__name__} {text:.40}" if text else type(value).__name__
 
 
+def check_device(who: str, device: Any) -> torch.device:
+    """`device` as a torch.device this machine has, else a ValueError naming `who` (not torch's parse or driver error)."""
+    try:
+        parsed = torch.device(device)
+        torch.empty(0, device=parsed)
+    except (RuntimeError, TypeError, AssertionError, NotImplementedError) as exc:
+        reason = "not a device name" if isinstance(exc, TypeError) or "device string" in str(exc) else \
+            f"not usable here: {str(exc).split('. ')[0][:120]}"  # e.g. 'Found no NVIDIA driver on your system'
+        raise ValueError(f"{who}: device must be a torch device this machine has, such as 'cpu' (or 'cuda' with a GPU), "
+                         f"got {described(device)} ({reason})") from None
+    return parsed
+
+
 class ConsoleGone(Exception):
     """Standard output refused a line: a pipe whose reader has ended (| head), a full disk behind > file."""
 
@@ -277,7 +290,8 @@ class Config:
              f"({self.faithfulness_images}): the sanity check uses the first faithfulness images"),
             (self.pointing_tolerance <= tolerance,
              f"--pointing-tolerance must be 0..{tolerance} pixels with --artifact-size {self.artifact_size}, got "
-             f"{self.pointing_tolerance} (a region grown over the whole image is hit by every map)"),
+             f"{self.pointing_tolerance}" + " (its default)" * (self.pointing_tolerance == self.__dataclass_fields__["pointing_tolerance"].default)
+             + "; lower it or --artifact-size (a region grown over the whole image is hit by every map)"),
             (not self.unknown_methods, f"--methods: unknown {', '.join(self.unknown_methods)}; choose from "
              f"{', '.join(CAM_METHODS)} or 'all'"),
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
@@ -671,7 +685,8 @@ def _check_splits_differ(folder: Path) -> None:
         resolved_folders[split] = {(folder / split).resolve(), *classes.values()}
     shared = sorted(str(p) for p in resolved_folders["train"] & resolved_folders["test"])
     if shared:
-        raise UserError(f"{folder}/train and {folder}/test share folder(s) {', '.join(shared)[:200]} (a link?): the test "
+        named = ', '.join(shared[:3]) + f" and {len(shared) - 3} more" * (len(shared) > 3)  # whole paths, not cut
+        raise UserError(f"{folder}/train and {folder}/test share folder(s) {named} (a link?): the test "
                         "images would be training images; give test/ its own images")
 
 
@@ -695,8 +710,26 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _load_image_folder_split(split_dir: Path, subset: int, seed: int) -> Split:
-    files, labels = _list_image_folder(split_dir)
+def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torch.Tensor]]) -> None:
+    """A UserError when one image file (the same file through a symbolic or hard link) is in train/ and test/, or
+    under two classes of one split: test images would be training images, or one image would carry two labels.
+    Copies are not detected (that would need every pixel compared)."""
+    seen: dict[tuple[int, int], tuple[str, int, Path]] = {}  # (device, inode) -> split, label, path
+    for split, (files, labels) in listings.items():
+        for path, label in zip(files, labels.tolist()):
+            try:
+                stat = os.stat(path)
+            except OSError:  # a dangling link or an unreadable file: _decode_images names it
+                continue
+            first = seen.setdefault((stat.st_dev, stat.st_ino), (split, label, path))
+            if first[:2] != (split, label):
+                what = ("the test images would be training images; give test/ its own images" if first[0] != split
+                        else "the image would carry two labels; give each class its own images")
+                raise UserError(f"{path.relative_to(folder)} and {first[2].relative_to(folder)} in {folder} are one "
+                                f"file (a link?): {what}")
+
+
+def _load_image_folder_split(split_dir: Path, files: list[Path], labels: torch.Tensor, subset: int, seed: int) -> Split:
     if subset:
         keep = balanced_subset(labels, subset, seed, split=split_dir.name)
         files, labels = [files[i] for i in keep.tolist()], labels[keep]
@@ -735,8 +768,10 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
         folder = _find_image_folder(root) if root.is_dir() else None
         if folder is not None:
             _check_splits_differ(folder)
-            train = _load_image_folder_split(folder / "train", cfg.train_subset, cfg.seed)
-            test = _load_image_folder_split(folder / "test", cfg.test_subset, cfg.seed + 1)
+            listings = {split: _list_image_folder(folder / split) for split in ("train", "test")}
+            _check_files_differ(folder, listings)
+            train = _load_image_folder_split(folder / "train", *listings["train"], cfg.train_subset, cfg.seed)
+            test = _load_image_folder_split(folder / "test", *listings["test"], cfg.test_subset, cfg.seed + 1)
             source = f"image folder {folder}"
     except PermissionError as exc:
         raise UserError(f"cannot read {exc.filename or root} in --data-dir {root} (permission denied); give yourself "
@@ -813,7 +848,7 @@ def artifact_mask(square: Square, height: int = 32, width: int = 32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [H, W] mask of the square's pixels."""
     check_square(square, height, width, "artifact_mask")
-    mask = torch.zeros((height, width), dtype=torch.bool, device=device)
+    mask = torch.zeros((height, width), dtype=torch.bool, device=check_device("artifact_mask", device))
     mask[artifact_box(square, height, width)] = True
     return mask
 
@@ -1337,7 +1372,8 @@ def check_method_names(methods: Any, who: str) -> list[str]:
         raise ValueError(f"{who}: methods must be a non-empty list of names such as ['GradCAM'], got {methods!r}")
     unknown = [str(name) for name in methods if name not in CAM_METHODS]
     if unknown:
-        raise ValueError(f"{who}: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}")
+        raise ValueError(f"{who}: unknown method(s) {', '.join(unknown)}; choose from {', '.join(CAM_METHODS)}"
+                         + " ('all' is the --methods flag's word; from Python pass list(CAM_METHODS))" * ("all" in unknown))
     twice = sorted({name for name in methods if list(methods).count(name) > 1})
     if twice:  # one key per method: a second copy would append its maps to the first's (2B maps for B images)
         raise ValueError(f"{who}: method(s) listed more than once: {', '.join(twice)}; list each once")
@@ -1523,12 +1559,7 @@ def occlusion_windows(height: int, width: int, patch: int, stride: int, device: 
                             (("height", height), ("width", width), ("patch", patch)))
     if patch > min(height, width):
         raise ValueError(f"occlusion_windows: patch {patch} is larger than the {height}x{width} image")
-    stride = check_stride("occlusion_windows", stride, patch)
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"occlusion_windows: device must be a torch device such as 'cpu' or 'cuda', got "
-                         f"{described(device)}") from None
+    stride, device = check_stride("occlusion_windows", stride, patch), check_device("occlusion_windows", device)
     tops = torch.arange(0, -(-(height - patch) // stride) * stride + 1, stride, device=device)
     lefts = torch.arange(0, -(-(width - patch) // stride) * stride + 1, stride, device=device)
     rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
@@ -1614,7 +1645,8 @@ def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, l
                 forward_amp: bool = False) -> dict[str, torch.Tensor]:
     """Maps [B, H, W] for the given classes, batched: Grad-CAM, Guided Backprop, Guided Grad-CAM, then every other CAM
     of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only; None: all)."""
-    classes = explained_classes(model, images, classes, batch_size, "explain_all")
+    methods, classes = check_method_names(methods, "explain_all"), explained_classes(model, images, classes, batch_size,
+                                                                                    "explain_all")
     cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, forward_amp=forward_amp)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Grad-CAM": cams.pop("Grad-CAM"), "Guided Backprop": saliency(grads)}
@@ -2213,6 +2245,7 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
 def corner_masks(size: int, height: int = 32, width: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [4, H, W]: the square's pixels at each of the CORNERS."""
     check_square(Square(size), height, width, "corner_masks")
+    device = check_device("corner_masks", device)
     return torch.stack([artifact_mask(Square(size, (0, 0, 0), corner), height, width, device) for corner in CORNERS])
 
 
@@ -2680,7 +2713,9 @@ def reads_report(function: Callable) -> Callable:
                              "metrics.json, or the section this function draws)") from None
         except (TypeError, IndexError) as exc:  # e.g. a list where this version writes a dict: another layout
             raise ValueError(f"{function.__name__}: the report's layout is not this version's ({exc}); an older run's "
-                             "metrics.json? rerun it with this version") from None
+                             "metrics.json? rerun it with this version (the committed reference run's outputs/metrics.json "
+                             "is one: its tables, re-read by benchmarks/rescore_reference.py, are outputs/summary.md)"
+                             ) from None
     return wrapper
 
 
@@ -3141,11 +3176,14 @@ def summary_markdown(metrics: dict) -> str:
     check, figures, timings. A section a metrics.json lacks is left out, with a line that says so."""
     config, target = metrics["config"], CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
     env, data = metrics.get("environment", {}), metrics.get("data", {})
+    images = (f"{data['train_images']:,} training / {data['test_images']:,} test images" if data
+              else "training and test image counts not recorded")  # a partial report (the rescored reference run)
+    seconds = metrics.get("timings", {}).get("total_seconds")
     out = [f"# Results: {metrics.get('output_dir', '')}", "",
-           f"{data.get('train_images', 0):,} training / {data.get('test_images', 0):,} test images, {config['epochs']} "
+           f"{images}, {config['epochs']} "
            f"epoch{'s' * (config['epochs'] != 1)}, seed {config['seed']}; {env.get('device_name', '?')} (native bf16: "
            f"{env.get('cpu_native_bf16', '?')}), training {metrics.get('precision', {}).get('training', '?')}; the "
-           f"run took {metrics.get('timings', {}).get('total_seconds', 0):.0f} s" +
+           f"run took {'an unrecorded time' if seconds is None else f'{seconds:.0f} s'}" +
            " (checkpoints reused: no training in it)" * any(m.get("reused_checkpoint") for m in metrics["models"].values())
            + "." + QUICK_NOTE * bool(config.get("quick")),
            "", "## Models", "", *table_lines(model_headers(target), model_rows(metrics))]

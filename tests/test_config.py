@@ -113,7 +113,10 @@ def test_every_range_message_names_its_flag_its_range_and_the_value(field, value
     (["--occlusion-patch", "4", "--occlusion-stride", "8"],
      "--occlusion-stride (8) must be at most --occlusion-patch (4), else some pixels are never occluded"),
     (["--sanity-images", "600"], "--sanity-images (600) must be at most --faithfulness-images (500)"),
-    (["--pointing-tolerance", "26"], "--pointing-tolerance must be 0..25 pixels with --artifact-size 6, got 26"),
+    (["--pointing-tolerance", "26"], "--pointing-tolerance must be 0..25 pixels with --artifact-size 6, got 26; lower "
+                                     "it or --artifact-size"),
+    (["--artifact-size", "24"], "--pointing-tolerance must be 0..7 pixels with --artifact-size 24, got 8 (its "
+                                "default); lower it or --artifact-size"),  # fault round 6: the default was not said
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(gce.UserError) as error:

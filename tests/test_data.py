@@ -267,3 +267,30 @@ def test_two_class_folders_that_are_one_folder_are_refused(tmp_path):
     replace_with_link(tmp_path / "train" / "dog", tmp_path / "train" / "cat")
     with pytest.raises(gce.UserError, match="are one folder \\(a link\\?\\): its images would carry two labels"):
         load(tmp_path)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_test_image_that_is_a_training_image_file_is_refused(tmp_path, link):
+    """Fault round 6: test/ image files linked into train/ were accepted (only folders were compared)."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    train_file = next((tmp_path / "train" / "frog").iterdir())
+    test_file = next((tmp_path / "test" / "frog").iterdir())
+    test_file.unlink()
+    test_file.symlink_to(train_file) if link == "symbolic" else test_file.hardlink_to(train_file)
+    with pytest.raises(gce.UserError) as error:
+        load(tmp_path)
+    assert str(error.value) == (f"{test_file.relative_to(tmp_path)} and {train_file.relative_to(tmp_path)} in {tmp_path} "
+                                "are one file (a link?): the test images would be training images; give test/ its own "
+                                "images")
+
+
+def test_one_image_file_under_two_classes_is_refused_and_a_copy_within_a_class_is_kept(tmp_path):
+    write_image_folder(tmp_path, {"train": 2, "test": 1})
+    cat, dog = (sorted((tmp_path / "train" / c).iterdir()) for c in ("cat", "dog"))
+    cat[1].unlink()
+    cat[1].hardlink_to(cat[0])  # the same file twice in one class: a duplicate, not a leak
+    assert len(load(tmp_path)[0].labels) == 20
+    dog[0].unlink()
+    dog[0].hardlink_to(cat[0])
+    with pytest.raises(gce.UserError, match="are one file \\(a link\\?\\): the image would carry two labels"):
+        load(tmp_path)

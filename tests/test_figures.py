@@ -89,6 +89,9 @@ def test_a_summary_of_a_partial_report_says_which_sections_it_lacks():
     assert ("This metrics.json holds no shortcut_audit, no sanity_check (an unfinished or partial run): those sections "
             "are left out.") in tables
     assert "## Shortcut audit" not in tables and "## Faithfulness" in tables
+    header = gce.summary_markdown({k: v for k, v in metrics.items() if k not in ("data", "timings")}).splitlines()[2]
+    assert header.startswith("training and test image counts not recorded, ") and "took an unrecorded time" in header
+    # (it said '0 training / 0 test images' and 'took 0 s': the rescored reference run has neither section)
 
 
 def test_the_console_summary_says_what_its_short_lines_count():

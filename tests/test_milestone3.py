@@ -335,6 +335,14 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.similarity(MAPS, MAPS.clone().fill_(float("nan"))), "similarity: the [B, H, W] of maps hold"),
     (lambda m, x: gce.similarity(MAPS, MAPS[:, :16, :16]), "similarity: both sets of maps must have one shape"),
     (lambda m, x: gce.occlusion_windows(32, 32, 8, 8, device="gpu"), "occlusion_windows: device must be a torch device"),
+    # Fault round 6, borderline: a device this machine lacks was torch's driver error; 'all' was blamed on cam_maps.
+    (lambda m, x: gce.corner_masks(4, device="cuda:99"), "corner_masks: device must be a torch device this machine has, "
+                                                          "such as 'cpu' (or 'cuda' with a GPU), got str 'cuda:99' (not "
+                                                          "usable here: "),
+    (lambda m, x: gce.explain_all(m, x, None, "layer3", 2, methods=["all"]), "explain_all: unknown method(s) all; "
+                                                                             "choose from GradCAM, GradCAMPlusPlus, "
+                                                                             "HiResCAM, LayerCAM, XGradCAM, ScoreCAM "
+                                                                             "('all' is the --methods flag's word"),
     (lambda m, x: gce.verdict_of([{"a": 1}], [{"b": 2}]), "verdict_of: records need model, method, layer"),  # KeyError
     (lambda m, x: gce.check_output_dir(gce.Path("/"), gce.Path("/tmp/data")),
      "--output-dir / is the file system's root or your home folder"),  # a run wrote checkpoints/ into / (as root)
