@@ -602,8 +602,8 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
         pool = torch.nonzero(labels == c).flatten()
         take = n // num_classes + (1 if c < n % num_classes else 0)
         if take > len(pool):
-            flag = f"--{split}-subset" if split else "--train-subset / --test-subset"
-            raise UserError(f"a subset of {n} images needs {take} of class {CIFAR10_CLASSES[c]}, but the "
+            flag = f"--{split}-subset" if split else "n"  # called from Python without a split: its own argument
+            raise UserError(f"{'' if split else 'balanced_subset: '}a subset of {n} images needs {take} of class {CIFAR10_CLASSES[c]}, but the "
                             f"{split + ' split' if split else 'data'} has only {len(pool)}; lower {flag} "
                             "(0 = all images)")
         chosen.append(pool[torch.randperm(len(pool), generator=generator)[:take]])
@@ -2018,7 +2018,8 @@ def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
 
 
 def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> dict:
-    """Mean over images with a percentile-bootstrap 95% interval (images resampled with replacement)."""
+    """Mean over images with a percentile-bootstrap 95% interval (images resampled with replacement). One value gives
+    a zero-width interval (nothing to resample): read `n` with it."""
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
         raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got "
                          f"{described(values)}")

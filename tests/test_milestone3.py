@@ -326,6 +326,9 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), -10, 0), "balanced_subset: n must be a whole number "
                                                                            ">= 0, got -10"),  # took all but one per class
     (lambda m, x: gce.mean_with_ci(torch.tensor([0.1, 0.5]), 20, seed=0.5), "mean_with_ci: seed must be a whole number"),
+    (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), 50, 0), "balanced_subset: a subset of 50 images needs "
+                                                                          "5 of class airplane, but the data has only 2; "
+                                                                          "lower n (0 = all images)"),  # named CLI flags
     (lambda m, x: gce.judge([[0.5, 0.1]], "above"), "judge: each interval must be [low, high], got [0.5, 0.1]"),  # 'pass'
     (lambda m, x: gce.judge([[0.5, 0.6]], "abvoe"), "judge: should must be 'above' or 'below', got 'abvoe'"),  # 'fail'
     (lambda m, x: gce.dilate(SQUARE, 2.5), "dilate: pixels must be a whole number >= 0, got 2.5"),
