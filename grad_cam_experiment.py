@@ -721,8 +721,11 @@ def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torc
                 stat = os.stat(path)
             except OSError:  # a dangling link or an unreadable file: _decode_images names it
                 continue
+            if not stat.st_ino:  # a file system without inode numbers (some FUSE mounts): nothing to compare
+                continue
             first = seen.setdefault((stat.st_dev, stat.st_ino), (split, label, path))
-            if first[:2] != (split, label):
+            linked = stat.st_nlink > 1 or path.is_symlink() or first[2].is_symlink()  # not a FUSE mount's reused number
+            if first[:2] != (split, label) and linked:
                 what = ("the test images would be training images; give test/ its own images" if first[0] != split
                         else "the image would carry two labels; give each class its own images")
                 raise UserError(f"{path.relative_to(folder)} and {first[2].relative_to(folder)} in {folder} are one "

@@ -294,3 +294,18 @@ def test_one_image_file_under_two_classes_is_refused_and_a_copy_within_a_class_i
     dog[0].hardlink_to(cat[0])
     with pytest.raises(gce.UserError, match="are one file \\(a link\\?\\): the image would carry two labels"):
         load(tmp_path)
+
+
+def test_a_file_system_that_reuses_inode_numbers_is_not_taken_for_links(tmp_path, monkeypatch):
+    """Some FUSE mounts (a notebook's cloud drive) give every file one inode number and one link: that is not a link
+    between train/ and test/, and the data must load."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    real_stat = os.stat
+
+    def one_inode(path, *args, **kwargs):
+        fields = list(real_stat(path, *args, **kwargs))
+        fields[1], fields[3] = 42, 1  # st_ino, st_nlink
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "stat", one_inode)
+    assert len(load(tmp_path)[1].labels) == 10
