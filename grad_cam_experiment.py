@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -594,7 +595,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10, split: str = "") -> torch.Tensor:
     """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes); `split`
     ("train" or "test") names the flag a too-large subset is asked by."""
-    n, seed = check_count("balanced_subset", "n", n, low=0), check_count("balanced_subset", "seed", seed, low=0)
+    n, seed = check_count("balanced_subset", "n", n, low=0), check_seed("balanced_subset", seed)
     labels = labels.cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -1020,6 +1021,15 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
+def check_seed(who: str, seed: Any) -> int:
+    """A random seed: a whole number 0..2**63-1, else a ValueError naming `who` (torch's manual_seed answers a float, a
+    string or a bool with its own RuntimeError, a larger number with an overflow)."""
+    seed = check_count(who, "seed", seed, low=0)
+    if seed >= 2 ** 63:
+        raise ValueError(f"{who}: seed must be a whole number 0..2**63-1, got {seed}")
+    return seed
+
+
 def check_model(model: Any, who: str) -> nn.Module:
     """`model` if it is a torch nn.Module, else a ValueError (not an AttributeError deep inside a hook)."""
     if not isinstance(model, nn.Module):
@@ -1258,6 +1268,10 @@ def forward_batch(requested: int, device: torch.device) -> int:
 def cam_upsample(cams: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Maps [B, h, w] at a layer's resolution -> [B, H, W] at the input's: bilinear, align_corners=False (every CAM
     method's upsampling; the audit's chance levels are simulated through this same function)."""
+    check_tensor(cams, 3, "[B, h, w] of maps", "cam_upsample")
+    if not (isinstance(size, Sequence) and len(size) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise ValueError(f"cam_upsample: size must be (H, W), two whole numbers >= 1, got {size!r}")
     return F.interpolate(cams[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
@@ -1465,7 +1479,8 @@ class GuidedBackprop:
         handles = [relu.register_forward_hook(_guide_relu) for relu in self.relus]
         try:
             with eval_mode(self.model), torch.enable_grad(), autocast_for(images.device, False):  # fp32 gradients
-                x = images.detach().requires_grad_(True)  # a new leaf: the caller's tensor is not touched
+                x = images.detach()  # a new leaf: the caller's tensor is not touched (nor, made in inference mode,
+                x = (x.clone() if x.is_inference() else x).requires_grad_(True)  # refused)
                 logits = check_logits(self.model(x), len(x), "GuidedBackprop")
                 targets = _as_class_tensor(classes, logits.detach(), "GuidedBackprop")
                 (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
@@ -1574,6 +1589,10 @@ def occlusion_windows(height: int, width: int, patch: int, stride: int, device: 
 def occlusion_map(drops: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     """Per-window values [B, P] -> maps [B, H, W]: each pixel's mean over the windows [P, H, W] that cover it (in the
     values' precision: a caller's autocast would make the einsum bf16)."""
+    check_tensor(drops, 2, "[B, P] of per-window drops", "occlusion_map")
+    if not (isinstance(windows, torch.Tensor) and windows.dim() == 3 and len(windows) == drops.shape[1]):
+        raise ValueError(f"occlusion_map: windows must be [P, H, W] with P = {drops.shape[1]} (one per drop), got "
+                         f"{described(windows)}; occlusion_windows(...) gives them")
     with autocast_for(drops.device, False):
         return torch.einsum("bp,phw->bhw", drops, windows.to(drops.dtype)) / windows.sum(0).to(drops.dtype)
 
@@ -1668,6 +1687,9 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), head
     right-aligned, floats with 4 decimals (pass a string for any other format): a markdown table, or (markdown=False)
     columns two spaces apart, for a narrow console."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    short = next((i for i, row in enumerate(cells) if len(row) != len(headers)), None)
+    if short is not None:  # zip would drop the extra cells silently
+        raise ValueError(f"table_lines: row {short} has {len(cells[short])} cells for {len(headers)} headers")
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
@@ -1873,6 +1895,7 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
     """The model and contents of a checkpoint that is readable, holds this architecture's weights and whose stored
     configuration, data fingerprint and precision give the key in its name; otherwise None, after a one-line
     warning."""
+    biased, device = check_flag("load_checkpoint", "biased", biased), check_device("load_checkpoint", device)
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
         stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"],
@@ -2026,7 +2049,7 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
         raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got "
                          f"{described(values)}")
-    resamples, seed = check_count("mean_with_ci", "resamples", resamples), check_count("mean_with_ci", "seed", seed, low=0)
+    resamples, seed = check_count("mean_with_ci", "resamples", resamples), check_seed("mean_with_ci", seed)
     if not bool(values.isfinite().all()):  # the mean and its interval would be NaN
         raise ValueError(f"mean_with_ci: values hold {int((~values.isfinite()).sum())} NaN or infinite value(s)")
     v = values.detach().double().cpu()
@@ -2040,7 +2063,7 @@ def importance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pixel indices [B, H*W] from most to least important; ties broken by a seeded random permutation
     (a plain stable sort would break them by position and favour the top-left corner)."""
     check_tensor(maps, 3, "[B, H, W] of maps", "importance_order", finite=True)
-    flat = maps.flatten(1)
+    seed, flat = check_seed("importance_order", seed), maps.flatten(1)
     shuffle = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed)).to(maps.device)
     return shuffle[flat[:, shuffle].argsort(dim=1, descending=True, stable=True)]
 
@@ -2063,7 +2086,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
                          f"{tuple(images.shape)}")
     steps, images_per_forward = (check_count("deletion_insertion", name, value) for name, value in
                                  (("steps", steps), ("images_per_forward", images_per_forward)))
-    autocast = check_flag("deletion_insertion", "autocast", autocast)
+    autocast, seed = check_flag("deletion_insertion", "autocast", autocast), check_seed("deletion_insertion", seed)
     if classes is None:
         raise ValueError("deletion_insertion: classes must be given: the class each map explains, one per image (e.g. "
                          "the classes of method.explain(images))")
@@ -2141,6 +2164,7 @@ def artifact_attention_share(maps: torch.Tensor, mask: torch.Tensor) -> torch.Te
     check_maps_and_mask(maps, mask, "artifact_attention_share")
     mask = mask.to(maps.device)
     check_non_negative(maps, "artifact_attention_share")
+    maps = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps  # an fp16 sum overflows at 65504
     total = maps.flatten(1).sum(1)[:, None]
     inside = (maps[:, None] * mask.view(-1, *mask.shape[-2:])).flatten(2).sum(2)
     share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(inside))
@@ -2163,6 +2187,9 @@ def pointing_game(maps: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) ->
     """Per map [B, H, W]: True when a maximum of the map lies within `tolerance` pixels of the mask's region (mask
     [H, W] -> [B]; a stack of masks [K, H, W] -> [B, K]). A constant map (e.g. all zero) points nowhere: a miss."""
     check_maps_and_mask(maps, mask, "pointing_game")
+    if maps.dtype in (torch.float16, torch.bfloat16):  # 8 or 11 bits: many pixels tie at the maximum, each tie a hit
+        raise ValueError(f"pointing_game: maps must be float32 or float64, got {maps.dtype} (its rounding ties many "
+                         "pixels at the maximum, and any tied pixel by the square counts as a hit); compute them in fp32")
     tolerance = check_count("pointing_game", "tolerance", tolerance, low=0)
     regions = dilate(mask, tolerance).reshape(-1, mask.shape[-2] * mask.shape[-1])
     flat = maps.flatten(1)
@@ -2235,7 +2262,9 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
     num_classes, n = check_count("audit_groups", "num_classes", num_classes, 2), check_count("audit_groups", "n", n)
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < num_classes:
         raise ValueError(f"audit_groups: target must be a class index 0..{num_classes - 1}, got {target!r}")
-    generator = torch.Generator().manual_seed(seed)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+        raise ValueError(f"audit_groups: labels must be a 1-D tensor of class indices, got {described(labels)}")
+    generator = torch.Generator().manual_seed(check_seed("audit_groups", seed))
     others = [c for c in range(num_classes) if c != target]
     quotas = {target: n, **{c: n // len(others) + (1 if i < n % len(others) else 0) for i, c in enumerate(others)}}
     picked = {}
@@ -2282,8 +2311,14 @@ def native_cell(key: str, grids: dict[str, tuple[int, int]], occlusion_stride: i
     32x32 inputs), occlusion's stride, one pixel for Guided Backprop and Guided Grad-CAM (a per-pixel product)."""
     method, layer = method_layer(key)
     if method == "Occlusion":
-        return occlusion_stride
-    return 1 if method.startswith("Guided") else height // grids[layer][0]
+        return check_count("native_cell", "occlusion_stride", occlusion_stride)
+    if method.startswith("Guided"):
+        return 1
+    rows = grids.get(layer, (0,))[0] if isinstance(grids, dict) else 0
+    if layer not in grids or not isinstance(rows, (int, np.integer)) or not 1 <= rows <= height:
+        raise ValueError(f"native_cell: {key} needs its layer's grid (1..{height} rows, e.g. feature_size(model, layer)) "
+                         f"in grids, got {grids.get(layer) if isinstance(grids, dict) else described(grids)!r}")
+    return height // int(rows)
 
 
 def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool) -> torch.Tensor:
@@ -2338,6 +2373,8 @@ def audit_baselines(model: nn.Module, cells: dict[str, int], masks: torch.Tensor
     """One record per audited method (key -> its native cell) with every measure's chance and ceiling
     (method_baselines). They depend on the method's resolution only (layer grids, occlusion's windows), not on weights,
     so every gradient CAM at one layer shares one simulation (the same samples: identical numbers)."""
+    seed = check_seed("audit_baselines", seed)
+    cells = {key: check_count("audit_baselines", f"the cell of {key}", cell) for key, cell in dict(cells).items()}
     simulated: dict[tuple, dict] = {}
     rows = []
     for key, cell in cells.items():
@@ -2447,7 +2484,10 @@ def hotspot_check(maps: dict[str, torch.Tensor], mask: torch.Tensor, tolerance: 
     and does the biased model's follow the object? Its SIM with the standard model's map of the same image (whose
     hotspot follows the frog) minus its SIM with the standard model's map of another image (the next one): about 0
     when the biased hotspot carries nothing of where the object is."""
-    if len(maps.get("biased", ())) < 2:
+    if not isinstance(maps, dict) or not {"biased", "standard"} <= set(maps):
+        raise ValueError(f"hotspot_check: maps must be a dict with 'biased' and 'standard' maps of the same images, got "
+                         f"{sorted(maps) if isinstance(maps, dict) else described(maps)}")
+    if len(maps["biased"]) < 2:  # the SIM with another image needs a second one
         return {}
     biased, standard = maps["biased"], maps["standard"]
     matched, shuffled = similarity(biased, standard), similarity(biased, standard.roll(1, 0))
@@ -2529,8 +2569,17 @@ def check_audit_arrays(per_image: Any, who: str) -> None:
                          "p(target), clean then at each corner)")
 
 
+def check_interval(ci95: Any, who: str) -> None:
+    """A ValueError naming `who` unless `ci95` is [low, high]: two numbers, low <= high."""
+    if not (isinstance(ci95, (Sequence, np.ndarray)) and len(ci95) == 2 and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in ci95)
+            and ci95[0] <= ci95[1]):
+        raise ValueError(f"{who}: each interval must be [low, high], got {described(ci95)}")
+
+
 def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
     """'above' / 'below' the margin when the whole interval is, else 'unclear'."""
+    check_interval(ci95, "interval_side")
     return "above" if ci95[0] > margin else "below" if ci95[1] < margin else "unclear"
 
 
@@ -2540,9 +2589,8 @@ def judge(intervals: Sequence[Sequence[float]], should: str) -> str:
     so no multiplicity correction is needed)."""
     if should not in ("above", "below"):
         raise ValueError(f"judge: should must be 'above' or 'below', got {should!r}")
-    reversed_ = [list(ci) for ci in intervals if len(ci) == 2 and ci[0] > ci[1]]
-    if reversed_:  # [0.5, 0.1] read as lying above 0.2 although [0.1, 0.5] straddles it
-        raise ValueError(f"judge: each interval must be [low, high], got {reversed_[0]}")
+    for ci in intervals:  # [0.5, 0.1] read as lying above 0.2 although [0.1, 0.5] straddles it; [0.3] as 'pass'
+        check_interval(ci, "judge")
     sides = [interval_side(ci) for ci in intervals]
     if not sides:
         return "n/a"
@@ -2557,7 +2605,7 @@ def verdict_of(records: Sequence[dict], predictions: Sequence[dict]) -> list[dic
     fails, 'n/a' when the biased model uses no corner, else 'unclear'."""
     try:
         return _verdicts(records, predictions)
-    except (KeyError, TypeError, IndexError) as exc:  # hand-made or older records: name what is wrong, not a KeyError
+    except (KeyError, TypeError, IndexError, ValueError) as exc:  # hand-made or older records: not a KeyError
         raise ValueError(f"verdict_of: records need model, method, layer, group, corner, measure and delta.ci95, "
                          f"predictions model, group, corner and use.ci95, as audit_summary writes them ({type(exc).__name__}: "
                          f"{exc})") from None
@@ -2592,6 +2640,8 @@ def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int
     """A seeded random sample of n test images, correctly classified ones first (the test set is sorted by class,
     hence the shuffle). Only when fewer than n are correct (a barely trained model) are misclassified images added;
     the second value says how many of the sample are correct."""
+    check_logits_and_labels(logits, labels, "sample_correct")
+    n, seed = check_count("sample_correct", "n", n, low=0), check_seed("sample_correct", seed)
     shuffle = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
     correct = logits.argmax(1) == labels
     ordered = correct_first(shuffle, correct)[:n]
@@ -2715,12 +2765,23 @@ def reads_report(function: Callable) -> Callable:
         except KeyError as exc:
             raise ValueError(f"{function.__name__}: the report lacks {exc}; pass what a complete run wrote (its "
                              "metrics.json, or the section this function draws)") from None
-        except (TypeError, IndexError) as exc:  # e.g. a list where this version writes a dict: another layout
-            raise ValueError(f"{function.__name__}: the report's layout is not this version's ({exc}); an older run's "
-                             "metrics.json? rerun it with this version (the committed reference run's outputs/metrics.json "
-                             "is one: its tables, re-read by benchmarks/rescore_reference.py, are outputs/summary.md)"
-                             ) from None
+        except (TypeError, IndexError, StopIteration, ValueError) as exc:  # a list where this version writes a dict,
+            if isinstance(exc, ValueError) and re.match(r"\w+: ", str(exc)):  # text where a number... (ours: as they are)
+                raise
+            raise ValueError(f"{function.__name__}: the report's layout or one of its values is not what this version "
+                             f"writes ({type(exc).__name__}: {exc}); an older run's or an edited metrics.json? rerun it "
+                             "with this version (the committed reference run's outputs/metrics.json is one: its tables, "
+                             "re-read by benchmarks/rescore_reference.py, are outputs/summary.md)") from None
     return wrapper
+
+
+def report_target(config: dict) -> str:
+    """The shortcut's class name from a report's config (-1 would silently read as 'truck')."""
+    target = config["artifact_class"]
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(CIFAR10_CLASSES):
+        raise ValueError(f"the report's config.artifact_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
+                         f"{target!r}")
+    return CIFAR10_CLASSES[target]
 
 
 @functools.lru_cache(maxsize=1)
@@ -2735,11 +2796,15 @@ def heat_colormap():
 
 def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """uint8 HxWx3 RGB image blended with the heat colormap's rendering of a [0, 1] map."""
-    image, cam = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (image, cam))
+    image, cam = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) and not v.is_floating_point() else
+                  v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in (image, cam))
+    number = isinstance(alpha, (int, float, np.integer, np.floating)) and not isinstance(alpha, bool)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or cam.shape != image.shape[:2] \
-            or not np.issubdtype(cam.dtype, np.number) or not 0 <= alpha <= 1:
+            or cam.dtype.kind not in "biuf" or not number or not 0 <= alpha <= 1:
         raise ValueError(f"overlay_heatmap: expects a uint8 H x W x 3 image, an H x W map and alpha in [0, 1], got "
                          f"{image.dtype} {image.shape}, {cam.dtype} {cam.shape} and {alpha!r}")
+    if not np.isfinite(cam).all():  # a NaN would be drawn as the colormap's 'bad' colour, read as no heat
+        raise ValueError(f"overlay_heatmap: the map holds {int((~np.isfinite(cam)).sum())} NaN or infinite value(s)")
     heat = heat_colormap()(np.clip(cam, 0, 1), bytes=True)[..., :3]
     return np.uint8(np.clip((1 - alpha) * image.astype(np.float32) + alpha * heat, 0, 255))
 
@@ -2790,6 +2855,7 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+    ncols = check_count("figure_grid", "ncols", ncols)
     nrows = max(1, (len(panels) + ncols - 1) // ncols)
     height = 2.15 * nrows + 1.1  # inches: panels, plus room for the title and the note
     fig = Figure(figsize=(1.9 * ncols + 0.8, height), dpi=110)
@@ -2814,6 +2880,9 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
 
 
 def save_figure(fig, path: Path, show: bool) -> str:
+    path = Path(path)
+    if path.suffix[1:].lower() not in fig.canvas.get_supported_filetypes():
+        raise ValueError(f"save_figure: {path} needs a picture suffix matplotlib writes, such as .png, .pdf or .svg")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, functools.partial(fig.savefig, format=path.suffix[1:]))
     if show:  # the saved PNG itself: a pyplot-free Figure has no notebook image repr of its own
@@ -3036,6 +3105,8 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
     the control at the used corners; the margin, and the verdict."""
     from matplotlib.figure import Figure
     groups = sorted(report["groups"], key=lambda g: g != "nonfrogs")  # the square is non-frogs' only evidence
+    if not groups:
+        raise ValueError("verdict_figure: the report's audit has no groups (an audit of no images?): nothing to draw")
     rows = [v for v in report["verdicts"] if v["group"] == groups[0]]
     delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"] for r in report["records"]
              if r["measure"] == VERDICT_MEASURE}
@@ -3178,7 +3249,7 @@ def summary_markdown(metrics: dict) -> str:
     """Every table of a run, as Markdown, from its metrics.json alone (summary.md): models, the audit's use of the
     square, verdicts, every per-corner record, chance and ceiling, Milestone 2's prediction, faithfulness, sanity
     check, figures, timings. A section a metrics.json lacks is left out, with a line that says so."""
-    config, target = metrics["config"], CIFAR10_CLASSES[metrics["config"]["artifact_class"]]
+    config, target = metrics["config"], report_target(metrics["config"])
     env, data = metrics.get("environment", {}), metrics.get("data", {})
     images = (f"{data['train_images']:,} training / {data['test_images']:,} test images" if data
               else "training and test image counts not recorded")  # a partial report (the rescored reference run)
@@ -3264,7 +3335,7 @@ def console_summary(metrics: dict) -> list[str]:
     """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
     audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
     config, audit, out = metrics["config"], metrics["shortcut_audit"], Path(metrics["output_dir"])
-    target, layer = CIFAR10_CLASSES[config["artifact_class"]], comma_list(config["audit_layers"])[0]
+    target, layer = report_target(config), comma_list(config["audit_layers"])[0]
     lines = ["", *console_lines("Summary." + QUICK_NOTE * bool(config["quick"])),
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]
@@ -3334,6 +3405,7 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     """Before any work: the output folder is not inside the data's train/ or test/ folders, which it would change,
     and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed); no
     folder sits where the run will write one of its files (found only at the end, after hours, otherwise)."""
+    path, data_dir = Path(path), Path(data_dir)
     try:
         inside = resolved(path, "--output-dir").relative_to(resolved(data_dir, "--data-dir")).parts[:2]
     except ValueError:  # not below the data folder

@@ -268,10 +268,21 @@ def naive_train_accuracy(cfg: gce.Config, train: gce.Split, test: gce.Split, dev
     return gce.accuracy(gce.predict_logits(model, test.images, cfg.eval_batch_size), test.labels)  # fp32
 
 
-def bench_accuracy(args, device: torch.device) -> dict:
-    cfg = gce.Config(data_dir=args.data_dir, train_subset=args.accuracy_train, test_subset=args.accuracy_test,
-                     epochs=args.accuracy_epochs, progress=False)
-    train, test, source = gce.load_cifar10(cfg, device)
+def accuracy_data(args, device: torch.device) -> tuple[gce.Config, gce.Split, gce.Split, str]:
+    """--accuracy's configuration and data, loaded before any timing: a bad subset size is one line naming this
+    script's flag (the pipeline's messages name --train-subset and --test-subset), not a traceback after minutes."""
+    try:
+        cfg = gce.Config(data_dir=args.data_dir, train_subset=args.accuracy_train, test_subset=args.accuracy_test,
+                         epochs=args.accuracy_epochs, progress=False)
+        train, test, source = gce.load_cifar10(cfg, device)
+    except gce.UserError as exc:
+        raise gce.UserError(str(exc).replace("--train-subset", "--accuracy-train")
+                            .replace("--test-subset", "--accuracy-test")) from None
+    return cfg, train, test, source
+
+
+def bench_accuracy(args, device: torch.device, data: tuple[gce.Config, gce.Split, gce.Split, str]) -> dict:
+    cfg, train, test, source = data
     runs = []
     for seed in range(args.accuracy_seeds):
         seeded = gce.dataclasses.replace(cfg, seed=seed)
@@ -408,6 +419,7 @@ def main() -> int:
         if args.data_dir and not all((Path(args.data_dir).expanduser() / split).is_dir() for split in ("train", "test")):
             raise gce.UserError(f"--data-dir {args.data_dir} has no train/ and test/ folders; pass the folder of an "
                                 "image-folder CIFAR-10 copy (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg)")
+        accuracy = accuracy_data(args, device) if args.accuracy else None
     except gce.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -465,7 +477,7 @@ def main() -> int:
                      "--output-dir", tmp, "--retrain"])
     if args.accuracy:
         print("accuracy: fast path vs naive ...", flush=True)
-        report["accuracy"] = bench_accuracy(args, device)
+        report["accuracy"] = bench_accuracy(args, device, accuracy)
     out = output_path(args, f"bench-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -71,10 +71,33 @@ def hotspot(stored: dict[str, np.ndarray], cfg: dict) -> dict:
     return dict(images=len(same), near_square=near, sim_same_image=gce.mean_with_ci(same, resamples, seed))
 
 
-def main() -> int:
-    metrics = json.loads((ROOT / "outputs" / "metrics.json").read_text())
+def read_reference() -> tuple[dict, dict[str, np.ndarray]]:
+    """The reference run's metrics.json and per-image scores, in the earlier layout this script maps; else one line."""
+    try:
+        metrics = json.loads((ROOT / "outputs" / "metrics.json").read_text())
+        stored = dict(np.load(ROOT / "outputs" / "audit_per_image.npz"))
+    except (OSError, ValueError) as exc:
+        raise gce.UserError(f"cannot read the reference run's outputs/metrics.json and outputs/audit_per_image.npz "
+                            f"({exc}); restore them with git checkout outputs") from None
+    audit = metrics.get("shortcut_audit")
+    if not isinstance(audit, dict) or "chance" not in audit or not any(k.split("/")[4:5] == ["none"] for k in stored
+                                                                         if k.startswith("scores/")):
+        raise gce.UserError("outputs/metrics.json and outputs/audit_per_image.npz are not the reference run's earlier "
+                            "layout, the only one this script re-reads (a current run writes its own summary.md); "
+                            "restore them with git checkout outputs")
+    return metrics, stored
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Writes outputs/reference-rescored/ and "
+                            "outputs/summary.md.").parse_args(argv)
+    try:
+        metrics, stored = read_reference()
+    except gce.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg = metrics["config"]
-    stored = dict(np.load(ROOT / "outputs" / "audit_per_image.npz"))
     per_image = current_layout(stored)
     old = metrics["shortcut_audit"]
     audit = dict(explained_class=old["explained_class"], trained_corner=old["trained_corner"],

@@ -111,3 +111,43 @@ def test_a_smoke_run_never_replaces_the_committed_numbers():
     for name in ("bench-cpu.json", "cam-family-cpu.json", "quick-cpu-no-bf16.json"):
         assert bench.output_path(argparse.Namespace(out=None, smoke=True), name).parent == Path(tempfile.gettempdir())
         assert bench.output_path(argparse.Namespace(out=None, smoke=False), name) == ROOT / "outputs" / "benchmarks" / name
+
+
+@pytest.mark.parametrize("size, message", [
+    ("15", "error: --accuracy-train must be 0 (all) or a multiple of 10, >= 10 images, got 15"),
+    ("1000", "error: a subset of 1000 images needs 100 of class airplane, but the train split has only 4; lower "
+             "--accuracy-train"),
+])
+def test_a_bad_accuracy_subset_is_one_line_naming_the_benchmarks_flag(tmp_path, size, message):
+    """Fault round 7: --accuracy's subset was checked only after minutes of timing, as a traceback naming
+    --train-subset."""
+    from conftest import write_image_folder
+    write_image_folder(tmp_path, {"train": 4, "test": 2})
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--accuracy", "--data-dir",
+                           str(tmp_path), "--accuracy-train", size], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
+    assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path):
+    """Fault round 7: `rescore_reference.py --help` ran the script and rewrote three committed files; given a current
+    run's files it ended in a KeyError traceback."""
+    import shutil
+    script = ROOT / "benchmarks" / "rescore_reference.py"
+    written = [ROOT / "outputs" / "summary.md", ROOT / "outputs" / "reference-rescored" / "metrics.json"]
+    before = [p.stat().st_mtime_ns for p in written]
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: rescore_reference.py [-h]")
+    assert [p.stat().st_mtime_ns for p in written] == before
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(script, tmp_path / "benchmarks")
+    shutil.copy(ROOT / "grad_cam_experiment.py", tmp_path)
+    shutil.copy(ROOT / "outputs" / "run-10k-seed1" / "metrics.json", tmp_path / "outputs")
+    shutil.copy(ROOT / "outputs" / "run-10k-seed1" / "audit_per_image.npz", tmp_path / "outputs")
+    done = subprocess.run([sys.executable, str(tmp_path / "benchmarks" / "rescore_reference.py")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: outputs/metrics.json and outputs/audit_per_image.npz "
+                                                           "are not the reference run's earlier layout"), done.stderr
+    assert done.stderr.count("\n") == 1 and sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [
+        "audit_per_image.npz", "metrics.json"]

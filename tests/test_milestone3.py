@@ -2,6 +2,7 @@
 
 import copy
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,7 +330,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), 50, 0), "balanced_subset: a subset of 50 images needs "
                                                                           "5 of class airplane, but the data has only 2; "
                                                                           "lower n (0 = all images)"),  # named CLI flags
-    (lambda m, x: gce.judge([[0.5, 0.1]], "above"), "judge: each interval must be [low, high], got [0.5, 0.1]"),  # 'pass'
+    (lambda m, x: gce.judge([[0.5, 0.1]], "above"), "judge: each interval must be [low, high], got list [0.5, 0.1]"),  # 'pass'
     (lambda m, x: gce.judge([[0.5, 0.6]], "abvoe"), "judge: should must be 'above' or 'below', got 'abvoe'"),  # 'fail'
     (lambda m, x: gce.dilate(SQUARE, 2.5), "dilate: pixels must be a whole number >= 0, got 2.5"),
     (lambda m, x: gce.dilate(SQUARE, -2), "dilate: pixels must be a whole number >= 0, got -2"),
@@ -350,7 +351,45 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.check_output_dir(gce.Path("/"), gce.Path("/tmp/data")),
      "--output-dir / is the file system's root or your home folder"),  # a run wrote checkpoints/ into / (as root)
     (lambda m, x: gce.console_summary({"config": [], "shortcut_audit": [], "output_dir": "x"}),
-     "console_summary: the report's layout is not this version's"),  # an older layout was a TypeError
+     "console_summary: the report's layout or one of its values is not what this version writes"),  # an older layout was a TypeError
+    # Fault round 7: helpers that still passed bad arguments to torch, numpy or matplotlib, or answered silently.
+    (lambda m, x: gce.cam_upsample(torch.rand(2, 4, 4), 32), "cam_upsample: size must be (H, W), two whole numbers "
+                                                             ">= 1, got 32"),
+    (lambda m, x: gce.cam_upsample(torch.rand(4, 4), (32, 32)), "cam_upsample: expects a floating-point tensor"),
+    (lambda m, x: gce.importance_order(MAPS, seed=0.5), "importance_order: seed must be a whole number >= 0, got 0.5"),
+    (lambda m, x: gce.importance_order(MAPS, seed=2 ** 70), "importance_order: seed must be a whole number 0..2**63-1"),
+    (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, seed="1"),
+     "deletion_insertion: seed must be a whole number >= 0, got '1'"),
+    (lambda m, x: gce.sample_correct(torch.rand(20, 10), torch.arange(20) % 10, -1, 0),
+     "sample_correct: n must be a whole number >= 0, got -1"),  # returned 19 images
+    (lambda m, x: gce.sample_correct(torch.rand(20, 10), torch.arange(10), 5, 0), "sample_correct: expects float logits"),
+    (lambda m, x: gce.audit_groups(torch.arange(200) % 10, 6, 4, 0.5), "audit_groups: seed must be a whole number"),
+    (lambda m, x: gce.audit_groups(list(range(10)), 6, 4, 0), "audit_groups: labels must be a 1-D tensor"),
+    (lambda m, x: gce.native_cell("Grad-CAM@layer9", {"layer3": (8, 8)}, 2), "native_cell: Grad-CAM@layer9 needs its "
+                                                                              "layer's grid"),  # KeyError
+    (lambda m, x: gce.native_cell("Grad-CAM@layer3", {"layer3": (64, 64)}, 2), "native_cell: Grad-CAM@layer3 needs"),
+    (lambda m, x: gce.audit_baselines(m, {"Guided Backprop": 0}, SQUARE[None], 8, (8, 2), 0),
+     "audit_baselines: the cell of Guided Backprop must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.pointing_game(MAPS.bfloat16(), SQUARE), "pointing_game: maps must be float32 or float64, got "
+                                                              "torch.bfloat16"),  # ties at the maximum: 2.5x chance
+    (lambda m, x: gce.table_lines(["a", "b"], [[1, 2, 3]]), "table_lines: row 0 has 3 cells for 2 headers"),  # dropped
+    (lambda m, x: gce.overlay_heatmap(np.zeros((32, 32, 3), np.uint8), np.full((32, 32), np.nan)),
+     "overlay_heatmap: the map holds 1024 NaN or infinite value(s)"),  # drawn as 'no heat'
+    (lambda m, x: gce.overlay_heatmap(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32)), alpha="0.5"),
+     "overlay_heatmap: expects a uint8 H x W x 3 image, an H x W map and alpha in [0, 1]"),
+    (lambda m, x: gce.sanity_figure({"spearman_with_original": {}, "images": 3}, gce.Path("s.png"), False),
+     "sanity_figure: the report's layout or one of its values is not what this version writes (StopIteration"),
+    (lambda m, x: gce.figure_grid([], 0, "t"), "figure_grid: ncols must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.occlusion_map(torch.rand(2, 5), gce.occlusion_windows(32, 32, 8, 8)),
+     "occlusion_map: windows must be [P, H, W] with P = 5"),
+    (lambda m, x: gce.hotspot_check({"biased": MAPS}, SQUARE, 8, 20, 0), "hotspot_check: maps must be a dict with "
+                                                                         "'biased' and 'standard' maps"),  # KeyError
+    (lambda m, x: gce.judge([[0.3]], "above"), "judge: each interval must be [low, high], got list [0.3]"),  # 'pass'
+    (lambda m, x: gce.interval_side([0.5, 0.1]), "interval_side: each interval must be [low, high]"),
+    (lambda m, x: gce.load_checkpoint(gce.Path("none.pt"), "k", "no", "cpu"), "load_checkpoint: biased must be True or "
+                                                                              "False, got 'no'"),
+    (lambda m, x: gce.load_checkpoint(gce.Path("none.pt"), "k", False, "cuda:99"), "load_checkpoint: device must be a "
+                                                                                   "torch device this machine has"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
@@ -424,3 +463,31 @@ def test_deletion_insertion_keeps_each_forward_pass_within_images_per_forward(mo
     assert max(sizes) <= 4 and sum(sizes) == 1 + 3 * 2 * 9, sizes  # the class-count probe, then every stage once
     for key in whole:
         torch.testing.assert_close(small[key], whole[key], rtol=0, atol=1e-6)
+
+
+def test_fault_round_7_inputs_that_now_give_the_right_answer(model, tmp_path):
+    """Fault round 7: an fp16 map's share overflowed to NaN; a bf16 map, a str path and an input made under
+    inference_mode were raw TypeErrors, AttributeErrors or RuntimeErrors."""
+    flat = torch.full((1, 32, 32), 60000.0)
+    assert gce.artifact_attention_share(flat.half(), SQUARE).item() == pytest.approx(36 / 1024)
+    assert gce.overlay_heatmap(np.zeros((32, 32, 3), np.uint8), torch.rand(32, 32).bfloat16()).shape == (32, 32, 3)
+    from matplotlib.figure import Figure
+    assert gce.save_figure(Figure(), str(tmp_path / "a.png"), False) == str(tmp_path / "a.png")
+    gce.check_output_dir(str(tmp_path / "out"), str(tmp_path / "data"))
+    with torch.inference_mode():
+        frozen = torch.randn(2, 3, 32, 32)
+    assert torch.equal(gce.GuidedBackprop(model)(frozen, None), gce.GuidedBackprop(model)(frozen.clone(), None))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("config", "artifact_class", -1), "the report's config.artifact_class must be a class index 0..9, got -1"),  # 'truck'
+    (("data", "train_images", "20"), "ValueError: Cannot specify ',' with 's'."),  # a raw ValueError
+])
+def test_a_report_with_a_wrong_value_is_named_not_misread(edit, message):
+    import json
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    metrics[edit[0]][edit[1]] = edit[2]
+    with pytest.raises(ValueError, match="^summary_markdown: the report's layout or one of its values is not what "
+                                         "this version writes") as error:
+        gce.summary_markdown(metrics)
+    assert message in str(error.value)
