@@ -467,6 +467,8 @@ def in_notebook() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    if not isinstance(name, str):
+        raise UserError(f"--device must be text such as auto, cpu, cuda or cuda:N, got {described(name)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -498,6 +500,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     """What --amp computes in on this device (None: fp32): bf16 on GPUs with native bf16 (Ampere, compute capability
     8.0, and later) and on CPUs with native bf16 (cpu_has_native_bf16); fp16 (with a GradScaler in training) on older
     GPUs such as Colab's T4, where bf16 is only emulated; fp32 on other CPUs, where autocast would be slower."""
+    device = device if isinstance(device, torch.device) else check_device("amp_dtype", device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
@@ -506,6 +509,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 def autocast_for(device: torch.device, enabled: bool = True):
     """Autocast in amp_dtype(device) when enabled and the device has a fast low precision; else autocast switched
     off, so that a caller's own torch.autocast block cannot turn fp32 work (a map said to be fp32) into bf16."""
+    device = device if isinstance(device, torch.device) else check_device("autocast_for", device)
     dtype = amp_dtype(device) if enabled else None
     if dtype is not None:
         return torch.autocast(device.type, dtype=dtype)
@@ -528,6 +532,7 @@ def precision_plan(device: torch.device, amp: bool, forward_amp: bool) -> dict:
     accuracy use --amp's precision; the forward-only explanation work (occlusion, deletion/insertion, Score-CAM) that
     precision too with --forward-amp; the final predictions, the gradient maps (Grad-CAM and its family, Guided
     Backprop) stay fp32 (true fp32 on a GPU too: run() turns cuDNN's and matmul's TF32 off, see fp32_without_tf32)."""
+    device = device if isinstance(device, torch.device) else check_device("precision_plan", device)
     why = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else
            "CPU with native bf16: avx512_bf16 or AMX" if cpu_has_native_bf16() else
            "CPU without native bf16, where bf16 autocast is slower than fp32")
@@ -540,6 +545,7 @@ def fp32_without_tf32(device: torch.device) -> None:
     """On Ampere and later GPUs cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default, which would make
     the "fp32" explanations and their agreement with the peers TF32: turn it off for convolutions and matmuls (this
     process). Training under --amp computes in bf16/fp16 either way; with --no-amp it is then true fp32 (slower)."""
+    device = device if isinstance(device, torch.device) else check_device("fp32_without_tf32", device)
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -657,10 +663,10 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
                  if name not in CIFAR10_CLASSES or len(paths) > 1)  # cat and Cat: which one is meant?
     missing = [name for name in CIFAR10_CLASSES if name not in folders]
     if odd or missing:
-        found = [f"unexpected folder(s) {', '.join(odd)}"] * bool(odd) + \
-                [f"missing {', '.join(missing)}"] * bool(missing)
+        found = [f"unexpected folder(s) {', '.join(odd)} (move or rename them)"] * bool(odd) + \
+                [f"missing {', '.join(missing)} (add or restore them)"] * bool(missing)
         raise UserError(f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
-                        f"{'; '.join(found)} (move or rename them)")
+                        f"{'; '.join(found)}")
     files, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_dir = folders[name][0]
@@ -1618,7 +1624,8 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
     """Yield (stage, model) with fc, then also layer4, ..., then also the stem re-initialised, on one deep copy (the
     caller's model is never touched). Re-initialised means: the weights of a freshly built, untrained model (the
     architecture's own initialisation, seeded per stage), made on the CPU so no device RNG is disturbed."""
-    names = dict(check_model(model, "cascading_randomization").named_modules())
+    names, seed = dict(check_model(model, "cascading_randomization").named_modules()), check_seed(
+        "cascading_randomization", seed)
     if not all(name in names for stage in CASCADE for name in stage.split("+")) or \
             not isinstance(names["fc"], nn.Linear):
         raise ValueError("cascading_randomization: expects this file's ResNet-18 (build_model()): modules "
@@ -1639,6 +1646,7 @@ def reinitialised(model: nn.Module, down_to: str, seed: int = 0) -> nn.Module:
     control: the biased model with fc and layer4 random keeps the square's features only below layer4)."""
     if down_to not in CASCADE:
         raise ValueError(f"reinitialised: unknown stage {down_to!r}; one of {', '.join(CASCADE)}")
+    seed = check_seed("reinitialised", seed)
     return next(randomized for stage, randomized in cascading_randomization(model, seed) if stage == down_to)
 
 
@@ -1865,6 +1873,9 @@ def check_logits_and_labels(logits: Any, labels: Any, who: str) -> None:
             and len(logits) == len(labels)):
         raise ValueError(f"{who}: expects float logits [N, classes] and integer labels [N], got {described(logits)} "
                          f"and {described(labels)}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < logits.shape[1]:  # scored 0.0 or {} silently
+        raise ValueError(f"{who}: labels must be class indices 0..{logits.shape[1] - 1}, got {int(labels.min())}.."
+                         f"{int(labels.max())}")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -1886,6 +1897,11 @@ def training_key(config: dict, biased: bool, data: str, precision: str, device_t
     Config.to_dict(), also as stored in a checkpoint), the data's fingerprint, the training precision, the device
     type (a CPU's and a GPU's kernels round differently: other weights) and the checkpoint version. A checkpoint is
     reused only on a match."""
+    biased = check_flag("training_key", "biased", biased)
+    missing = [k for k in training_fields(biased) if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise ValueError(f"training_key: config lacks {', '.join(missing)}; pass Config(...).to_dict() (or a "
+                         "checkpoint's stored config)")
     payload = {k: config[k] for k in training_fields(biased)} | {
         "biased": biased, "data": data, "precision": precision, "device": device_type, "version": CHECKPOINT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -1925,6 +1941,7 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> str:
     """write(a temporary path), then rename it to `path`: a write that is interrupted (Ctrl-C, SIGTERM) or fails (full
     disk) never leaves a partial file under the real name, and the file it replaces stays whole until the rename; two
     runs that write the same file leave one whole version. Returns the path."""
+    path = Path(path)
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         write(partial)
@@ -1939,7 +1956,7 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> str:
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez_compressed to exactly `path` (given a name, numpy appends .npz) and closed before it is renamed."""
-    with path.open("wb") as file:
+    with Path(path).open("wb") as file:
         np.savez_compressed(file, **arrays)
 
 
@@ -1955,6 +1972,7 @@ TRAINING_DISK_BYTES = 300 * 2 ** 20
 
 def check_free_space(folder: Path, needed: int, what: str) -> None:
     """A full disk found before the work that would fill it, not after it (a UserError naming the folder)."""
+    folder = next(p for p in [Path(folder), *Path(folder).parents] if p.exists())  # what will hold it
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise UserError(f"only {free / 2 ** 20:.0f} MB free in {folder}; {what} writes up to {needed / 2 ** 20:.0f} MB "
@@ -2016,6 +2034,7 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks 1..L along dim 1 of [B, L], ties sharing their average rank (as scipy.stats.rankdata)."""
+    check_tensor(values, 2, "[B, L] of values", "average_ranks")
     b, length = values.shape
     sorted_values, order = values.sort(1)
     starts = torch.ones_like(sorted_values, dtype=torch.bool)
@@ -2128,6 +2147,11 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, classes: torch.Te
 
 def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) -> torch.Tensor:
     """The centred-Gaussian baseline map: 'objects are in the middle'."""
+    batch, height, width = (check_count("gaussian_prior", name, value) for name, value in
+                            (("batch", batch), ("height", height), ("width", width)))
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < math.inf:
+        raise ValueError(f"gaussian_prior: sigma must be a number of pixels > 0, got {sigma!r}")
+    device = check_device("gaussian_prior", device)
     y = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2
     x = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2
     g = torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma ** 2))
@@ -2223,12 +2247,19 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
 
 def called_share(logits: torch.Tensor, target: int) -> float:
     """Share of the images whose prediction is `target`."""
+    check_tensor(logits, 2, "[N, classes] of logits", "called_share")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < logits.shape[1]:
+        raise ValueError(f"called_share: target must be a class index 0..{logits.shape[1] - 1}, got {target!r}")
     return (logits.argmax(1) == target).float().mean().item()
 
 
 def correct_first(indices: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """The indices, correctly classified ones first, each part in its given order: the one rule by which every
     sample of examples is made (misclassified ones only fill up when too few are correct)."""
+    if not (isinstance(correct, torch.Tensor) and correct.dtype == torch.bool and correct.dim() == 1
+            and isinstance(indices, torch.Tensor) and indices.dim() == 1 and not indices.is_floating_point()):
+        raise ValueError(f"correct_first: expects integer indices [K] and a bool mask [N] (logits.argmax(1) == labels), "
+                         f"got {described(indices)} and {described(correct)}")  # a 0/1 int mask indexes, not masks
     return torch.cat([indices[correct[indices]], indices[~correct[indices]]])
 
 
@@ -2236,6 +2267,15 @@ def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
                   logits: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of k test images of each class, in test-set order: with logits, correct_first (figures of a barely
     trained model then show errors, with captions that say so, rather than nothing); without, simply the first k."""
+    k, classes = check_count("pick_examples", "k", k, low=0), list(classes)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"pick_examples: labels must be integer class indices [N], got {described(labels)}")
+    if logits is not None:
+        check_logits_and_labels(logits, labels, "pick_examples")
+    wrong = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer))
+             or not 0 <= c < len(CIFAR10_CLASSES)]
+    if wrong:  # a class no label has gave an empty pick, silently
+        raise ValueError(f"pick_examples: classes must be class indices 0..{len(CIFAR10_CLASSES) - 1}, got {wrong[0]!r}")
     correct = logits.argmax(1) == labels if logits is not None else torch.ones_like(labels, dtype=torch.bool)
     return torch.cat([correct_first(torch.nonzero(labels == c).flatten(), correct)[:k] for c in classes])
 
@@ -2325,6 +2365,7 @@ def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool)
     """Per map [B, H, W] on a grid of cell x cell pixels: is the peak cell one the mask touches (near: within one cell
     of one)? A cell's value is the map at its centre (the mean of the 2x2 pixels there: a CAM's native value up to
     1/16 of its neighbours'), so a CAM's peak one 8x8 cell inward of a 6x6 square is 'near', not 'on'."""
+    cell = check_count("cell_pointing", "cell", cell)
     lo, hi = (cell - 1) // 2, cell // 2
     pooled = (maps[:, lo::cell, lo::cell] + maps[:, hi::cell, hi::cell] + maps[:, lo::cell, hi::cell]
               + maps[:, hi::cell, lo::cell]) / 4
@@ -2335,6 +2376,7 @@ def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool)
 def score_at_corners(maps: torch.Tensor, masks: torch.Tensor, tolerance: int, cell: int) -> dict[str, torch.Tensor]:
     """Each AUDIT_MEASURE of non-negative maps [B, H, W] against the square at each corner (masks [4, H, W]) -> [B, 4]
     float64. Pointing counts a constant map as a miss; share of an all-zero map is 0."""
+    cell = check_count("score_at_corners", "cell", cell)
     return {measure: scores.double() for measure, scores in dict(
         point_px=pointing_game(maps, masks, tolerance), point_cell=cell_pointing(maps, masks, cell, False),
         point_near_cell=cell_pointing(maps, masks, cell, True), share=artifact_attention_share(maps, masks)).items()}
@@ -2346,7 +2388,8 @@ def method_baselines(model: nn.Module, key: str, masks: torch.Tensor, tolerance:
     score of random maps (uniform values on the native grid: a CAM's layer grid, occlusion's windows, pixels; Guided
     Grad-CAM: random guided gradients times a random CAM), and `ceiling`, the best any map of that resolution can
     score (the best single native unit: share is a ratio of linear functions, so its maximum is at a unit)."""
-    generator = torch.Generator().manual_seed(seed)
+    cell = check_count("method_baselines", "cell", cell)
+    generator = torch.Generator().manual_seed(check_seed("method_baselines", seed))
     method, layer = method_layer(key)
     masks = masks.cpu()
     height, width = masks.shape[-2:]
@@ -2703,6 +2746,7 @@ SANITY_PASS_STAGE = "layer4"
 
 def constant_share(maps: torch.Tensor) -> float:
     """Share of the maps [B, H, W] that are constant (e.g. all zero): they carry no ranking."""
+    check_tensor(maps, 3, "[B, H, W] of maps", "constant_share", finite=True)
     flat = maps.flatten(1)
     return (flat.amax(1) == flat.amin(1)).float().mean().item()
 
@@ -2751,6 +2795,15 @@ def sanity_check(model: nn.Module, cfg: Config, images: torch.Tensor, classes: t
 #                 Figures                   #
 #############################################
 
+def _raised_here(exc: BaseException) -> bool:
+    """Was `exc` raised in this file's own code (e.g. a format spec given text), not inside a library it called?"""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == _raised_here.__code__.co_filename  # (no __file__ in
+    # a notebook cell)
+
+
 def reads_report(function: Callable) -> Callable:
     """For the functions that draw or print a run's report dict (metrics.json or a section of it): a missing key is a
     ValueError naming the function and the key, not a bare KeyError."""
@@ -2766,8 +2819,8 @@ def reads_report(function: Callable) -> Callable:
             raise ValueError(f"{function.__name__}: the report lacks {exc}; pass what a complete run wrote (its "
                              "metrics.json, or the section this function draws)") from None
         except (TypeError, IndexError, StopIteration, ValueError) as exc:  # a list where this version writes a dict,
-            if isinstance(exc, ValueError) and re.match(r"\w+: ", str(exc)):  # text where a number... (ours: as they are)
-                raise
+            if isinstance(exc, ValueError) and (re.match(r"\w+: ", str(exc)) or not _raised_here(exc)):
+                raise  # this file's own messages, and a library's (e.g. matplotlib's on a bad MPLBACKEND): as they are
             raise ValueError(f"{function.__name__}: the report's layout or one of its values is not what this version "
                              f"writes ({type(exc).__name__}: {exc}); an older run's or an edited metrics.json? rerun it "
                              "with this version (the committed reference run's outputs/metrics.json is one: its tables, "
@@ -2839,6 +2892,9 @@ def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 def predicted(probs: torch.Tensor) -> str:
     """Caption line for class probabilities [num_classes]: 'pred cat (87%)'."""
+    if not (isinstance(probs, torch.Tensor) and probs.shape == (len(CIFAR10_CLASSES),)):
+        raise ValueError(f"predicted: expects one image's class probabilities [{len(CIFAR10_CLASSES)}], got "
+                         f"{described(probs)}")
     return f"pred {CIFAR10_CLASSES[int(probs.argmax())]} ({probs.max():.0%})"
 
 
@@ -2923,6 +2979,7 @@ def stamped_comparison_figure(models: dict[str, nn.Module], images: torch.Tensor
 
 def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
     """Input-space gradients [B, 3, H, W] as uint8 RGB images (centred, 0.1 std per image, as is customary)."""
+    check_tensor(grads, 4, "[B, 3, H, W] of gradients", "deprocess_gradient")
     g = grads.float()
     g = (g - g.mean((1, 2, 3), keepdim=True)) / (g.std((1, 2, 3), keepdim=True) + 1e-12) * 0.1 + 0.5
     return to_hwc((g.clamp(0, 1) * 255).round().to(torch.uint8))
@@ -2968,8 +3025,10 @@ def _bar_axes(fig, position: int, count: int, title: str):
 
 @reads_report
 def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
-    """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method."""
+    """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method (report: a run's
+    metrics.json or its faithfulness section)."""
     from matplotlib.figure import Figure
+    report = report.get("faithfulness", report)
     methods = list(report["methods"])
     fig = Figure(figsize=(13, 4.2), dpi=110)
     panels = [("spearman_with_occlusion", "Spearman with occlusion (higher = better)"),
@@ -3002,8 +3061,10 @@ def count_images(n: int) -> str:
 
 @reads_report
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
-    """Spearman with the trained model's maps along the randomisation cascade, with 95% bands."""
+    """Spearman with the trained model's maps along the randomisation cascade, with 95% bands (report: a run's
+    metrics.json or its sanity_check section)."""
     from matplotlib.figure import Figure
+    report = report.get("sanity_check", report)
     fig = Figure(figsize=(9.5, 4.4), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     for method, rows in report["spearman_with_original"].items():
@@ -3102,7 +3163,9 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
 def verdict_figure(report: dict, path: Path, show: bool) -> str:
     """Per method and layer (rows) and group (columns): the mean paired delta of the verdict measure with its bootstrap
     95% interval for the biased model at the corners it uses and at those it ignores, and for the standard model and
-    the control at the used corners; the margin, and the verdict."""
+    the control at the used corners; the margin, and the verdict (report: a run's metrics.json or its shortcut_audit
+    section)."""
+    report = report.get("shortcut_audit", report)
     from matplotlib.figure import Figure
     groups = sorted(report["groups"], key=lambda g: g != "nonfrogs")  # the square is non-frogs' only evidence
     if not groups:
@@ -3181,6 +3244,7 @@ def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: tor
 #############################################
 
 def environment_info(device: torch.device) -> dict:
+    device = device if isinstance(device, torch.device) else check_device("environment_info", device)
     import cv2
     import matplotlib
     info = dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
@@ -3401,6 +3465,18 @@ def resolved(path: Path, flag: str) -> Path:
                         "a real folder") from None
 
 
+def check_plotting() -> None:
+    """matplotlib, which draws the figures, starts here: a bad MPLBACKEND (matplotlib refuses it on import) fails
+    before any training, not after hours of it."""
+    try:
+        import matplotlib
+        import matplotlib.cm  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except (ImportError, ValueError) as exc:
+        backend = f" (MPLBACKEND={os.environ['MPLBACKEND']!r}: unset it or set MPLBACKEND=Agg)" * ("MPLBACKEND" in os.environ)
+        raise UserError(f"matplotlib, which draws the figures, cannot start: {str(exc).split(';')[0]}{backend}") from None
+
+
 def check_output_dir(path: Path, data_dir: Path) -> None:
     """Before any work: the output folder is not inside the data's train/ or test/ folders, which it would change,
     and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed); no
@@ -3497,7 +3573,10 @@ class RunRecord:
 
     def wrote(self, path: str | Path) -> str:
         """Adds a file this run wrote, or a checkpoint it reused, to the record with its sha256; returns the path."""
-        name = Path(path).relative_to(self.out).as_posix()
+        try:
+            name = Path(path).relative_to(self.out).as_posix()
+        except ValueError:  # the record lists this run's outputs only
+            raise ValueError(f"RunRecord.wrote: {path} is not inside the output folder {self.out}") from None
         self.info["files"][name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         self.save()
         return str(path)
@@ -3611,6 +3690,7 @@ def run(cfg: Config) -> dict:
     out, show = Path(cfg.output_dir), in_notebook()
     check_output_dir(out, Path(cfg.data_dir))
     check_layers(cfg.target_layer, cfg.audit_layer_names)
+    check_plotting()
     seed_everything(cfg.seed)
 
     ##### Data

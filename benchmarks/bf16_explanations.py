@@ -59,6 +59,18 @@ def main() -> int:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--out")
     args = parser.parse_args()
+    checks = [(args.images >= 2, f"--images must be >= 2 (an interval needs two), got {args.images}"),
+              (args.audit_images >= 2, f"--audit-images must be >= 2, got {args.audit_images}"),
+              (0 <= args.scorecam_images <= args.images, f"--scorecam-images must be 0..--images ({args.images}), got "
+                                                         f"{args.scorecam_images}"),
+              (10 <= args.resamples <= 100_000, f"--resamples must be 10..100000, got {args.resamples}"),
+              (Path(args.checkpoints).is_dir(), f"--checkpoints {args.checkpoints} is not a folder"),
+              (all((Path(args.data_dir) / split).is_dir() for split in ("train", "test")),
+               f"--data-dir {args.data_dir} has no train/ and test/ folders; pass an image-folder CIFAR-10 copy")]
+    for ok, message in checks:  # before the models load and minutes of work, not after
+        if not ok:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     device = torch.device("cpu")
     if gce.amp_dtype(device) is None:
         print("error: this CPU has no native bf16; nothing to compare", file=sys.stderr)
@@ -72,8 +84,12 @@ def main() -> int:
             return 2
         paths[name] = found[0]
     models = {name: load_model(path, device) for name, path in paths.items()}
-    cfg = gce.Config(data_dir=args.data_dir, train_subset=10, progress=False)
-    _, test, source = gce.load_cifar10(cfg, device)
+    cfg = gce.Config(data_dir=args.data_dir, train_subset=10, progress=False, download=False)
+    try:
+        _, test, source = gce.load_cifar10(cfg, device)
+    except gce.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report = dict(environment=gce.environment_info(device), checkpoints={k: str(v) for k, v in paths.items()},
                   data=source, seconds={}, faithfulness={}, audit={}, maps={})
     layer, steps, batch = cfg.target_layer, cfg.deletion_steps, cfg.eval_batch_size

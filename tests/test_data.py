@@ -90,7 +90,8 @@ def test_wrong_size_wrong_classes_and_empty_class_are_clear_errors(tmp_path):
     with pytest.raises(gce.UserError, match=r"train/dog holds no images"):
         load(tmp_path)
     (tmp_path / "train" / "dog").rename(tmp_path / "train" / "puppy")
-    with pytest.raises(gce.UserError, match=r"must hold exactly the 10 CIFAR-10 .*folder\(s\) puppy; missing dog"):
+    with pytest.raises(gce.UserError, match=r"must hold exactly the 10 CIFAR-10 .*folder\(s\) puppy \(move or rename "
+                                            r"them\); missing dog \(add or restore them\)$"):
         load(tmp_path)
 
 

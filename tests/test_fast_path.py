@@ -151,3 +151,33 @@ def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path
                                                            "are not the reference run's earlier layout"), done.stderr
     assert done.stderr.count("\n") == 1 and sorted(p.name for p in (tmp_path / "outputs").iterdir()) == [
         "audit_per_image.npz", "metrics.json"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--images", "0"], "error: --images must be >= 2 (an interval needs two), got 0"),  # a GradCAM traceback
+    (["--scorecam-images", "-1"], "error: --scorecam-images must be 0..--images (100), got -1"),  # all but one image
+    (["--resamples", "0"], "error: --resamples must be 10..100000, got 0"),  # at the end, after minutes
+    (["--data-dir", "{tmp}/nope"], "error: --data-dir {tmp}/nope has no train/ and test/ folders; pass an image-folder "
+                                   "CIFAR-10 copy"),  # a traceback
+])
+def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
+    """Fault round 8: bf16_explanations.py checked no flag (seen with native bf16 simulated)."""
+    from conftest import write_image_folder
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    args = ["--data-dir", str(tmp_path), "--checkpoints", str(tmp_path), *(f.format(tmp=tmp_path) for f in flags)]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bf16_explanations.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == message.format(tmp=tmp_path) + "\n", done.stderr
+
+
+def test_a_bad_matplotlib_backend_fails_before_any_training(tmp_path):
+    """Fault round 8: MPLBACKEND=bogus passed every check and ended in matplotlib's traceback after both models were
+    trained (hours at full scale)."""
+    import os
+    done = subprocess.run([sys.executable, str(ROOT / "grad_cam_experiment.py"), "--quick", "--no-progress",
+                           "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "MPLBACKEND": "bogus"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr  # matplotlib's reason between them:
+    assert done.stderr.startswith("error: matplotlib, which draws the figures, cannot start: ")  # its wording varies
+    assert done.stderr.endswith("(MPLBACKEND='bogus': unset it or set MPLBACKEND=Agg)\n")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()

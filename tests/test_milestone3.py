@@ -390,6 +390,30 @@ MAPS = torch.rand(2, 32, 32)
                                                                               "False, got 'no'"),
     (lambda m, x: gce.load_checkpoint(gce.Path("none.pt"), "k", False, "cuda:99"), "load_checkpoint: device must be a "
                                                                                    "torch device this machine has"),
+    # Fault round 8: the same pattern in the helpers round 7 did not reach.
+    (lambda m, x: gce.average_ranks(torch.rand(5)), "average_ranks: expects a floating-point tensor [B, L]"),
+    (lambda m, x: gce.gaussian_prior(-1, 4, 4, 1.0, "cpu"), "gaussian_prior: batch must be a whole number >= 1"),
+    (lambda m, x: gce.gaussian_prior(1, 4, 4, -1, "cpu"), "gaussian_prior: sigma must be a number of pixels > 0"),
+    (lambda m, x: gce.called_share(torch.randn(20, 10), 10), "called_share: target must be a class index 0..9, got 10"),
+    (lambda m, x: gce.correct_first(torch.tensor([3, 5, 7, 9]), torch.tensor([1, 0, 1, 0] * 5)),
+     "correct_first: expects integer indices [K] and a bool mask [N]"),  # gave [3, 3, 3, 3, 9, 9, 9, 9]
+    (lambda m, x: gce.pick_examples(torch.arange(20) % 10, [11], 2), "pick_examples: classes must be class indices "
+                                                                      "0..9, got 11"),  # an empty pick
+    (lambda m, x: gce.pick_examples(torch.arange(20) % 10, [3], -1), "pick_examples: k must be a whole number >= 0"),
+    (lambda m, x: gce.cell_pointing(MAPS, SQUARE[None], 0, False), "cell_pointing: cell must be a whole number >= 1"),
+    (lambda m, x: gce.reinitialised(m, "layer4", 0.5), "reinitialised: seed must be a whole number >= 0, got 0.5"),
+    (lambda m, x: gce.accuracy(torch.randn(20, 10), torch.full((20,), -1)), "accuracy: labels must be class indices "
+                                                                            "0..9, got -1..-1"),  # 0.0
+    (lambda m, x: gce.per_class_accuracy(torch.randn(20, 10), torch.full((20,), 10)), "per_class_accuracy: labels "
+                                                                                      "must be class indices"),  # {}
+    (lambda m, x: gce.deprocess_gradient(torch.randn(3, 32, 32)), "deprocess_gradient: expects a floating-point "
+                                                                   "tensor [B, 3, H, W]"),
+    (lambda m, x: gce.predicted(torch.rand(2, 10)), "predicted: expects one image's class probabilities [10]"),
+    (lambda m, x: gce.resolve_device(None), "--device must be text such as auto, cpu, cuda or cuda:N"),
+    (lambda m, x: gce.amp_dtype("gpu"), "amp_dtype: device must be a torch device"),
+    (lambda m, x: gce.training_key({}, False, "abc", "fp32", "cpu"), "training_key: config lacks train_subset"),
+    (lambda m, x: gce.training_key(gce.Config().to_dict(), "no", "abc", "fp32", "cpu"), "training_key: biased must "
+                                                                                         "be True or False"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
@@ -491,3 +515,40 @@ def test_a_report_with_a_wrong_value_is_named_not_misread(edit, message):
                                          "this version writes") as error:
         gce.summary_markdown(metrics)
     assert message in str(error.value)
+
+
+def test_fault_round_8_inputs_that_now_give_the_right_answer(tmp_path):
+    """Fault round 8: a device or a path given as text was an AttributeError; the free space of a folder not yet made a
+    FileNotFoundError; a figure function given the whole metrics.json advised passing the whole metrics.json."""
+    import json
+    assert gce.amp_dtype("cpu") == gce.amp_dtype(torch.device("cpu"))
+    assert gce.precision_plan("cpu", True, True) == gce.precision_plan(torch.device("cpu"), True, True)
+    assert gce.environment_info("cpu")["device"] == "cpu"
+    gce.write_atomically(str(tmp_path / "a.txt"), lambda p: p.write_text("x"))
+    gce.save_npz(str(tmp_path / "b.npz"), {"a": np.zeros(2)})
+    gce.check_free_space(tmp_path / "not" / "yet", 1, "a test")
+    assert (tmp_path / "a.txt").read_text() == "x" and (tmp_path / "b.npz").exists()
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    for draw, section in ((gce.faithfulness_figure, "faithfulness"), (gce.sanity_figure, "sanity_check")):
+        whole, part = (draw(report, tmp_path / f"{section}-{i}.png", False) for i, report in
+                       enumerate((metrics, metrics[section])))
+        assert Path(whole).read_bytes() == Path(part).read_bytes()
+    record = gce.RunRecord(tmp_path / "run", gce.Config())
+    with record:
+        with pytest.raises(ValueError, match="^RunRecord.wrote: .* is not inside the output folder"):
+            record.wrote(tmp_path / "a.txt")
+
+
+def test_a_library_error_inside_a_report_reader_is_not_blamed_on_the_report(monkeypatch, tmp_path):
+    """Fault round 8: matplotlib refusing MPLBACKEND inside faithfulness_figure was reported as 'the report's layout
+    ... is not what this version writes'."""
+    import json
+    import matplotlib.figure
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Key backend: 'bogus' is not a valid value for backend")
+
+    monkeypatch.setattr(matplotlib.figure, "Figure", refuse)
+    with pytest.raises(ValueError, match="^Key backend: 'bogus'"):
+        gce.faithfulness_figure(metrics, tmp_path / "f.png", False)
