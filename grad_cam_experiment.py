@@ -988,7 +988,7 @@ def resolve_layer(model: nn.Module, name: str, who: str = "") -> tuple[str, nn.M
     except AttributeError:
         pass
     valid = [n for n, m in model.named_modules() if n and not isinstance(m, (nn.ReLU, nn.Identity))]
-    guess = difflib.get_close_matches(canonical_layer_name(name), valid, n=1)
+    guess = difflib.get_close_matches(canonical_layer_name(name).lower(), valid, n=1)  # LAYER3 -> layer3 too
     outer = [n for n in valid if n.count(".") <= 1]  # the stem, stages, blocks and head; then what a block holds
     inner = sorted({n.split(".", 2)[2] for n in valid if n.count(".") >= 2})
     raise UserError(f"{who}{': ' if who else ''}unknown target layer {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")

@@ -379,6 +379,7 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
                                                                  "such as 'layer4.1.conv2' or a module"),
     (lambda m, x: gce.cam_family(m, x, None, "layer9", ["GradCAM"], 2), "cam_family: unknown target layer 'layer9'"),
     (lambda m, x: gce.XGradCAM(m, "layer9"), "XGradCAM: unknown target layer 'layer9' (did you mean layer4?)"),
+    (lambda m, x: gce.GradCAM(m, "LAYER3"), "GradCAM: unknown target layer 'LAYER3' (did you mean layer3?)"),  # none
     (lambda m, x: gce.GradCAMPlusPlus(m, "fc")(x), "GradCAMPlusPlus: target layer 'fc' outputs (5, 10); a CAM needs a "
                                                    "[B, C, H, W] feature map"),
     (lambda m, x: gce.cam_family(m, x, None, "avgpool", ["GradCAM"], 2), "cam_family: target layer 'avgpool' gives a 1x1 "
