@@ -581,7 +581,8 @@ def say(cfg: Config, text: str) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    check_count("seed_everything", "seed", seed, low=0)
+    if check_count("seed_everything", "seed", seed, low=0) > 2 ** 32 - 1:  # numpy's limit (--seed's too)
+        raise ValueError(f"seed_everything: seed must be a whole number 0..4294967295, got {seed}")
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CPU and every CUDA device
 
@@ -897,7 +898,9 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
             or labels.dtype == torch.bool or len(labels) != (len(images) if isinstance(images, torch.Tensor) else -1):
         raise ValueError(f"inject_artifact: labels must be an integer tensor [N], one class per image "
                          f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {described(labels)}")
-    check_count("inject_artifact", "target_class", target_class, low=0)
+    if check_count("inject_artifact", "target_class", target_class, low=0) >= len(CIFAR10_CLASSES):  # stamped nothing
+        raise ValueError(f"inject_artifact: target_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
+                         f"{target_class}")
     return stamp_square(images, square, where=labels == target_class)
 
 
@@ -2884,6 +2887,9 @@ class Explained(NamedTuple):
 def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str,
                      channels_last: bool) -> list[Explained]:
     """Grad-CAM of each uint8 image's predicted class, as records."""
+    check_pixels(images, "explain_examples")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):  # zip dropped the unlabelled images
+        raise ValueError(f"explain_examples: labels must be one class per image [{len(images)}], got {described(labels)}")
     device = next(model.parameters()).device
     result = GradCAM(model, layer).explain(normalize(images.to(device), channels_last))
     return [Explained(*record) for record in zip(to_hwc(images), result.maps.cpu().numpy(), labels.tolist(),
@@ -2910,6 +2916,7 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
     the overlays' own colormap."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    check_plotting()  # matplotlib refusing MPLBACKEND: the CLI's one line, not its traceback
     from matplotlib.figure import Figure
     ncols = check_count("figure_grid", "ncols", ncols)
     nrows = max(1, (len(panels) + ncols - 1) // ncols)
@@ -3027,6 +3034,7 @@ def _bar_axes(fig, position: int, count: int, title: str):
 def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
     """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method (report: a run's
     metrics.json or its faithfulness section)."""
+    check_plotting()  # matplotlib refusing MPLBACKEND: the CLI's one line, not its traceback
     from matplotlib.figure import Figure
     report = report.get("faithfulness", report)
     methods = list(report["methods"])
@@ -3063,6 +3071,7 @@ def count_images(n: int) -> str:
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
     """Spearman with the trained model's maps along the randomisation cascade, with 95% bands (report: a run's
     metrics.json or its sanity_check section)."""
+    check_plotting()  # matplotlib refusing MPLBACKEND: the CLI's one line, not its traceback
     from matplotlib.figure import Figure
     report = report.get("sanity_check", report)
     fig = Figure(figsize=(9.5, 4.4), dpi=110)
@@ -3166,6 +3175,7 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
     the control at the used corners; the margin, and the verdict (report: a run's metrics.json or its shortcut_audit
     section)."""
     report = report.get("shortcut_audit", report)
+    check_plotting()  # matplotlib refusing MPLBACKEND: the CLI's one line, not its traceback
     from matplotlib.figure import Figure
     groups = sorted(report["groups"], key=lambda g: g != "nonfrogs")  # the square is non-frogs' only evidence
     if not groups:

@@ -181,3 +181,15 @@ def test_a_bad_matplotlib_backend_fails_before_any_training(tmp_path):
     assert done.stderr.startswith("error: matplotlib, which draws the figures, cannot start: ")  # its wording varies
     assert done.stderr.endswith("(MPLBACKEND='bogus': unset it or set MPLBACKEND=Agg)\n")
     assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_figure_function_under_a_bad_matplotlib_backend_says_so_in_one_line():
+    """Fault round 9: faithfulness_figure called from Python ended in matplotlib's own traceback."""
+    import os
+    code = ("import json, grad_cam_experiment as g; g.faithfulness_figure(json.load(open("
+            "'outputs/run-10k-seed1/metrics.json')), 'unused.png', False)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "MPLBACKEND": "bogus"})
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("grad_cam_experiment.UserError: matplotlib, which draws the figures, cannot start: ")
+    assert last.endswith("(MPLBACKEND='bogus': unset it or set MPLBACKEND=Agg)") and not (ROOT / "unused.png").exists()

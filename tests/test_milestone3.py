@@ -414,6 +414,12 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.training_key({}, False, "abc", "fp32", "cpu"), "training_key: config lacks train_subset"),
     (lambda m, x: gce.training_key(gce.Config().to_dict(), "no", "abc", "fp32", "cpu"), "training_key: biased must "
                                                                                          "be True or False"),
+    # Fault round 9: a seed numpy refuses, a class nothing has (stamped nothing), fewer labels than images (dropped).
+    (lambda m, x: gce.seed_everything(2 ** 32), "seed_everything: seed must be a whole number 0..4294967295"),
+    (lambda m, x: gce.inject_artifact(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]), 10),
+     "inject_artifact: target_class must be a class index 0..9, got 10"),
+    (lambda m, x: gce.explain_examples(m, torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1]), "layer4",
+                                       False), "explain_examples: labels must be one class per image [4]"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
