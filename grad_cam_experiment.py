@@ -603,6 +603,9 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
     """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes); `split`
     ("train" or "test") names the flag a too-large subset is asked by."""
     n, seed = check_count("balanced_subset", "n", n, low=0), check_seed("balanced_subset", seed)
+    num_classes = check_count("balanced_subset", "num_classes", num_classes)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"balanced_subset: labels must be integer class indices [N], got {described(labels)}")
     labels = labels.cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -898,6 +901,8 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
             or labels.dtype == torch.bool or len(labels) != (len(images) if isinstance(images, torch.Tensor) else -1):
         raise ValueError(f"inject_artifact: labels must be an integer tensor [N], one class per image "
                          f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {described(labels)}")
+    if images.dim() == 4:  # named here, not in stamp_square
+        check_square(square, images.shape[2], images.shape[3], "inject_artifact")
     if check_count("inject_artifact", "target_class", target_class, low=0) >= len(CIFAR10_CLASSES):  # stamped nothing
         raise ValueError(f"inject_artifact: target_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
                          f"{target_class}")
@@ -907,7 +912,9 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Batched random crop (zero padding) and horizontal flip of uint8 images [N, C, H, W], on their device."""
     check_pixels(images, "random_crop_flip")
-    padding = check_count("random_crop_flip", "padding", padding, low=0)
+    padding, flip = check_count("random_crop_flip", "padding", padding, low=0), check_flag("random_crop_flip", "flip", flip)
+    if not isinstance(generator, torch.Generator):  # flip='no' flipped: a string is truthy
+        raise ValueError(f"random_crop_flip: generator must be a torch.Generator, got {described(generator)}")
     n, _, h, w = images.shape
     out = images
     if padding > 0:
@@ -978,6 +985,9 @@ def resolve_layer(model: nn.Module, name: str, who: str = "") -> tuple[str, nn.M
     """The module at a dotted path such as 'layer4.1.conv2' (nn.Module.get_submodule; negative indices into a
     Sequential allowed, 'layer4[-1]' too), with its canonical name. An unknown name is a did-you-mean error that
     starts with `who` (the method or function asked) when given."""
+    if not isinstance(name, str):
+        raise ValueError(f"{who or 'resolve_layer'}: the layer must be a name such as 'layer4.1.conv2', got "
+                         f"{described(name)}")
     parts = canonical_layer_name(name).split(".")
     try:
         for i, part in enumerate(parts):  # negative indices -> positive, against the container they index
@@ -1015,6 +1025,8 @@ def check_tensor(value: Any, dims: int, shape: str, who: str, finite: bool = Fal
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     """Per-map min-max scaling of [B, H, W] to [0, 1]; a constant map becomes all zeros."""
     check_tensor(maps, 3, "[B, H, W] of maps", "minmax_normalize", finite=True)  # an inf made the map NaN, a NaN 0
+    if maps.shape[1] * maps.shape[2] == 0:
+        raise ValueError(f"minmax_normalize: maps must have pixels, got shape {tuple(maps.shape)}")
     flat = maps.flatten(1)
     low = flat.min(1).values.view(-1, 1, 1)
     span = (flat.max(1).values.view(-1, 1, 1) - low)
@@ -1729,6 +1741,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, amp:
     from tqdm.auto import tqdm
     check_pixels(images, "predict_logits")
     batch_size = check_count("predict_logits", "batch_size", batch_size)
+    amp, channels_last = check_flag("predict_logits", "amp", amp), check_flag("predict_logits", "channels_last",
+                                                                               channels_last)  # amp='no' was on
     device = next(check_model(model, "predict_logits").parameters()).device
     outputs = []
     with eval_mode(model):
@@ -1744,6 +1758,9 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
     """The recipe's SGD; with `fused`, the fused kernel (one op for all parameters) where this PyTorch has it, else
     foreach. Not with a GradScaler: fused SGD allocates its momentum buffers uninitialised, and a step the scaler skips
     (fp16 overflow, typical for the first steps) leaves them so; the next step then moves weights by ~1e35."""
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"make_optimizer: {name} must be a finite number >= 0, got {value!r}")  # nan was taken
     kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if not fused:
         return torch.optim.SGD(model.parameters(), **kwargs)
@@ -2626,6 +2643,8 @@ def check_interval(ci95: Any, who: str) -> None:
 def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
     """'above' / 'below' the margin when the whole interval is, else 'unclear'."""
     check_interval(ci95, "interval_side")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+        raise ValueError(f"interval_side: margin must be a finite number, got {margin!r}")
     return "above" if ci95[0] > margin else "below" if ci95[1] < margin else "unclear"
 
 

@@ -420,6 +420,22 @@ MAPS = torch.rand(2, 32, 32)
      "inject_artifact: target_class must be a class index 0..9, got 10"),
     (lambda m, x: gce.explain_examples(m, torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1]), "layer4",
                                        False), "explain_examples: labels must be one class per image [4]"),
+    # Fault round 10 (short): flags given as text were truthy ('no' meant on), nan and wrong types reached torch.
+    (lambda m, x: gce.random_crop_flip(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0, "no", torch.Generator()),
+     "random_crop_flip: flip must be True or False, got 'no'"),  # flipped 3 of 4 images
+    (lambda m, x: gce.random_crop_flip(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 4, True, "seed"),
+     "random_crop_flip: generator must be a torch.Generator"),
+    (lambda m, x: gce.predict_logits(m, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 2, amp="no"),
+     "predict_logits: amp must be True or False, got 'no'"),
+    (lambda m, x: gce.make_optimizer(m, float("nan"), 0.9, 5e-4), "make_optimizer: lr must be a finite number >= 0"),
+    (lambda m, x: gce.balanced_subset([0, 1, 2] * 10, 6, 0), "balanced_subset: labels must be integer class indices"),
+    (lambda m, x: gce.balanced_subset(torch.arange(100) % 10, 10, 0, num_classes=0), "balanced_subset: num_classes "
+                                                                                     "must be a whole number >= 1"),
+    (lambda m, x: gce.interval_side([0.1, 0.5], margin="0.2"), "interval_side: margin must be a finite number"),
+    (lambda m, x: gce.minmax_normalize(torch.rand(2, 0, 0)), "minmax_normalize: maps must have pixels"),
+    (lambda m, x: gce.inject_artifact(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]), 6, 6),
+     "inject_artifact: square must be a Square"),
+    (lambda m, x: gce.resolve_layer(m, None), "resolve_layer: the layer must be a name such as 'layer4.1.conv2'"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
