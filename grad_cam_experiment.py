@@ -1042,6 +1042,14 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
+def check_class_index(who: str, name: str, value: Any, classes: int) -> int:
+    """`value` if it is a class index 0..classes-1, else a ValueError naming `who` and `name` (a class no image has
+    would select nothing, silently)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < classes:
+        raise ValueError(f"{who}: {name} must be a class index 0..{classes - 1}, got {value!r}")
+    return int(value)
+
+
 def check_seed(who: str, seed: Any) -> int:
     """A random seed: a whole number 0..2**63-1, else a ValueError naming `who` (torch's manual_seed answers a float, a
     string or a bool with its own RuntimeError, a larger number with an overflow)."""
@@ -2268,8 +2276,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
 def called_share(logits: torch.Tensor, target: int) -> float:
     """Share of the images whose prediction is `target`."""
     check_tensor(logits, 2, "[N, classes] of logits", "called_share")
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < logits.shape[1]:
-        raise ValueError(f"called_share: target must be a class index 0..{logits.shape[1] - 1}, got {target!r}")
+    target = check_class_index("called_share", "target", target, logits.shape[1])
     return (logits.argmax(1) == target).float().mean().item()
 
 
@@ -2320,8 +2327,7 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
     ('nonfrogs': n // (classes - 1) each, one more for the first remainder classes), interleaved class by class so
     that every prefix (e.g. the occlusion subset) is stratified too."""
     num_classes, n = check_count("audit_groups", "num_classes", num_classes, 2), check_count("audit_groups", "n", n)
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < num_classes:
-        raise ValueError(f"audit_groups: target must be a class index 0..{num_classes - 1}, got {target!r}")
+    target = check_class_index("audit_groups", "target", target, num_classes)
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
         raise ValueError(f"audit_groups: labels must be a 1-D tensor of class indices, got {described(labels)}")
     generator = torch.Generator().manual_seed(check_seed("audit_groups", seed))
