@@ -100,6 +100,8 @@ class ConsoleGone(Exception):
 
 def comma_list(text: str) -> list[str]:
     """The names in a comma-separated flag such as --audit-layers, stripped, empty ones dropped."""
+    if not isinstance(text, str):
+        raise ValueError(f"comma_list: text must be comma-separated names ('layer4,layer3'), got {described(text)}")
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
@@ -241,7 +243,8 @@ class Config:
                         "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)",
                         valid=Valid(nonempty=True))
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
-                                "first this many faithfulness images (and sanity-check images, if 2 or more)",
+                                "first this many faithfulness images, at most all --faithfulness-images (and of the "
+                                "sanity-check images, if 2 or more)",
                                 quick=1, valid=Valid(1, unit="images", zero="none"))
     audit_scorecam_images: int = _opt(6, "the first this many images of each audit group (at most all of them) also get "
                                       "Score-CAM maps at every audit layer (--quick: none, as even one image "
@@ -298,6 +301,9 @@ class Config:
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
             (bool(comma_list(self.methods)),
              f"--methods needs at least one method name (or all), got {self.methods!r}"),
+            (not ("ScoreCAM" in comma_list(self.methods) and self.scorecam_images == 0 == self.audit_scorecam_images),
+             "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none): no image "
+             "would get a Score-CAM map; raise one of them or drop ScoreCAM"),
         ] if not ok]
 
     @property
@@ -553,6 +559,8 @@ def fp32_without_tf32(device: torch.device) -> None:
 
 def console_lines(text: str) -> list[str]:
     """Text wrapped into console lines of at most 110 characters, continuations indented; a path is never split."""
+    if not isinstance(text, str):
+        raise ValueError(f"console_lines: text must be a str, got {described(text)}")
     import textwrap
     return textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
 
@@ -576,7 +584,7 @@ def check_config(cfg: Any, who: str) -> Config:
 
 def say(cfg: Config, text: str) -> None:
     """One console message (console_lines); nothing with --quiet."""
-    if not cfg.quiet:
+    if not check_config(cfg, "say").quiet:
         to_console(*console_lines(text))
 
 
@@ -816,6 +824,9 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
 def data_fingerprint(train: Split, test: Split) -> str:
     """sha256 of the decoded pixels and labels of both splits: what a checkpoint was trained on, whatever the
     folder is called (30 images added to the same folder give another fingerprint, hence a new model)."""
+    for name, split in (("train", train), ("test", test)):
+        if not (isinstance(split, tuple) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)):
+            raise ValueError(f"data_fingerprint: {name} must be a Split(images, labels) of tensors, got {described(split)}")
     digest = hashlib.sha256()
     for tensor in (train.images, train.labels, test.images, test.labels):
         digest.update(tensor.cpu().contiguous().numpy().tobytes())
@@ -861,6 +872,7 @@ def artifact_box(square: Square, height: int = 32, width: int = 32) -> tuple[sli
 def artifact_mask(square: Square, height: int = 32, width: int = 32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """Boolean [H, W] mask of the square's pixels."""
+    height, width = (check_count("artifact_mask", name, value) for name, value in (("height", height), ("width", width)))
     check_square(square, height, width, "artifact_mask")
     mask = torch.zeros((height, width), dtype=torch.bool, device=check_device("artifact_mask", device))
     mask[artifact_box(square, height, width)] = True
@@ -903,9 +915,7 @@ def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: in
                          f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {described(labels)}")
     if images.dim() == 4:  # named here, not in stamp_square
         check_square(square, images.shape[2], images.shape[3], "inject_artifact")
-    if check_count("inject_artifact", "target_class", target_class, low=0) >= len(CIFAR10_CLASSES):  # stamped nothing
-        raise ValueError(f"inject_artifact: target_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
-                         f"{target_class}")
+    check_class_index("inject_artifact", "target_class", target_class, len(CIFAR10_CLASSES))  # 10 stamped nothing
     return stamp_square(images, square, where=labels == target_class)
 
 
@@ -935,6 +945,7 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
 def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised with the CIFAR-10 channel statistics (the model's input)."""
     check_pixels(images, "normalize")  # floats already in [0, 1] or normalised would be divided by 255 again, silently
+    channels_last = check_flag("normalize", "channels_last", channels_last)  # 'no' is true
     mean = _constant(CIFAR10_MEAN, torch.float32, images.device).view(1, 3, 1, 1)
     std = _constant(CIFAR10_STD, torch.float32, images.device).view(1, 3, 1, 1)
     out = (images.float() / 255.0 - mean) / std
@@ -1040,6 +1051,17 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{who}: {name} must be a whole number >= {low}, got {value!r}")
     return int(value)
+
+
+def check_number(who: str, name: str, value: Any, low: float = -math.inf, above: bool = False) -> float:
+    """A real-number argument (a learning rate, a sigma, a margin): `value` as a float if it is a finite number >= `low`
+    (> `low` with `above`), else a ValueError naming `who` and `name` (nan passed every comparison-free path silently;
+    text reached a comparison as a raw TypeError)."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not number or not math.isfinite(value) or (value <= low if above else value < low):
+        bound = "" if low == -math.inf else f" {'>' if above else '>='} {low:g}"
+        raise ValueError(f"{who}: {name} must be a finite number{bound}, got {value!r}")
+    return float(value)
 
 
 def check_class_index(who: str, name: str, value: Any, classes: int) -> int:
@@ -1291,6 +1313,7 @@ CPU_FORWARD_BATCH = 64
 
 def forward_batch(requested: int, device: torch.device) -> int:
     """Images per forward pass for forward-only work: `requested`, at most CPU_FORWARD_BATCH on the CPU."""
+    requested, device = check_count("forward_batch", "requested", requested), check_device("forward_batch", device)
     return min(requested, CPU_FORWARD_BATCH) if device.type == "cpu" else requested
 
 
@@ -1298,6 +1321,8 @@ def cam_upsample(cams: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Maps [B, h, w] at a layer's resolution -> [B, H, W] at the input's: bilinear, align_corners=False (every CAM
     method's upsampling; the audit's chance levels are simulated through this same function)."""
     check_tensor(cams, 3, "[B, h, w] of maps", "cam_upsample")
+    if isinstance(size, np.ndarray) and size.ndim == 1 and np.issubdtype(size.dtype, np.integer):
+        size = size.tolist()  # np.array([32, 32]) is a size too
     if not (isinstance(size, Sequence) and len(size) == 2
             and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)):
         raise ValueError(f"cam_upsample: size must be (H, W), two whole numbers >= 1, got {size!r}")
@@ -1553,8 +1578,9 @@ def check_stride(who: str, stride: Any, patch: int) -> int:
     """The occlusion stride if it is a whole number 1..patch, else a ValueError naming `who` (a larger stride leaves
     pixels that no window covers)."""
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
-        raise ValueError(f"{who}: stride must be a whole number 1..patch ({patch}), got {stride!r}; a larger one "
-                         "leaves pixels that no window covers")
+        why = "; a larger one leaves pixels that no window covers" if isinstance(stride, (int, np.integer)) \
+            and not isinstance(stride, bool) and stride > patch else ""
+        raise ValueError(f"{who}: stride must be a whole number 1..patch ({patch}), got {stride!r}{why}")
     return int(stride)
 
 
@@ -1619,8 +1645,9 @@ def occlusion_map(drops: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     """Per-window values [B, P] -> maps [B, H, W]: each pixel's mean over the windows [P, H, W] that cover it (in the
     values' precision: a caller's autocast would make the einsum bf16)."""
     check_tensor(drops, 2, "[B, P] of per-window drops", "occlusion_map")
-    if not (isinstance(windows, torch.Tensor) and windows.dim() == 3 and len(windows) == drops.shape[1]):
-        raise ValueError(f"occlusion_map: windows must be [P, H, W] with P = {drops.shape[1]} (one per drop), got "
+    if not (isinstance(windows, torch.Tensor) and windows.dim() == 3 and len(windows) == drops.shape[1]
+            and windows.dtype == torch.bool):  # float windows weighted the drops silently
+        raise ValueError(f"occlusion_map: windows must be bool [P, H, W] with P = {drops.shape[1]} (one per drop), got "
                          f"{described(windows)}; occlusion_windows(...) gives them")
     with autocast_for(drops.device, False):
         return torch.einsum("bp,phw->bhw", drops, windows.to(drops.dtype)) / windows.sum(0).to(drops.dtype)
@@ -1653,6 +1680,10 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> Iterable[tuple[s
             not isinstance(names["fc"], nn.Linear):
         raise ValueError("cascading_randomization: expects this file's ResNet-18 (build_model()): modules "
                          f"{', '.join(CASCADE)} and a Linear fc")
+    return _cascade(model, seed)  # checked now; a generator would check only at its first next()
+
+
+def _cascade(model: nn.Module, seed: int) -> Iterable[tuple[str, nn.Module]]:
     randomized = copy.deepcopy(model)
     for i, stage in enumerate(CASCADE):
         with torch.random.fork_rng(devices=[]):
@@ -1700,6 +1731,8 @@ def explain_all(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, l
     of `methods` at `layer` (cam_maps: Score-CAM of the first `scorecam_images` images only; None: all)."""
     methods, classes = check_method_names(methods, "explain_all"), explained_classes(model, images, classes, batch_size,
                                                                                     "explain_all")
+    if scorecam_images is not None:  # named here, not in cam_maps
+        check_count("explain_all", "scorecam_images", scorecam_images, low=0)
     cams = cam_maps(model, images, classes, layer, methods, batch_size, scorecam_images, forward_amp=forward_amp)
     grads = batched(GuidedBackprop(model).gradients, images, classes, batch_size).float()
     maps = {"Grad-CAM": cams.pop("Grad-CAM"), "Guided Backprop": saliency(grads)}
@@ -1716,8 +1749,13 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]] = (), head
                 markdown: bool = True) -> list[str]:
     """A table's lines, columns as wide as their header or widest cell, the first left-aligned, the others
     right-aligned, floats with 4 decimals (pass a string for any other format): a markdown table, or (markdown=False)
-    columns two spaces apart, for a narrow console."""
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    columns two spaces apart, for a narrow console. A line break in a cell becomes a space and, in markdown, a '|'
+    is escaped: either would split the row."""
+    def text(v: Any) -> str:
+        v = " ".join((f"{v:.4f}" if isinstance(v, float) else str(v)).splitlines())
+        return v.replace("|", "\\|") if markdown else v
+    headers = [text(h) for h in headers]
+    cells = [[text(v) for v in row] for row in rows]
     short = next((i for i, row in enumerate(cells) if len(row) != len(headers)), None)
     if short is not None:  # zip would drop the extra cells silently
         raise ValueError(f"table_lines: row {short} has {len(cells[short])} cells for {len(headers)} headers")
@@ -1766,9 +1804,8 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
     """The recipe's SGD; with `fused`, the fused kernel (one op for all parameters) where this PyTorch has it, else
     foreach. Not with a GradScaler: fused SGD allocates its momentum buffers uninitialised, and a step the scaler skips
     (fp16 overflow, typical for the first steps) leaves them so; the next step then moves weights by ~1e35."""
-    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise ValueError(f"make_optimizer: {name} must be a finite number >= 0, got {value!r}")  # nan was taken
+    lr, momentum, weight_decay = (check_number("make_optimizer", name, value, 0) for name, value in  # nan was taken
+                                  (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)))
     kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if not fused:
         return torch.optim.SGD(model.parameters(), **kwargs)
@@ -1908,7 +1945,9 @@ def check_logits_and_labels(logits: Any, labels: Any, who: str) -> None:
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     check_logits_and_labels(logits, labels, "accuracy")
-    return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+    if not len(labels):  # was NaN, which flowed into the metrics silently
+        raise ValueError("accuracy: no images to score (logits [0, classes]); pass at least one")
+    return (logits.argmax(1) == labels).float().mean().item()
 
 
 CHECKPOINT_VERSION = 4  # bump when the code changes what a checkpoint means (model, recipe, data handling)
@@ -2055,6 +2094,8 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
 
 def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     check_logits_and_labels(logits, labels, "per_class_accuracy")
+    if not len(labels):  # was {}, silently
+        raise ValueError("per_class_accuracy: no images to score (logits [0, classes]); pass at least one")
     predictions = logits.argmax(1)
     return {name: (predictions[labels == c] == c).float().mean().item()
             for c, name in enumerate(CIFAR10_CLASSES) if (labels == c).any()}
@@ -2084,6 +2125,8 @@ def spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
     if maps_a.shape != maps_b.shape:
         raise ValueError(f"spearman: the two sets of maps must have one shape, got {tuple(maps_a.shape)} and "
                          f"{tuple(maps_b.shape)}")
+    if maps_a.shape[1] * maps_a.shape[2] == 0:  # no pixels, no ranking: was 0 under the constant-map rule
+        raise ValueError(f"spearman: maps must have pixels, got shape {tuple(maps_a.shape)}")
     ra, rb = average_ranks(maps_a.flatten(1).double()), average_ranks(maps_b.flatten(1).double())
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     denominator = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
@@ -2177,8 +2220,7 @@ def gaussian_prior(batch: int, height: int, width: int, sigma: float, device) ->
     """The centred-Gaussian baseline map: 'objects are in the middle'."""
     batch, height, width = (check_count("gaussian_prior", name, value) for name, value in
                             (("batch", batch), ("height", height), ("width", width)))
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < math.inf:
-        raise ValueError(f"gaussian_prior: sigma must be a number of pixels > 0, got {sigma!r}")
+    sigma = check_number("gaussian_prior", "sigma (pixels)", sigma, 0, above=True)  # np.float32 is a number too
     device = check_device("gaussian_prior", device)
     y = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2
     x = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2
@@ -2258,6 +2300,9 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     --amp says: the examples later picked as "correctly classified" from these logits are then exactly the ones the
     fp32 explanations and their captions call correct."""
     check_config(cfg, "evaluate_model")
+    if not (isinstance(test, tuple) and len(test) == 2 and isinstance(test[1], torch.Tensor) and len(test[1])):
+        given = f"labels {described(test[1])}" if isinstance(test, tuple) and len(test) == 2 else described(test)
+        raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
@@ -2299,10 +2344,8 @@ def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
         raise ValueError(f"pick_examples: labels must be integer class indices [N], got {described(labels)}")
     if logits is not None:
         check_logits_and_labels(logits, labels, "pick_examples")
-    wrong = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer))
-             or not 0 <= c < len(CIFAR10_CLASSES)]
-    if wrong:  # a class no label has gave an empty pick, silently
-        raise ValueError(f"pick_examples: classes must be class indices 0..{len(CIFAR10_CLASSES) - 1}, got {wrong[0]!r}")
+    for c in classes:  # a class no label has gave an empty pick, silently
+        check_class_index("pick_examples", "classes", c, len(CIFAR10_CLASSES))
     correct = logits.argmax(1) == labels if logits is not None else torch.ones_like(labels, dtype=torch.bool)
     return torch.cat([correct_first(torch.nonzero(labels == c).flatten(), correct)[:k] for c in classes])
 
@@ -2368,6 +2411,8 @@ def similarity(maps_a: torch.Tensor, maps_b: torch.Tensor) -> torch.Tensor:
 
 def method_layer(key: str) -> tuple[str, str]:
     """An audited map's key -> (method, layer): 'Grad-CAM@layer3' -> ('Grad-CAM', 'layer3'); '-' for no layer."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"method_layer: key must be a method label such as 'Grad-CAM@layer3', got {described(key)}")
     method, _, layer = key.partition("@")
     return method, layer or "-"
 
@@ -2583,6 +2628,9 @@ def audit_summary(per_image: dict[str, np.ndarray], resamples: int, seed: int) -
     paired bootstrap 95% interval); and `verdicts` (verdict_of) per (method, layer, group)."""
     resamples = check_count("audit_summary", "resamples", resamples)
     check_audit_arrays(per_image, "audit_summary")
+    if not any(str(k).startswith("scores/") for k in per_image):  # {} gave an empty summary, silently
+        raise ValueError("audit_summary: per_image holds no scores/... arrays (dict(np.load('audit_per_image.npz')) of "
+                         "a run's shortcut audit)")
     predictions, records = [], []
     for key, values in per_image.items():
         parts = key.split("/")
@@ -2649,8 +2697,7 @@ def check_interval(ci95: Any, who: str) -> None:
 def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
     """'above' / 'below' the margin when the whole interval is, else 'unclear'."""
     check_interval(ci95, "interval_side")
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-        raise ValueError(f"interval_side: margin must be a finite number, got {margin!r}")
+    margin = check_number("interval_side", "margin", margin)
     return "above" if ci95[0] > margin else "below" if ci95[1] < margin else "unclear"
 
 
@@ -2891,6 +2938,8 @@ def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> n
 
 
 def to_hwc(images: torch.Tensor) -> np.ndarray:
+    """uint8 pixels [N, 3, H, W] -> numpy [N, H, W, 3], as matplotlib draws them."""
+    check_pixels(images, "to_hwc")  # float images passed through, drawn as noise or white
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -2915,7 +2964,8 @@ def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     check_pixels(images, "explain_examples")
     if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):  # zip dropped the unlabelled images
         raise ValueError(f"explain_examples: labels must be one class per image [{len(images)}], got {described(labels)}")
-    device = next(model.parameters()).device
+    channels_last = check_flag("explain_examples", "channels_last", channels_last)  # named here, not in normalize
+    device = next(check_model(model, "explain_examples").parameters()).device
     result = GradCAM(model, layer).explain(normalize(images.to(device), channels_last))
     return [Explained(*record) for record in zip(to_hwc(images), result.maps.cpu().numpy(), labels.tolist(),
                                                  result.logits.softmax(1).cpu())]
@@ -3089,6 +3139,7 @@ def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
 
 def count_images(n: int) -> str:
     """'1 image', '6 images': figure text reads right on tiny runs too."""
+    n = check_count("count_images", "n", n, low=0)
     return f"{n} image" if n == 1 else f"{n} images"
 
 
@@ -3123,7 +3174,16 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
 
 
 def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condition: str) -> dict[str, np.ndarray]:
-    """The stored maps of a group's first image (shortcut_audit keeps them): method key -> [H, W], min-max scaled."""
+    """The stored maps of a group's first image (shortcut_audit keeps them): method key -> [H, W], min-max scaled.
+    An unknown model, group or condition is an error (a typo gave {} and a figure without maps)."""
+    if not isinstance(per_image, dict):
+        raise ValueError(f"example_maps: per_image must be a dict of arrays (dict(np.load('audit_per_image.npz'))), "
+                         f"got {described(per_image)}")
+    stored = sorted({tuple(str(k).split("/")[1:3]) for k in per_image if str(k).startswith("p_target/")})
+    if (model, group) not in stored or condition not in AUDIT_CONDITIONS:
+        cells = ", ".join(f"{m}/{g}" for m, g in stored) or "none (not an audit_per_image.npz?)"
+        raise ValueError(f"example_maps: no audited model/group {model!r}/{group!r} with condition {condition!r}; "
+                         f"stored: {cells}; conditions: {', '.join(AUDIT_CONDITIONS)}")
     prefix = f"maps/{model}/"
     found = {}
     for key, m in per_image.items():
@@ -3573,6 +3633,10 @@ class RunRecord:
     same folder is refused with one line instead of mixing its files in (no lock where fcntl is missing: Windows)."""
 
     def __init__(self, out: Path, cfg: Config):
+        if not isinstance(out, (str, os.PathLike)):
+            raise ValueError(f"RunRecord: out must be the output folder (a path), got {described(out)}")
+        check_config(cfg, "RunRecord")
+        out = Path(out)
         self.out, self.path = out, out / "run.json"
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.info = dict(run_id=f"{started.replace(':', '').replace('-', '')}-{os.getpid()}", status="running",
@@ -3581,6 +3645,9 @@ class RunRecord:
 
     def __enter__(self) -> "RunRecord":
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():  # IsADirectoryError from the first save otherwise (the CLI names it too)
+            raise UserError(f"{self.path} is a folder; the run's record is written there: move it away or pass another "
+                            "--output-dir")
         self.lock = open(self.out / ".lock", "a")
         try:
             import fcntl
@@ -3690,6 +3757,10 @@ def audit_models(models: dict[str, nn.Module], seed: int) -> dict[str, nn.Module
 def check_layers(target_layer: str, audit_layers: Sequence[str]) -> None:
     """Grad-CAM of every requested layer on an untrained model and one blank image: a layer that does not exist,
     has no [B, C, H, W] output or runs twice per forward pass is an error now, not after hours of training."""
+    if isinstance(audit_layers, str) or not isinstance(audit_layers, Sequence) \
+            or not all(isinstance(name, str) for name in [target_layer, *audit_layers]):  # a str: a layer per character
+        raise ValueError(f"check_layers: expects a layer name and a list of layer names ('layer4.1.conv2', ['layer4', "
+                         f"'layer3']), got {described(target_layer)} and {described(audit_layers)}")
     model = build_model(len(CIFAR10_CLASSES))
     names = []
     for i, layer in enumerate([target_layer, *audit_layers]):

@@ -403,6 +403,11 @@ def main() -> int:
     args = parser.parse_args()
     try:
         device = gce.resolve_device(args.device)
+        only = [flag for flag, on in (("--cam-family", args.cam_family), ("--quick-only", args.quick_only)) if on]
+        ignored = [flag for flag, on in (("--quick-only", args.quick_only), ("--accuracy", args.accuracy),
+                                         ("--full-run", args.full_run)) if on and flag not in only[:1]]
+        if only and ignored:  # one mode ran and the other flags were dropped without a word
+            raise gce.UserError(f"{only[0]} times only that and would ignore {', '.join(ignored)}; run them separately")
         if (args.accuracy or args.full_run or args.quick_only) and not args.data_dir:
             raise gce.UserError("--accuracy, --full-run and --quick-only need --data-dir with real CIFAR-10")
         counts = dict(repeats=1, steps=1, gradcam_batch=1, workers=0, slow_images=1, accuracy_train=10,

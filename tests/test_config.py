@@ -117,6 +117,8 @@ def test_every_range_message_names_its_flag_its_range_and_the_value(field, value
                                      "it or --artifact-size"),
     (["--artifact-size", "24"], "--pointing-tolerance must be 0..7 pixels with --artifact-size 24, got 8 (its "
                                 "default); lower it or --artifact-size"),  # fault round 6: the default was not said
+    (["--methods", "ScoreCAM", "--scorecam-images", "0", "--audit-scorecam-images", "0"],
+     "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none)"),  # ran no Score-CAM
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(gce.UserError) as error:

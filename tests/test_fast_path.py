@@ -93,6 +93,10 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     (["--repeats", "x"], "error: argument --repeats: invalid int value: 'x' (see --help)"),
     (["--accuracy", "--data-dir", "{tmp}"], "error: --data-dir {tmp} has no train/ and test/ folders"),
     (["--out", "{tmp}"], "error: cannot write --out {tmp} ({tmp} is a folder); pass a JSON file path"),  # not after
+    (["--cam-family", "--accuracy"], "error: --cam-family times only that and would ignore --accuracy; run them "
+                                     "separately"),  # --accuracy was dropped without a word
+    (["--quick-only", "--full-run", "--data-dir", "{tmp}"], "error: --quick-only times only that and would ignore "
+                                                            "--full-run"),
 ])                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),

@@ -381,7 +381,7 @@ MAPS = torch.rand(2, 32, 32)
      "sanity_figure: the report's layout or one of its values is not what this version writes (StopIteration"),
     (lambda m, x: gce.figure_grid([], 0, "t"), "figure_grid: ncols must be a whole number >= 1, got 0"),
     (lambda m, x: gce.occlusion_map(torch.rand(2, 5), gce.occlusion_windows(32, 32, 8, 8)),
-     "occlusion_map: windows must be [P, H, W] with P = 5"),
+     "occlusion_map: windows must be bool [P, H, W] with P = 5"),
     (lambda m, x: gce.hotspot_check({"biased": MAPS}, SQUARE, 8, 20, 0), "hotspot_check: maps must be a dict with "
                                                                          "'biased' and 'standard' maps"),  # KeyError
     (lambda m, x: gce.judge([[0.3]], "above"), "judge: each interval must be [low, high], got list [0.3]"),  # 'pass'
@@ -393,11 +393,11 @@ MAPS = torch.rand(2, 32, 32)
     # Fault round 8: the same pattern in the helpers round 7 did not reach.
     (lambda m, x: gce.average_ranks(torch.rand(5)), "average_ranks: expects a floating-point tensor [B, L]"),
     (lambda m, x: gce.gaussian_prior(-1, 4, 4, 1.0, "cpu"), "gaussian_prior: batch must be a whole number >= 1"),
-    (lambda m, x: gce.gaussian_prior(1, 4, 4, -1, "cpu"), "gaussian_prior: sigma must be a number of pixels > 0"),
+    (lambda m, x: gce.gaussian_prior(1, 4, 4, -1, "cpu"), "gaussian_prior: sigma (pixels) must be a finite number > 0"),
     (lambda m, x: gce.called_share(torch.randn(20, 10), 10), "called_share: target must be a class index 0..9, got 10"),
     (lambda m, x: gce.correct_first(torch.tensor([3, 5, 7, 9]), torch.tensor([1, 0, 1, 0] * 5)),
      "correct_first: expects integer indices [K] and a bool mask [N]"),  # gave [3, 3, 3, 3, 9, 9, 9, 9]
-    (lambda m, x: gce.pick_examples(torch.arange(20) % 10, [11], 2), "pick_examples: classes must be class indices "
+    (lambda m, x: gce.pick_examples(torch.arange(20) % 10, [11], 2), "pick_examples: classes must be a class index "
                                                                       "0..9, got 11"),  # an empty pick
     (lambda m, x: gce.pick_examples(torch.arange(20) % 10, [3], -1), "pick_examples: k must be a whole number >= 0"),
     (lambda m, x: gce.cell_pointing(MAPS, SQUARE[None], 0, False), "cell_pointing: cell must be a whole number >= 1"),
@@ -436,6 +436,40 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.inject_artifact(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]), 6, 6),
      "inject_artifact: square must be a Square"),
     (lambda m, x: gce.resolve_layer(m, None), "resolve_layer: the layer must be a name such as 'layer4.1.conv2'"),
+    # Round 10's two left and its borderlines: silent empty results, the inner function blamed, internal helpers.
+    (lambda m, x: gce.example_maps({"p_target/biased/frogs": np.zeros((2, 5))}, "Biased", "frogs", "none"),
+     "example_maps: no audited model/group 'Biased'/'frogs' with condition 'none'; stored: biased/frogs"),  # was {}
+    (lambda m, x: gce.example_maps({"p_target/biased/frogs": np.zeros((2, 5))}, "biased", "frogs", "center"),
+     "example_maps: no audited model/group 'biased'/'frogs' with condition 'center'"),
+    (lambda m, x: gce.accuracy(torch.randn(0, 10), torch.zeros(0, dtype=torch.long)), "accuracy: no images to score"),
+    (lambda m, x: gce.per_class_accuracy(torch.randn(0, 10), torch.zeros(0, dtype=torch.long)),
+     "per_class_accuracy: no images to score"),  # was {}
+    (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
+                                                                torch.zeros(0, dtype=torch.long))),
+     "evaluate_model: test must be a Split(images, labels) with at least one image"),  # NaN accuracy
+    (lambda m, x: gce.spearman(torch.rand(2, 0, 4), torch.rand(2, 0, 4)), "spearman: maps must have pixels"),  # 0
+    (lambda m, x: gce.artifact_mask(gce.Square(6), 0, 32), "artifact_mask: height must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.Occlusion(m, patch=8, stride=0), "Occlusion: stride must be a whole number 1..patch (8), got 0"),
+    (lambda m, x: gce.audit_summary({}, 20, 0), "audit_summary: per_image holds no scores/... arrays"),  # empty summary
+    (lambda m, x: gce.cascading_randomization("model"), "cascading_randomization: model must be a torch nn.Module"),
+    (lambda m, x: gce.occlusion_map(torch.rand(2, 5), torch.ones(5, 32, 32)), "occlusion_map: windows must be bool"),
+    (lambda m, x: gce.check_layers("layer4", "layer3"), "check_layers: expects a layer name and a list of layer names"),
+    (lambda m, x: gce.explain_all(m, x, None, "layer4", 2, scorecam_images=-1),
+     "explain_all: scorecam_images must be a whole number >= 0, got -1"),  # named cam_maps
+    (lambda m, x: gce.explain_examples(m, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1]),
+                                       "layer4", "no"), "explain_examples: channels_last must be True or False"),
+    (lambda m, x: gce.normalize(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "yes"),
+     "normalize: channels_last must be True or False, got 'yes'"),  # 'no' was true
+    (lambda m, x: gce.method_layer(None), "method_layer: key must be a method label"),
+    (lambda m, x: gce.forward_batch(64, "cuda:99"), "forward_batch: device must be a torch device this machine has"),
+    (lambda m, x: gce.forward_batch(0, "cpu"), "forward_batch: requested must be a whole number >= 1, got 0"),
+    (lambda m, x: gce.count_images(-1), "count_images: n must be a whole number >= 0, got -1"),
+    (lambda m, x: gce.comma_list(None), "comma_list: text must be comma-separated names"),
+    (lambda m, x: gce.to_hwc(torch.rand(2, 3, 32, 32)), "to_hwc: images must be uint8 pixels"),
+    (lambda m, x: gce.data_fingerprint(None, None), "data_fingerprint: train must be a Split(images, labels)"),
+    (lambda m, x: gce.say((), "text"), "say: cfg must be a Config"),
+    (lambda m, x: gce.console_lines(None), "console_lines: text must be a str"),
+    (lambda m, x: gce.RunRecord(None, gce.Config()), "RunRecord: out must be the output folder (a path)"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
@@ -559,6 +593,31 @@ def test_fault_round_8_inputs_that_now_give_the_right_answer(tmp_path):
     with record:
         with pytest.raises(ValueError, match="^RunRecord.wrote: .* is not inside the output folder"):
             record.wrote(tmp_path / "a.txt")
+
+
+def test_fault_round_10_borderlines_that_now_give_the_right_answer(model, tmp_path):
+    """Fault round 10: numbers numpy makes (np.float32 sigma, an array size) were refused; a stride of 0 was told a
+    larger one leaves pixels uncovered; a run.json folder was IsADirectoryError from Python; example_maps still finds
+    the stored maps under their right names (its typo check must not refuse them)."""
+    assert torch.equal(gce.gaussian_prior(1, 4, 4, np.float32(1.5), "cpu"), gce.gaussian_prior(1, 4, 4, 1.5, "cpu"))
+    cams = torch.rand(2, 4, 4)
+    assert torch.equal(gce.cam_upsample(cams, np.array([32, 32])), gce.cam_upsample(cams, (32, 32)))
+    assert gce.make_optimizer(model, np.float32(0.1), 0.9, 0).param_groups[0]["lr"] == pytest.approx(0.1)
+    with pytest.raises(ValueError) as zero:
+        gce.Occlusion(model, patch=8, stride=0)
+    with pytest.raises(ValueError, match="a larger one leaves pixels that no window covers$"):
+        gce.Occlusion(model, patch=8, stride=9)
+    assert "larger" not in str(zero.value)
+    per_image = dict(np.load(Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "audit_per_image.npz"))
+    found = gce.example_maps(per_image, "biased", "frogs", "none")
+    assert found and all(m.shape == (32, 32) and m.min() == 0 and m.max() == 1 for m in found.values())
+    rows = gce.table_lines(["a", "b"], [["x\ny", 1.5], ["p|q", "z"]])  # a newline or '|' split the markdown row
+    assert rows[2:] == ["| x y  | 1.5000 |", "| p\\|q |      z |"] and all(r.count(" | ") == 1 for r in rows[2:])
+    (tmp_path / "run.json").mkdir()
+    with pytest.raises(gce.UserError, match="run.json is a folder"):
+        with gce.RunRecord(str(tmp_path), gce.Config()):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # refused before it wrote anything
 
 
 def test_a_library_error_inside_a_report_reader_is_not_blamed_on_the_report(monkeypatch, tmp_path):
