@@ -569,7 +569,11 @@ def to_console(*lines: str) -> None:
     """Prints lines to standard output, flushed. A console that refuses them stops the run as ConsoleGone, which main()
     reports as such, not as an OSError that would be blamed on the output folder."""
     try:
-        print(*lines, sep="\n", flush=True)
+        try:
+            print(*lines, sep="\n", flush=True)
+        except UnicodeEncodeError:  # a path the console's encoding lacks (PYTHONIOENCODING=ascii, cp1252): escaped
+            encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+            print(*(line.encode(encoding, "backslashreplace").decode(encoding) for line in lines), sep="\n", flush=True)
     except OSError as exc:
         raise ConsoleGone(exc.strerror or str(exc)) from None
 
@@ -655,7 +659,9 @@ def _find_image_folder(root: Path) -> Path | None:
     partial = [c for c in candidates if (c / "train").is_dir() != (c / "test").is_dir()]
     if not complete and partial and not (root / "cifar-10-batches-py").is_dir():
         present, missing = ("train", "test") if (partial[0] / "train").is_dir() else ("test", "train")
-        raise UserError(f"{partial[0]} has {present}/ but no {missing}/; an image-folder copy needs both "
+        cased = [p.name for p in partial[0].iterdir() if p.name.lower() == missing and p.name != missing]
+        rename = f" ({cased[0]}/ differs only in letter case: rename it {missing}/)" if cased else ""
+        raise UserError(f"{partial[0]} has {present}/ but no {missing}/{rename}; an image-folder copy needs both "
                         f"{partial[0]}/train/<class>/*.jpg and {partial[0]}/test/<class>/*.jpg")
     return complete[0] if complete else None
 
@@ -675,13 +681,20 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
                  if name not in CIFAR10_CLASSES or len(paths) > 1)  # cat and Cat: which one is meant?
     missing = [name for name in CIFAR10_CLASSES if name not in folders]
     if odd or missing:
+        not_folders = sorted(p.name for p in split_dir.iterdir() if p.name.lower() in missing and not p.is_dir())
         found = [f"unexpected folder(s) {', '.join(odd)} (move or rename them)"] * bool(odd) + \
-                [f"missing {', '.join(missing)} (add or restore them)"] * bool(missing)
+                [f"missing {', '.join(missing)} (add or restore them)"] * bool(missing) + \
+                [f"{', '.join(not_folders)} {'is a file' if len(not_folders) == 1 else 'are files'}, not a folder"] \
+                * bool(not_folders)
         raise UserError(f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
                         f"{'; '.join(found)}")
     files, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_dir = folders[name][0]
+        nested = sorted(p.name for p in class_dir.iterdir() if p.is_dir() and not _is_hidden(p))
+        if nested:  # its images were skipped without a word (torchvision's ImageFolder reads them)
+            raise UserError(f"{class_dir} holds folder(s) {', '.join(nested)}: images are read from the class folder "
+                            "itself, not below it; move their images up into it, or remove them")
         class_files = sorted((p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p)),
                              key=lambda p: p.name)  # one folder: the paths' order, without comparing Paths
         if not class_files:
@@ -719,7 +732,9 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:  # a broken symlink, a folder named like an image, no permission
-            raise UserError(f"cannot read image {path} ({exc.strerror or exc}); remove or replace it") from None
+            fix = f"give yourself read access (chmod u+r {path})" if isinstance(exc, PermissionError) else \
+                "remove or replace it"
+            raise UserError(f"cannot read image {path} ({exc.strerror or exc}); {fix}") from None
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # None when undecodable
         if image is None:
             raise UserError(f"cannot decode image {path}; remove or replace the file")
@@ -732,7 +747,8 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
 def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torch.Tensor]]) -> None:
     """A UserError when one image file (the same file through a symbolic or hard link) is in train/ and test/, or
     under two classes of one split: test images would be training images, or one image would carry two labels.
-    Copies are not detected (that would need every pixel compared)."""
+    Copies are not detected (that would need every pixel compared); a file twice in one class is a duplicate, as a
+    copy would be, and is kept like one."""
     seen: dict[tuple[int, int], tuple[str, int, Path]] = {}  # (device, inode) -> split, label, path
     for split, (files, labels) in listings.items():
         for path, label in zip(files, labels.tolist()):
@@ -774,7 +790,11 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
     Looks for an image-folder copy first, then torchvision's pickled batches, then downloads. A folder that a
     failed download created is removed again: a typo in --data-dir leaves nothing behind."""
     check_config(cfg, "load_cifar10")
+    device = check_device("load_cifar10", device)  # "gpu" was torch's error after every image was decoded
     root = Path(cfg.data_dir).expanduser()
+    if root.is_symlink() and not root.exists():  # torchvision's 'File exists' for a path that does not
+        raise UserError(f"--data-dir {root} is a symbolic link to {os.readlink(root)}, which does not exist; fix or "
+                        "remove the link, or pass the folder of an image-folder copy")
     how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
                   f"DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz)")
@@ -956,8 +976,12 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, generator: torch.
                    flip: bool, channels_last: bool, artifact: tuple[int, Square] | None = None) -> torch.Tensor:
     """Augment, then (biased run: artifact = (class, square)) stamp the square on that class, then normalise:
     crops and flips never move or cut the square."""
+    if artifact is not None and not (isinstance(artifact, tuple) and len(artifact) == 2):  # *6 was a TypeError
+        raise ValueError(f"training_batch: artifact must be None or (class, Square), got {described(artifact)}")
     images = random_crop_flip(images, padding, flip, generator)
     if artifact is not None:
+        check_pixels(images, "training_batch")
+        check_square(artifact[1], images.shape[2], images.shape[3], "training_batch")  # named here, not inject_artifact
         images = inject_artifact(images, labels, *artifact)
     return normalize(images, channels_last)
 
@@ -2303,6 +2327,12 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     if not (isinstance(test, tuple) and len(test) == 2 and isinstance(test[1], torch.Tensor) and len(test[1])):
         given = f"labels {described(test[1])}" if isinstance(test, tuple) and len(test) == 2 else described(test)
         raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
+    check_pixels(test[0], "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
+    labels = test[1]
+    if labels.shape != (len(test[0]),) or labels.is_floating_point() or labels.dtype == torch.bool \
+            or not 0 <= int(labels.min()) <= int(labels.max()) < len(CIFAR10_CLASSES):
+        raise ValueError(f"evaluate_model: test labels must be one class index 0..{len(CIFAR10_CLASSES) - 1} per image "
+                         f"[{len(test[0])}], got {described(labels)} with values {int(labels.min())}..{int(labels.max())}")
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
@@ -3577,6 +3607,9 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     and it takes files (checkpoints/ too: probed by writing one, after which what the probe made is removed); no
     folder sits where the run will write one of its files (found only at the end, after hours, otherwise)."""
     path, data_dir = Path(path), Path(data_dir)
+    if path.is_symlink() and not path.exists():  # blamed its (writable) parent: 'File exists'
+        raise UserError(f"--output-dir {path} is a symbolic link to {os.readlink(path)}, which does not exist; create "
+                        "that folder, remove the link, or pass another --output-dir")
     try:
         inside = resolved(path, "--output-dir").relative_to(resolved(data_dir, "--data-dir")).parts[:2]
     except ValueError:  # not below the data folder

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -369,6 +370,41 @@ def print_report(report: dict) -> None:
     gce.print_table(["measurement", "project img/s", "baseline img/s", "ratio"], rows)
 
 
+def report_path(args, device: torch.device) -> Path:
+    """Where this mode's JSON goes: one file per mode and kind of machine (the rows of several sit side by side)."""
+    if args.cam_family:
+        return output_path(args, f"cam-family-{device.type}.json")
+    if args.quick_only:
+        kind = device.type if device.type == "cuda" else "cpu-" + ("bf16" if gce.cpu_has_native_bf16() else "no-bf16")
+        return output_path(args, f"quick-{kind}.json")
+    return output_path(args, f"bench-{device.type}.json")
+
+
+def check_writable(out: Path) -> None:
+    """The JSON file's folder takes a file: probed before minutes of timing by writing one there (what the probe made
+    is removed again); a read-only folder was a PermissionError traceback after the timings."""
+    made = gce._topmost_missing(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise gce.UserError(f"cannot write the report {out} ({exc.strerror or exc}); pass --out with a writable place")
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def write_report(out: Path, report: dict) -> None:
+    """The JSON, written atomically; a folder that refuses it after all is one line, not a traceback."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gce.write_atomically(out, lambda p: p.write_text(json.dumps(report, indent=2)))
+    except OSError as exc:
+        raise gce.UserError(f"cannot write the report {out} ({exc.strerror or exc}); the timings are lost: pass --out "
+                            "with a writable place") from None
+
+
 def output_path(args, name: str) -> Path:
     """--out, else outputs/benchmarks/<name>; with --smoke the temporary folder: a smoke check's numbers must never
     replace the committed ones the README and the report cite."""
@@ -408,6 +444,11 @@ def main() -> int:
                                          ("--full-run", args.full_run)) if on and flag not in only[:1]]
         if only and ignored:  # one mode ran and the other flags were dropped without a word
             raise gce.UserError(f"{only[0]} times only that and would ignore {', '.join(ignored)}; run them separately")
+        if args.full_run and (args.smoke or device.type != "cuda"):  # it was skipped without a word
+            raise gce.UserError(f"--full-run times the default run on a GPU and not with --smoke; this is "
+                                f"{'--smoke' if args.smoke else 'device ' + device.type}: drop --full-run")
+        if args.smoke and args.data_dir and not (args.accuracy or args.quick_only):  # its wall times are skipped
+            raise gce.UserError("--smoke skips the wall-time runs --data-dir is for; drop --data-dir or --smoke")
         if (args.accuracy or args.full_run or args.quick_only) and not args.data_dir:
             raise gce.UserError("--accuracy, --full-run and --quick-only need --data-dir with real CIFAR-10")
         counts = dict(repeats=1, steps=1, gradcam_batch=1, workers=0, slow_images=1, accuracy_train=10,
@@ -424,6 +465,8 @@ def main() -> int:
         if args.data_dir and not all((Path(args.data_dir).expanduser() / split).is_dir() for split in ("train", "test")):
             raise gce.UserError(f"--data-dir {args.data_dir} has no train/ and test/ folders; pass the folder of an "
                                 "image-folder CIFAR-10 copy (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg)")
+        out = report_path(args, device)
+        check_writable(out)
         accuracy = accuracy_data(args, device) if args.accuracy else None
     except gce.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -440,9 +483,7 @@ def main() -> int:
                       target_layer=cfg.target_layer, precision="fp32",
                       cam_family=bench_cam_family(images, device, repeats + 1, cfg.target_layer,
                                                   1 if args.smoke else args.scorecam_images))
-        out = output_path(args, f"cam-family-{device.type}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        write_report(out, report)
         print_cam_family(report["cam_family"], cfg.target_layer)
         print(f"\nwrote {out}")
         return 0
@@ -450,12 +491,9 @@ def main() -> int:
     train = gce.Split(torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device),
                       torch.randint(0, 10, (n_train,), generator=generator).to(device))
     if args.quick_only:  # one file per kind of machine: the rows of several machines sit side by side
-        kind = device.type if device.type == "cuda" else "cpu-" + ("bf16" if gce.cpu_has_native_bf16() else "no-bf16")
         report = dict(environment=gce.environment_info(device), repeats=repeats,
                       quick=bench_quick(cfg, train, device, args.data_dir, repeats))
-        out = output_path(args, f"quick-{kind}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+        write_report(out, report)
         gce.print_table(["run", "seconds", "fp32 step img/s", "fp32 training images equivalent"],
                         [[name, f"{r.get('seconds', float('nan')):.1f}", f"{r.get('fp32_step_images_per_s', 0):.1f}",
                           f"{r.get('fp32_training_images_equivalent', 0):.0f}"] for name, r in report["quick"].items()])
@@ -475,7 +513,7 @@ def main() -> int:
     if args.data_dir and not args.smoke:
         report["wall_times"] = bench_quick(cfg, train, device, args.data_dir, repeats)
         with tempfile.TemporaryDirectory() as tmp:
-            if args.full_run and device.type == "cuda":
+            if args.full_run:  # on a GPU (checked above)
                 print("wall time of the default full run ...", flush=True)
                 report["wall_times"]["default full run"] = wall_time(
                     [sys.executable, "grad_cam_experiment.py", "--no-progress", "--data-dir", args.data_dir,
@@ -483,9 +521,7 @@ def main() -> int:
     if args.accuracy:
         print("accuracy: fast path vs naive ...", flush=True)
         report["accuracy"] = bench_accuracy(args, device, accuracy)
-    out = output_path(args, f"bench-{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_report(out, report)
     print_report(report)
     print(f"\nwrote {out}")
     return 0
@@ -495,6 +531,9 @@ if __name__ == "__main__":
     gce._stop_on_signals()  # Ctrl-C, SIGTERM and SIGHUP end it with one line
     try:
         sys.exit(main())
+    except gce.UserError as exc:  # the report could not be written after the timings
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt as exc:
         print("interrupted: the benchmark wrote nothing (its JSON file is written when it ends)", file=sys.stderr)
         sys.exit(gce.exit_status(exc))

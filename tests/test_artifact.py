@@ -107,7 +107,7 @@ U8 = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
     (lambda: gce.inject_artifact(U8, torch.tensor([6])), "inject_artifact: labels must be an integer tensor [N], one "
                                                          "class per image (N = 2)"),
     (lambda: gce.inject_artifact(U8, torch.tensor([6, 1]), target_class=-1), "inject_artifact: target_class must be a "
-                                                                             "whole number >= 0, got -1"),
+                                                                             "class index 0..9, got -1"),
 ])
 def test_bad_square_arguments_are_clear_errors(call, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):

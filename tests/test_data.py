@@ -154,6 +154,52 @@ def test_hidden_and_system_folders_are_ignored_and_case_does_not_matter(tmp_path
     assert len(train.labels) == 10 and test.labels.tolist() == list(range(10))
 
 
+def test_a_folder_inside_a_class_folder_is_named_not_skipped(tmp_path):
+    """Fault round 11: train/cat/more/ with two of cat's images was skipped without a word (ImageFolder reads it)."""
+    write_image_folder(tmp_path, {"train": 2, "test": 1})
+    (tmp_path / "train" / "cat" / "more").mkdir()
+    (tmp_path / "train" / "cat" / ".ipynb_checkpoints").mkdir()  # hidden: still ignored
+    with pytest.raises(gce.UserError, match="train/cat holds folder\\(s\\) more: images are read from the class folder "
+                                            "itself, not below it; move their images up"):
+        load(tmp_path)
+
+
+def test_a_split_or_class_that_is_there_under_another_form_is_said_so(tmp_path):
+    """Fault round 11: Train/ was 'no train/', a file named cat was 'missing cat'."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    (tmp_path / "test" / "cat").rename(tmp_path / "test" / "cat-images")
+    (tmp_path / "test" / "cat").write_bytes(b"")
+    with pytest.raises(gce.UserError, match="missing cat \\(add or restore them\\); cat is a file, not a folder"):
+        load(tmp_path)
+    (tmp_path / "train").rename(tmp_path / "Train")
+    with pytest.raises(gce.UserError, match="has test/ but no train/ \\(Train/ differs only in letter case: rename it "
+                                            "train/\\)"):
+        load(tmp_path)
+
+
+def test_a_data_dir_that_is_a_dangling_link_is_named(tmp_path):
+    """Fault round 11: torchvision's 'File exists' for a --data-dir link whose target is gone."""
+    (tmp_path / "data").symlink_to(tmp_path / "gone")
+    with pytest.raises(gce.UserError, match=f"--data-dir {tmp_path / 'data'} is a symbolic link to {tmp_path / 'gone'}, "
+                                            "which does not exist"):
+        load(tmp_path / "data")
+    assert (tmp_path / "data").is_symlink() and not (tmp_path / "gone").exists()  # nothing made or removed
+
+
+def test_an_image_without_read_permission_says_how_to_read_it(tmp_path, monkeypatch):
+    """Fault round 11: 'remove or replace it' for a file the user may only need to chmod (root reads anything, so the
+    permission error is made by hand)."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    real = np.fromfile
+    def refuse(path, *args, **kwargs):
+        if gce.Path(path).name == "0000.png" and gce.Path(path).parent.name == "deer":
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(np, "fromfile", refuse)
+    with pytest.raises(gce.UserError, match="\\(Permission denied\\); give yourself read access \\(chmod u\\+r "):
+        load(tmp_path)
+
+
 def test_an_odd_class_folder_is_named(tmp_path):
     write_image_folder(tmp_path, {"train": 1, "test": 1})
     (tmp_path / "train" / "notes").mkdir()

@@ -97,6 +97,10 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
                                      "separately"),  # --accuracy was dropped without a word
     (["--quick-only", "--full-run", "--data-dir", "{tmp}"], "error: --quick-only times only that and would ignore "
                                                             "--full-run"),
+    (["--smoke", "--full-run"], "error: --full-run times the default run on a GPU and not with --smoke; this is "
+                                "--smoke"),  # fault round 11: exit 0 with no full run, and no word
+    (["--full-run", "--data-dir", "{tmp}"], "error: --full-run times the default run on a GPU"),  # on this CPU
+    (["--smoke", "--data-dir", "{tmp}"], "error: --smoke skips the wall-time runs --data-dir is for"),
 ])                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
@@ -115,6 +119,23 @@ def test_a_smoke_run_never_replaces_the_committed_numbers():
     for name in ("bench-cpu.json", "cam-family-cpu.json", "quick-cpu-no-bf16.json"):
         assert bench.output_path(argparse.Namespace(out=None, smoke=True), name).parent == Path(tempfile.gettempdir())
         assert bench.output_path(argparse.Namespace(out=None, smoke=False), name) == ROOT / "outputs" / "benchmarks" / name
+
+
+def test_a_benchmark_report_place_that_refuses_files_is_found_before_timing(tmp_path, monkeypatch):
+    """Fault round 11: a read-only --out folder was a PermissionError traceback after the timings (root writes
+    anywhere, so the refusal is made by hand); the probe leaves nothing behind."""
+    import tempfile
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(gce.UserError, match="^cannot write the report .*x.json \\(Permission denied\\); pass --out"):
+        bench.check_writable(tmp_path / "new" / "x.json")
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(gce, "write_atomically", refuse)
+    with pytest.raises(gce.UserError, match="the timings are lost"):
+        bench.write_report(tmp_path / "x.json", {})
 
 
 @pytest.mark.parametrize("size, message", [

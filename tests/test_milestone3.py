@@ -470,6 +470,21 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.say((), "text"), "say: cfg must be a Config"),
     (lambda m, x: gce.console_lines(None), "console_lines: text must be a str"),
     (lambda m, x: gce.RunRecord(None, gce.Config()), "RunRecord: out must be the output folder (a path)"),
+    # Fault round 11: training_batch's artifact (a TypeError; then inject_artifact was named), a device as 'gpu'
+    # (torch's error after every image was decoded), evaluate_model's labels (named accuracy, after two passes).
+    (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
+                                     torch.Generator(), 4, True, False, 6),
+     "training_batch: artifact must be None or (class, Square), got int 6"),
+    (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
+                                     torch.Generator(), 4, True, False, (6, 6)), "training_batch: square must be a Square"),
+    (lambda m, x: gce.load_cifar10(gce.Config(), "gpu"), "load_cifar10: device must be a torch device"),
+    (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
+                                                                torch.tensor([1, 2]))),
+     "evaluate_model: test labels must be one class index 0..9 per image [4]"),
+    (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                                                                torch.tensor([1, 12]))),
+     "evaluate_model: test labels must be one class index 0..9 per image [2], got torch.int64 of shape (2,) with "
+     "values 1..12"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
@@ -618,6 +633,26 @@ def test_fault_round_10_borderlines_that_now_give_the_right_answer(model, tmp_pa
         with gce.RunRecord(str(tmp_path), gce.Config()):
             pass
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # refused before it wrote anything
+
+
+def test_fault_round_11_an_output_link_and_a_console_that_lacks_a_character(tmp_path):
+    """Fault round 11: --output-dir a dangling link blamed its writable parent ('File exists'); a data path the
+    console's encoding lacks (PYTHONIOENCODING=ascii) was a UnicodeEncodeError traceback from print."""
+    import io
+    import sys
+    (tmp_path / "out").symlink_to(tmp_path / "gone" / "out")
+    with pytest.raises(gce.UserError, match=f"--output-dir {tmp_path / 'out'} is a symbolic link to "
+                                            f"{tmp_path / 'gone' / 'out'}, which does not exist"):
+        gce.check_output_dir(tmp_path / "out", tmp_path / "data")
+    assert not (tmp_path / "gone").exists()
+    ascii_console = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    saved, sys.stdout = sys.stdout, ascii_console
+    try:
+        gce.to_console("data: /tmp/tinyö", "next")
+    finally:
+        sys.stdout = saved
+    ascii_console.seek(0)
+    assert ascii_console.read() == "data: /tmp/tiny\\xf6\nnext\n"
 
 
 def test_a_library_error_inside_a_report_reader_is_not_blamed_on_the_report(monkeypatch, tmp_path):
