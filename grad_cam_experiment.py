@@ -691,7 +691,8 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     files, labels = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         class_dir = folders[name][0]
-        nested = sorted(p.name for p in class_dir.iterdir() if p.is_dir() and not _is_hidden(p))
+        nested = sorted(p.name for p in class_dir.iterdir() if p.is_dir() and not _is_hidden(p)
+                        and p.suffix.lower() not in IMAGE_SUFFIXES)  # x.jpg/ as a folder: _decode_images names it
         if nested:  # its images were skipped without a word (torchvision's ImageFolder reads them)
             raise UserError(f"{class_dir} holds folder(s) {', '.join(nested)}: images are read from the class folder "
                             "itself, not below it; move their images up into it, or remove them")
