@@ -983,6 +983,7 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, generator: torch.
     if artifact is not None:
         check_pixels(images, "training_batch")
         check_square(artifact[1], images.shape[2], images.shape[3], "training_batch")  # named here, not inject_artifact
+        check_class_index("training_batch", "the artifact's class", artifact[0], len(CIFAR10_CLASSES))
         images = inject_artifact(images, labels, *artifact)
     return normalize(images, channels_last)
 
@@ -2328,6 +2329,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     if not (isinstance(test, tuple) and len(test) == 2 and isinstance(test[1], torch.Tensor) and len(test[1])):
         given = f"labels {described(test[1])}" if isinstance(test, tuple) and len(test) == 2 else described(test)
         raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
+    test = Split(*test)  # a plain (images, labels) pair too: test.images was an AttributeError
     check_pixels(test[0], "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
     labels = test[1]
     if labels.shape != (len(test[0]),) or labels.is_floating_point() or labels.dtype == torch.bool \

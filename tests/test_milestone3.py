@@ -478,6 +478,13 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
                                      torch.Generator(), 4, True, False, (6, 6)), "training_batch: square must be a Square"),
     (lambda m, x: gce.load_cifar10(gce.Config(), "gpu"), "load_cifar10: device must be a torch device"),
+    # Fault round 12: the artifact's class named inject_artifact's target_class; a plain pair was an AttributeError.
+    (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
+                                     torch.Generator(), 4, True, False, (99, gce.Square(6))),
+     "training_batch: the artifact's class must be a class index 0..9, got 99"),
+    (lambda m, x: gce.evaluate_model(m, gce.Config(), (torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                                                       torch.tensor([1, 12]))),
+     "evaluate_model: test labels must be one class index 0..9 per image [2]"),
     (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
                                                                 torch.tensor([1, 2]))),
      "evaluate_model: test labels must be one class index 0..9 per image [4]"),
