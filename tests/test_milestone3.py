@@ -482,9 +482,6 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
                                      torch.Generator(), 4, True, False, (99, gce.Square(6))),
      "training_batch: the artifact's class must be a class index 0..9, got 99"),
-    (lambda m, x: gce.evaluate_model(m, gce.Config(), (torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
-                                                       torch.tensor([1, 12]))),
-     "evaluate_model: test labels must be one class index 0..9 per image [2]"),
     (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
                                                                 torch.tensor([1, 2]))),
      "evaluate_model: test labels must be one class index 0..9 per image [4]"),
@@ -660,6 +657,14 @@ def test_fault_round_11_an_output_link_and_a_console_that_lacks_a_character(tmp_
         sys.stdout = saved
     ascii_console.seek(0)
     assert ascii_console.read() == "data: /tmp/tiny\\xf6\nnext\n"
+
+
+def test_evaluate_model_takes_a_plain_pair_as_a_split(model):
+    """Fault round 12: (images, labels) as a plain tuple was an AttributeError (test.images) after the checks passed."""
+    images, labels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.tensor([6, 1, 6, 2])
+    cfg = gce.Config(quick=True, progress=False)
+    assert gce.evaluate_model(model, cfg, (images, labels))[0] == gce.evaluate_model(model, cfg,
+                                                                                     gce.Split(images, labels))[0]
 
 
 def test_a_library_error_inside_a_report_reader_is_not_blamed_on_the_report(monkeypatch, tmp_path):
