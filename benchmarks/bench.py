@@ -447,6 +447,11 @@ def main() -> int:
         if args.full_run and (args.smoke or device.type != "cuda"):  # it was skipped without a word
             raise gce.UserError(f"--full-run times the default run on a GPU and not with --smoke; this is "
                                 f"{'--smoke' if args.smoke else 'device ' + device.type}: drop --full-run")
+        sized = [f"--{name.replace('_', '-')}" for name in ("repeats", "steps", "gradcam_batch", "slow_images")
+                 if getattr(args, name) != parser.get_default(name)]
+        if args.smoke and sized:  # the smoke sizes replaced them without a word
+            raise gce.UserError(f"--smoke uses its own tiny sizes and would ignore {', '.join(sized)}; drop them or "
+                                "--smoke")
         if args.smoke and args.data_dir and not (args.accuracy or args.quick_only):  # its wall times are skipped
             raise gce.UserError("--smoke skips the wall-time runs --data-dir is for; drop --data-dir or --smoke")
         if (args.accuracy or args.full_run or args.quick_only) and not args.data_dir:

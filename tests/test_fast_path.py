@@ -101,6 +101,8 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
                                 "--smoke"),  # fault round 11: exit 0 with no full run, and no word
     (["--full-run", "--data-dir", "{tmp}"], "error: --full-run times the default run on a GPU"),  # on this CPU
     (["--smoke", "--data-dir", "{tmp}"], "error: --smoke skips the wall-time runs --data-dir is for"),
+    (["--smoke", "--repeats", "5", "--slow-images", "4"], "error: --smoke uses its own tiny sizes and would ignore "
+                                                          "--repeats, --slow-images"),  # fault round 12: rc 0
 ])                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
