@@ -1605,7 +1605,7 @@ def check_stride(who: str, stride: Any, patch: int) -> int:
     pixels that no window covers)."""
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= patch:
         why = "; a larger one leaves pixels that no window covers" if isinstance(stride, (int, np.integer)) \
-            and not isinstance(stride, bool) and stride > patch else ""
+            and stride > patch else ""  # a bool (True > patch is never so) falls through to no clause
         raise ValueError(f"{who}: stride must be a whole number 1..patch ({patch}), got {stride!r}{why}")
     return int(stride)
 
@@ -2330,12 +2330,12 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
         given = f"labels {described(test[1])}" if isinstance(test, tuple) and len(test) == 2 else described(test)
         raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
     test = Split(*test)  # a plain (images, labels) pair too: test.images was an AttributeError
-    check_pixels(test[0], "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
-    labels = test[1]
-    if labels.shape != (len(test[0]),) or labels.is_floating_point() or labels.dtype == torch.bool \
+    check_pixels(test.images, "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
+    labels = test.labels
+    if labels.shape != (len(test.images),) or labels.is_floating_point() or labels.dtype == torch.bool \
             or not 0 <= int(labels.min()) <= int(labels.max()) < len(CIFAR10_CLASSES):
         raise ValueError(f"evaluate_model: test labels must be one class index 0..{len(CIFAR10_CLASSES) - 1} per image "
-                         f"[{len(test[0])}], got {described(labels)} with values {int(labels.min())}..{int(labels.max())}")
+                         f"[{len(test.images)}], got {described(labels)} with values {int(labels.min())}..{int(labels.max())}")
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
