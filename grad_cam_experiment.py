@@ -57,6 +57,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+COUNT_LIMIT = 1_000_000  # ceiling of the count flags (images, epochs): above any CIFAR-10 copy, below torch's int64
 
 
 class Square(NamedTuple):
@@ -79,6 +80,18 @@ def described(value: Any) -> str:
     if isinstance(value, (list, tuple, dict)) and (len(text) > 40 or "tensor(" in text):
         text = ""
     return f"{type(value).__name__} {text:.40}" if text else type(value).__name__
+
+
+def one_line(text: Any) -> str:
+    """`text` with control characters escaped (a file name holding a newline split the one `error:` line in two)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _names(names: Sequence[str], most: int = 10) -> str:
+    """File or folder names for a message: quoted when a space at either end or a control character would be
+    invisible ('cat ' read as "unexpected cat; missing cat"), the first `most` and how many more."""
+    shown = [repr(n) if n != n.strip() or not n.isprintable() else n for n in names[:most]]
+    return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def check_device(who: str, device: Any) -> torch.device:
@@ -175,12 +188,13 @@ class Config:
     artifact_corner: str = _opt("top-left", "corner of the square", trains="biased",
                                  valid=Valid(choices=CORNERS))
     # Training recipe (Milestone 2 reference)
-    epochs: int = _opt(5, "training epochs per model", trains="both", quick=1, valid=Valid(1))
-    batch_size: int = _opt(128, "training batch size (images)", trains="both", quick=64, valid=Valid(2))
+    epochs: int = _opt(5, "training epochs per model", trains="both", quick=1, valid=Valid(1, COUNT_LIMIT))
+    batch_size: int = _opt(128, "training batch size (images)", trains="both", quick=64,
+                         valid=Valid(2, COUNT_LIMIT, "images"))
     lr: float = _opt(0.01, "SGD learning rate", trains="both", valid=Valid(0, above=True))
     momentum: float = _opt(0.9, "SGD momentum", trains="both", valid=Valid(0, 1))
     weight_decay: float = _opt(5e-4, "SGD weight decay (L2)", trains="both", valid=Valid(0))
-    lr_step: int = _opt(10, "StepLR step size (epochs)", trains="both", valid=Valid(1))
+    lr_step: int = _opt(10, "StepLR step size (epochs)", trains="both", valid=Valid(1, COUNT_LIMIT))
     lr_gamma: float = _opt(0.1, "StepLR decay factor", trains="both", valid=Valid(0, above=True))
     crop_padding: int = _opt(4, "random-crop zero padding (pixels); 0 disables the crop", trains="both",
                              valid=Valid(0, 16, "pixels"))
@@ -201,7 +215,8 @@ class Config:
                              "benchmarks/bf16_explanations.py; fp16 is never used for it)")
     channels_last: bool = _opt(True, "channels_last memory layout (faster on GPU and on this project's CPU)",
                                trains="both")  # other conv kernels: other rounding, other weights
-    eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)", valid=Valid(1))
+    eval_batch_size: int = _opt(512, "batch size for evaluation and explanations (images)",
+                               valid=Valid(1, COUNT_LIMIT, "images"))
     compile: bool = _opt(False, "torch.compile the training step (measured on the 2-core CPU: no gain, 39 s "
                          "of compilation; try it on a GPU)", trains="both")
     # Explanations and figures
@@ -218,7 +233,7 @@ class Config:
     # 5 conditions x 2 groups; Score-CAM 1,280 forward passes per image over the three audit layers).
     faithfulness_images: int = _opt(500, "correctly classified test images (seeded sample) for the faithfulness "
                                     "measures, standard model (misclassified ones fill up only if too few)", quick=6,
-                                    valid=Valid(2, unit="images"))
+                                    valid=Valid(2, COUNT_LIMIT, "images"))
     occlusion_patch: int = _opt(8, "occlusion patch side (pixels), filled with the dataset mean; a "
                                   "32-pixel patch would cover the whole image (a constant map)",
                                   valid=Valid(1, 31, "pixels"))
@@ -229,15 +244,15 @@ class Config:
     bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200,
                                     valid=Valid(10, 100_000))
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
-                              "ones)", quick=4, valid=Valid(2, unit="images"))
+                              "ones)", quick=4, valid=Valid(2, COUNT_LIMIT, "images"))
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit",
                               valid=Valid(nonempty=True))
     audit_images: int = _opt(500, "test images per audit group, seeded: target-class images, and as many drawn evenly "
                              "from the other classes; each is explained with the square at every corner and without",
-                             quick=4, valid=Valid(2, unit="images"))
+                             quick=4, valid=Valid(2, COUNT_LIMIT, "images"))
     audit_occlusion_images: int = _opt(50, "the first this many images of each audit group (at most all of "
                                        "them) also get occlusion maps (patch and stride as --occlusion-*)", quick=1,
-                                       valid=Valid(1, unit="images", zero="none"))
+                                       valid=Valid(1, COUNT_LIMIT, "images", zero="none"))
     methods: str = _opt("all", "comma-separated CAM methods, pytorch-grad-cam's class names (GradCAM, GradCAMPlusPlus, "
                         "HiResCAM, LayerCAM, XGradCAM, ScoreCAM), for faithfulness, sanity check and audit; 'all' = every "
                         "one; GradCAM always runs (Guided Grad-CAM and the figures build on it)",
@@ -245,11 +260,11 @@ class Config:
     scorecam_images: int = _opt(20, "Score-CAM (one forward pass per channel: 512 per image at layer4) explains only the "
                                 "first this many faithfulness images, at most all --faithfulness-images (and of the "
                                 "sanity-check images, if 2 or more)",
-                                quick=1, valid=Valid(1, unit="images", zero="none"))
+                                quick=1, valid=Valid(1, COUNT_LIMIT, "images", zero="none"))
     audit_scorecam_images: int = _opt(6, "the first this many images of each audit group (at most all of them) also get "
                                       "Score-CAM maps at every audit layer (--quick: none, as even one image "
                                       "costs ~38,000 forward passes there)", quick=0,
-                                      valid=Valid(1, unit="images", zero="none"))
+                                      valid=Valid(1, COUNT_LIMIT, "images", zero="none"))
     pointing_tolerance: int = _opt(8, "pointing-game tolerance (pixels around the square; 8 = one layer4 cell), "
                                 "below 32 minus the square's side (a region grown over the whole image is hit by "
                                 "every map)", valid=Valid(0, 30, "pixels"))
@@ -372,7 +387,7 @@ def _parse_rgb(text: str) -> tuple:
 
 class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of argparse's full usage block
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see --help)\n")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -608,7 +623,10 @@ class Split(NamedTuple):
     labels: torch.Tensor  # int64 [N]
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")  # as torchvision's ImageFolder
+# Image files the loader does not read (not every OpenCV build decodes them): named in an error, never skipped silently.
+OTHER_IMAGE_SUFFIXES = (".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".pbm", ".pnm", ".pfm", ".hdr",
+                        ".exr", ".svg", ".ico", ".raw", ".dng", ".cr2", ".nef")
 
 
 def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10, split: str = "") -> torch.Tensor:
@@ -616,9 +634,7 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 
     ("train" or "test") names the flag a too-large subset is asked by."""
     n, seed = check_count("balanced_subset", "n", n, low=0), check_seed("balanced_subset", seed)
     num_classes = check_count("balanced_subset", "num_classes", num_classes)
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"balanced_subset: labels must be integer class indices [N], got {described(labels)}")
-    labels = labels.cpu()
+    labels = check_labels("balanced_subset", labels).cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in range(num_classes):
@@ -682,9 +698,9 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
     missing = [name for name in CIFAR10_CLASSES if name not in folders]
     if odd or missing:
         not_folders = sorted(p.name for p in split_dir.iterdir() if p.name.lower() in missing and not p.is_dir())
-        found = [f"unexpected folder(s) {', '.join(odd)} (move or rename them)"] * bool(odd) + \
+        found = [f"unexpected folder(s) {_names(odd)} (move or rename them)"] * bool(odd) + \
                 [f"missing {', '.join(missing)} (add or restore them)"] * bool(missing) + \
-                [f"{', '.join(not_folders)} {'is a file' if len(not_folders) == 1 else 'are files'}, not a folder"] \
+                [f"{_names(not_folders)} {'is a file' if len(not_folders) == 1 else 'are files'}, not a folder"] \
                 * bool(not_folders)
         raise UserError(f"{split_dir} must hold exactly the 10 CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)}; "
                         f"{'; '.join(found)}")
@@ -696,6 +712,11 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
         if nested:  # its images were skipped without a word (torchvision's ImageFolder reads them)
             raise UserError(f"{class_dir} holds folder(s) {', '.join(nested)}: images are read from the class folder "
                             "itself, not below it; move their images up into it, or remove them")
+        other = sorted(p.name for p in class_dir.iterdir() if p.suffix.lower() in OTHER_IMAGE_SUFFIXES
+                       and not _is_hidden(p))
+        if other:  # skipping them would train on fewer images without a word
+            raise UserError(f"{class_dir} holds image(s) in a format this loader does not read: "
+                            f"{_names(other)}; convert them to PNG or remove them (it reads {', '.join(IMAGE_SUFFIXES)})")
         class_files = sorted((p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(p)),
                              key=lambda p: p.name)  # one folder: the paths' order, without comparing Paths
         if not class_files:
@@ -736,7 +757,8 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
             fix = f"give yourself read access (chmod u+r {path})" if isinstance(exc, PermissionError) else \
                 "remove or replace it"
             raise UserError(f"cannot read image {path} ({exc.strerror or exc}); {fix}") from None
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # None when undecodable
+        # the stored pixels, as torchvision's PIL loader reads them: an EXIF orientation tag is not applied
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
         if image is None:
             raise UserError(f"cannot decode image {path}; remove or replace the file")
         if image.shape != (32, 32, 3):
@@ -904,8 +926,9 @@ def check_pixels(images: Any, who: str) -> None:
     """A ValueError naming `who` unless `images` are uint8 pixels [N, 3, H, W] (the dataset's images, before
     normalize())."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        one = "; for one image pass images[None]" if isinstance(images, torch.Tensor) and images.dim() == 3 else ""
         raise ValueError(f"{who}: images must be uint8 pixels [N, 3, H, W] (0..255, before normalize()), got "
-                         f"{described(images)}")
+                         f"{described(images)}{one}")
 
 
 def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.Tensor | None = None) -> torch.Tensor:
@@ -930,12 +953,9 @@ def stamp_square(images: torch.Tensor, square: Square = Square(), where: torch.T
 def inject_artifact(images: torch.Tensor, labels: torch.Tensor, target_class: int = 6,
                     square: Square = Square()) -> torch.Tensor:
     """The shortcut: stamp the square on every image of `target_class` ('frog') and on nothing else."""
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() \
-            or labels.dtype == torch.bool or len(labels) != (len(images) if isinstance(images, torch.Tensor) else -1):
-        raise ValueError(f"inject_artifact: labels must be an integer tensor [N], one class per image "
-                         f"(N = {len(images) if isinstance(images, torch.Tensor) else '?'}), got {described(labels)}")
-    if images.dim() == 4:  # named here, not in stamp_square
-        check_square(square, images.shape[2], images.shape[3], "inject_artifact")
+    check_pixels(images, "inject_artifact")
+    check_labels("inject_artifact", labels, len(images))
+    check_square(square, images.shape[2], images.shape[3], "inject_artifact")  # named here, not in stamp_square
     check_class_index("inject_artifact", "target_class", target_class, len(CIFAR10_CLASSES))  # 10 stamped nothing
     return stamp_square(images, square, where=labels == target_class)
 
@@ -1076,6 +1096,8 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
     torch as a raw TypeError, or silently place occlusion windows between pixels)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{who}: {name} must be a whole number >= {low}, got {value!r}")
+    if value >= 2 ** 63:  # torch's split, randperm and manual_seed overflow with a raw ValueError
+        raise ValueError(f"{who}: {name} must be a whole number {low}..2**63-1, got {value!r}")
     return int(value)
 
 
@@ -1098,13 +1120,27 @@ def check_class_index(who: str, name: str, value: Any, classes: int) -> int:
     return int(value)
 
 
+def check_labels(who: str, labels: Any, n: int | None = None, classes: int | None = None,
+                 name: str = "labels") -> torch.Tensor:
+    """`labels` if they are integer class indices: a 1-D integer tensor (not bool), `n` long (one per image) when given,
+    each 0..classes-1 when `classes` is given; else a ValueError naming `who` and what was given (float labels matched
+    no class, a short tensor was cut by zip, a class out of range was scored 0: silently)."""
+    fits = (isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point()
+            and not labels.is_complex() and labels.dtype != torch.bool and (n is None or len(labels) == n))
+    values = ""
+    if fits and classes is not None and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        fits, values = False, f" with values {int(labels.min())}..{int(labels.max())}"
+    if not fits:
+        span = f" 0..{classes - 1}" if classes is not None else ""
+        shape = f"[{n}], one per image" if n is not None else "[N]"
+        raise ValueError(f"{who}: {name} must be integer class indices{span} {shape}, got {described(labels)}{values}")
+    return labels
+
+
 def check_seed(who: str, seed: Any) -> int:
     """A random seed: a whole number 0..2**63-1, else a ValueError naming `who` (torch's manual_seed answers a float, a
     string or a bool with its own RuntimeError, a larger number with an overflow)."""
-    seed = check_count(who, "seed", seed, low=0)
-    if seed >= 2 ** 63:
-        raise ValueError(f"{who}: seed must be a whole number 0..2**63-1, got {seed}")
-    return seed
+    return check_count(who, "seed", seed, low=0)
 
 
 def check_model(model: Any, who: str) -> nn.Module:
@@ -1901,6 +1937,7 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
     first_epoch = len(history) + 1
     for epoch in range(first_epoch, cfg.epochs + 1):
         start = time.perf_counter()
+        lr = scheduler.get_last_lr()[0]  # this epoch's learning rate, after --lr-gamma's steps
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -1921,9 +1958,8 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
             if epoch_path is not None:  # resuming would only diverge again
                 epoch_path.unlink(missing_ok=True)
             raise UserError(f"{name} model diverged in epoch {epoch} (training loss {train_loss:.4g}, non-finite "
-                            f"predictions: {not finite_predictions}); lower --lr (now {cfg.lr}) or "
-                            f"--momentum (now {cfg.momentum}); no checkpoint was written")
-        lr = scheduler.get_last_lr()[0]
+                            f"predictions: {not finite_predictions}); {divergence_advice(cfg, lr)}; no checkpoint "
+                            "was written")
         scheduler.step()
         test_acc = accuracy(test_logits, test.labels)
         row = dict(run=name, epoch=epoch, train_loss=train_loss, train_acc=correct.item() / n,
@@ -1938,6 +1974,15 @@ def train_model(cfg: Config, train: Split, test: Split, device: torch.device, bi
                                  generator=generator.get_state(), history=history), epoch_path)
     model.eval()
     return model, history
+
+
+def divergence_advice(cfg: Config, lr: float) -> str:
+    """What to lower when training diverged at learning rate `lr`: every setting that scales the update, each with
+    its value (--weight-decay 1e300 was blamed on --lr; a schedule that raised the rate showed the starting one)."""
+    raised = f"; this epoch ran at lr {lr:.4g}, as --lr-gamma {cfg.lr_gamma:g} every --lr-step {cfg.lr_step} " \
+             "epochs set it" if lr > cfg.lr else ""
+    return (f"lower --lr (now {cfg.lr:g}), --momentum (now {cfg.momentum:g}) or --weight-decay (now "
+            f"{cfg.weight_decay:g}){', or --lr-gamma to at most 1' if cfg.lr_gamma > 1 else ''}{raised}")
 
 
 def load_epoch_state(path: Path, key: str, device: torch.device) -> dict | None:
@@ -2331,11 +2376,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
         raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
     test = Split(*test)  # a plain (images, labels) pair too: test.images was an AttributeError
     check_pixels(test.images, "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
-    labels = test.labels
-    if labels.shape != (len(test.images),) or labels.is_floating_point() or labels.dtype == torch.bool \
-            or not 0 <= int(labels.min()) <= int(labels.max()) < len(CIFAR10_CLASSES):
-        raise ValueError(f"evaluate_model: test labels must be one class index 0..{len(CIFAR10_CLASSES) - 1} per image "
-                         f"[{len(test.images)}], got {described(labels)} with values {int(labels.min())}..{int(labels.max())}")
+    check_labels("evaluate_model", test.labels, len(test.images), len(CIFAR10_CLASSES), "test labels")
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
@@ -2373,8 +2414,7 @@ def pick_examples(labels: torch.Tensor, classes: Iterable[int], k: int,
     """Indices of k test images of each class, in test-set order: with logits, correct_first (figures of a barely
     trained model then show errors, with captions that say so, rather than nothing); without, simply the first k."""
     k, classes = check_count("pick_examples", "k", k, low=0), list(classes)
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"pick_examples: labels must be integer class indices [N], got {described(labels)}")
+    check_labels("pick_examples", labels)
     if logits is not None:
         check_logits_and_labels(logits, labels, "pick_examples")
     for c in classes:  # a class no label has gave an empty pick, silently
@@ -2404,8 +2444,7 @@ def audit_groups(labels: torch.Tensor, target: int, n: int, seed: int,
     that every prefix (e.g. the occlusion subset) is stratified too."""
     num_classes, n = check_count("audit_groups", "num_classes", num_classes, 2), check_count("audit_groups", "n", n)
     target = check_class_index("audit_groups", "target", target, num_classes)
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
-        raise ValueError(f"audit_groups: labels must be a 1-D tensor of class indices, got {described(labels)}")
+    check_labels("audit_groups", labels)
     generator = torch.Generator().manual_seed(check_seed("audit_groups", seed))
     others = [c for c in range(num_classes) if c != target]
     quotas = {target: n, **{c: n // len(others) + (1 if i < n % len(others) else 0) for i, c in enumerate(others)}}
@@ -2734,6 +2773,12 @@ def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
     return "above" if ci95[0] > margin else "below" if ci95[1] < margin else "unclear"
 
 
+def judged_interval(summary: dict) -> Sequence[float]:
+    """The interval the verdict rule reads from a mean_with_ci summary: its ci95, or (-inf, inf), which lies on no side
+    of any margin, when it holds one image (its zero-width "interval" would be judged as if one value were certain)."""
+    return summary["ci95"] if summary["n"] >= 2 else (-math.inf, math.inf)
+
+
 def judge(intervals: Sequence[Sequence[float]], should: str) -> str:
     """'pass' when every interval lies on the side it `should` ('above': the map moves; 'below': it stays), 'fail' when
     one lies wholly on the other side, 'unclear' otherwise, 'n/a' for none (intersection-union: every cell must pass,
@@ -2753,7 +2798,9 @@ def verdict_of(records: Sequence[dict], predictions: Sequence[dict]) -> list[dic
     """The verdict rule (see VERDICT_MEASURE) per (method, layer, group) of the biased model's records: reveals,
     selective, specific, the control's false alarms (corners it ignores where its map moves; reported, not judged), and
     the verdict: 'reveals' when reveals passes and neither selective nor specific fails or is unclear, 'fails' when any
-    fails, 'n/a' when the biased model uses no corner, else 'unclear'."""
+    fails, 'n/a' when the biased model uses no corner, else 'unclear'. An interval of one image decides nothing
+    (judged_interval): with one biased-model image in a group, which corners it uses is unknown, and reveals is
+    'unclear'."""
     try:
         return _verdicts(records, predictions)
     except (KeyError, TypeError, IndexError, ValueError) as exc:  # hand-made or older records: not a KeyError
@@ -2763,9 +2810,10 @@ def verdict_of(records: Sequence[dict], predictions: Sequence[dict]) -> list[dic
 
 
 def _verdicts(records: Sequence[dict], predictions: Sequence[dict]) -> list[dict]:
-    use = {(p["model"], p["group"], p["corner"]): interval_side(p["use"]["ci95"]) for p in predictions}
-    delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): r["delta"]["ci95"] for r in records
+    use = {(p["model"], p["group"], p["corner"]): interval_side(judged_interval(p["use"])) for p in predictions}
+    delta = {(r["model"], r["method"], r["layer"], r["group"], r["corner"]): judged_interval(r["delta"]) for r in records
              if r["measure"] == VERDICT_MEASURE}
+    one_image = {p["group"] for p in predictions if p["model"] == "biased" and p["use"]["n"] < 2}
     verdicts = []
     for method, layer, group in dict.fromkeys((r["method"], r["layer"], r["group"]) for r in records
                                               if r["model"] == "biased"):
@@ -2774,7 +2822,8 @@ def _verdicts(records: Sequence[dict], predictions: Sequence[dict]) -> list[dict
                    for m in AUDIT_MODELS}
         row = dict(method=method, layer=layer, group=group, measure=VERDICT_MEASURE, margin=VERDICT_MARGIN,
                    used_corners=used,
-                   reveals=judge([delta[("biased", method, layer, group, c)] for c in used], "above"),
+                   reveals="unclear" if group in one_image else
+                   judge([delta[("biased", method, layer, group, c)] for c in used], "above"),
                    selective=judge([delta[("biased", method, layer, group, c)] for c in ignored["biased"]], "below"),
                    specific=judge([delta[(m, method, layer, group, c)] for m in ("standard", "control")
                                    for c in used if c in ignored[m]], "below"),
@@ -2995,8 +3044,7 @@ def explain_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      channels_last: bool) -> list[Explained]:
     """Grad-CAM of each uint8 image's predicted class, as records."""
     check_pixels(images, "explain_examples")
-    if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):  # zip dropped the unlabelled images
-        raise ValueError(f"explain_examples: labels must be one class per image [{len(images)}], got {described(labels)}")
+    check_labels("explain_examples", labels, len(images))  # zip dropped the unlabelled images
     channels_last = check_flag("explain_examples", "channels_last", channels_last)  # named here, not in normalize
     device = next(check_model(model, "explain_examples").parameters()).device
     result = GradCAM(model, layer).explain(normalize(images.to(device), channels_last))
@@ -3209,9 +3257,7 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
 def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condition: str) -> dict[str, np.ndarray]:
     """The stored maps of a group's first image (shortcut_audit keeps them): method key -> [H, W], min-max scaled.
     An unknown model, group or condition is an error (a typo gave {} and a figure without maps)."""
-    if not isinstance(per_image, dict):
-        raise ValueError(f"example_maps: per_image must be a dict of arrays (dict(np.load('audit_per_image.npz'))), "
-                         f"got {described(per_image)}")
+    check_audit_arrays(per_image, "example_maps")
     stored = sorted({tuple(str(k).split("/")[1:3]) for k in per_image if str(k).startswith("p_target/")})
     if (model, group) not in stored or condition not in AUDIT_CONDITIONS:
         cells = ", ".join(f"{m}/{g}" for m, g in stored) or "none (not an audit_per_image.npz?)"
@@ -3395,7 +3441,10 @@ def _cpu_name() -> str:
 
 
 def _fmt_ci(r: dict, spec: str = ".3f", compact: bool = False) -> str:
-    """mean [95% interval]; compact: '+0.93 [0.91,0.95]' (at most 19 characters for values in -1..1)."""
+    """mean [95% interval]; compact: '+0.93 [0.91,0.95]' (at most 19 characters for values in -1..1). One image has
+    no interval: 'one image' stands in its place."""
+    if r.get("n", 2) < 2:
+        return f"{r['mean']:{'+.2f' if compact else spec}} [one image]"
     if compact:
         return f"{r['mean']:+.2f} [{r['ci95'][0]:.2f},{r['ci95'][1]:.2f}]"
     return f"{r['mean']:{spec}} [{r['ci95'][0]:{spec}}, {r['ci95'][1]:{spec}}]"
@@ -3531,12 +3580,14 @@ def console_summary(metrics: dict) -> list[str]:
     lines = ["", *console_lines("Summary." + QUICK_NOTE * bool(config["quick"])),
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]
-            if (p["model"], p["group"]) == ("biased", "nonfrogs") and interval_side(p["use"]["ci95"]) == "above"}
+            if (p["model"], p["group"]) == ("biased", "nonfrogs") and interval_side(judged_interval(p["use"])) == "above"}
     lines += console_lines(f"The biased model uses the square at: " + (", ".join(
         f"{c} (p({target}) of non-{target}s rises by {_fmt_ci(p['use'], compact=True)} with the square there)"
         for c, p in used.items())
-        or f"no corner (adding it raises no corner's p({target}) clearly), so there is no shortcut to reveal and "
-           "every verdict is n/a"))
+        or (f"unknown: one non-{target} image in the audit cannot tell, so every verdict is unclear" if any(
+            (p["model"], p["group"]) == ("biased", "nonfrogs") and p["use"]["n"] < 2 for p in audit["predictions"]) else
+            f"no corner (adding it raises no corner's p({target}) clearly), so there is no shortcut to reveal and "
+            "every verdict is n/a")))
     rows = [r[:1] + r[2:] for r in verdict_rows(audit, "nonfrogs", compact=True) if r[1] in (layer, "-")]
     lines += [f"Shortcut audit at {layer}, stamped non-{target}s: change of {VERDICT_MEASURE} when the square is added",
               *table_lines(["method", "reveals", "selective", "specific: std", "specific: control", "verdict"], rows,
@@ -3626,21 +3677,27 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         existing = next(p for p in [folder, *folder.parents] if p.exists())
         if not existing.is_dir():
             raise UserError(f"cannot write to --output-dir {path} ({existing} is a file); pass a writable folder")
-    folders = [name for name in OUTPUT_FILES if (path / name).is_dir()]
+    folders = [name for name in (*OUTPUT_FILES, ".lock") if (path / name).is_dir()]  # .lock: RunRecord's lock file
     if folders:
         raise UserError(f"--output-dir {path} holds folder(s) named like the files a run writes ({', '.join(folders)}); "
                         "move or rename them, or pass another --output-dir")
-    probe = path / "checkpoints" / f".probe-{os.getpid()}"
-    made = _topmost_missing(probe.parent)
-    try:  # a real probe (root passes os.access checks everywhere); what it made is removed again
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:  # the folder that refused: the output folder itself, or its checkpoints/ alone
-        refused = next(p for p in [probe.parent, *probe.parents] if p.exists())
+    try:
+        probe_writable(path / "checkpoints")
+    except OSError as exc:  # the folder that refused (what the probe made is gone): the output folder, or checkpoints/
+        refused = next(p for p in [path / "checkpoints", *path.parents] if p.exists())
         where = "" if refused == path else f": {refused} refused"
         raise UserError(f"cannot write to --output-dir {path}{where} ({exc.strerror or exc}); pass a writable "
                         "folder" + (f" or make {refused} writable" if where else "")) from None
+
+
+def probe_writable(folder: Path) -> None:
+    """Makes `folder` (with the folders above it that are missing) and writes a file there, then removes all it made:
+    the file system's OSError when the folder takes no files (a real probe: root passes os.access checks everywhere)."""
+    probe, made = Path(folder) / f".probe-{os.getpid()}", _topmost_missing(Path(folder))
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -3895,7 +3952,7 @@ def run(cfg: Config) -> dict:
             audit, audit_per_image = shortcut_audit(audit_models(models, cfg.seed), cfg, test)
         counts = {group: info["images"] for group, info in audit["groups"].items()}
         if min(counts.values()) < cfg.audit_images:
-            say(cfg, f"note: the test set gave the audit {', '.join(f'{n} {g}' for g, n in counts.items())} (asked: "
+            say(cfg, f"note: the test set gave the audit {', '.join(f'{n} {g[:-1] if n == 1 else g}' for g, n in counts.items())} (asked: "
                      f"{cfg.audit_images} per group)")
 
         ##### Faithfulness of each map to the standard model (a seeded sample, correctly classified first)
@@ -4002,7 +4059,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed its one line (or --help): a status, not an exception
         return int(exc.code or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
         print("error: the GPU ran out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
@@ -4023,14 +4080,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                   exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "check the path")
         record = getattr(exc, "run_record", None)  # set when the run had begun its record
         flag = "--data-dir" if cfg is not None and _is_below(where, cfg.data_dir) else "--output-dir"
-        print(f"error: {exc.strerror or exc}{f' ({where})' if where else ''}; {advice} or pass another {flag}"
+        print(f"error: {one_line(exc.strerror or exc)}{f' ({one_line(where)})' if where else ''}; {advice} or pass "
+              f"another {flag}"
               + (f" ({record} lists what this run wrote)" if record is not None and record.exists() else ""),
               file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # with a message when the run's record was open; else before or after it
         signal_name = getattr(exc, "signal_name", "SIGINT")
         try:  # after SIGHUP the terminal may be gone; run.json says it all the same
-            print(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started), file=sys.stderr)
+            print(one_line(str(exc) or f"interrupted ({signal_name}) " + _outside_the_record(cfg, started)),
+                  file=sys.stderr)
         except OSError:
             pass
         return exit_status(exc)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -383,16 +382,11 @@ def report_path(args, device: torch.device) -> Path:
 def check_writable(out: Path) -> None:
     """The JSON file's folder takes a file: probed before minutes of timing by writing one there (what the probe made
     is removed again); a read-only folder was a PermissionError traceback after the timings."""
-    made = gce._topmost_missing(out.parent)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent):
-            pass
+        gce.probe_writable(out.parent)
     except OSError as exc:
-        raise gce.UserError(f"cannot write the report {out} ({exc.strerror or exc}); pass --out with a writable place")
-    finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+        raise gce.UserError(f"cannot write the report {out} ({exc.strerror or exc}); pass --out with a writable "
+                            "place") from None
 
 
 def write_report(out: Path, report: dict) -> None:
@@ -474,7 +468,7 @@ def main() -> int:
         check_writable(out)
         accuracy = accuracy_data(args, device) if args.accuracy else None
     except gce.UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {gce.one_line(exc)}", file=sys.stderr)
         return 2
     gce.fp32_without_tf32(device)  # as the pipeline: its fp32 rows are fp32 on a GPU too
     cfg = gce.Config(progress=False, compile=args.compile)
@@ -537,7 +531,7 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except gce.UserError as exc:  # the report could not be written after the timings
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {gce.one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         print("interrupted: the benchmark wrote nothing (its JSON file is written when it ends)", file=sys.stderr)

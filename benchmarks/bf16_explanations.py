@@ -18,7 +18,6 @@ Writes outputs/benchmarks/bf16-explanations-<device>.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -50,7 +49,7 @@ def compare(fp32: torch.Tensor, bf16: torch.Tensor, resamples: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)  # one-line errors
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--checkpoints", required=True, help="folder with one standard-*.pt and one biased-*.pt")
     parser.add_argument("--images", type=int, default=100, help="faithfulness images")
@@ -88,7 +87,7 @@ def main() -> int:
     try:
         _, test, source = gce.load_cifar10(cfg, device)
     except gce.UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {gce.one_line(exc)}", file=sys.stderr)
         return 2
     report = dict(environment=gce.environment_info(device), checkpoints={k: str(v) for k, v in paths.items()},
                   data=source, seconds={}, faithfulness={}, audit={}, maps={})

@@ -89,13 +89,12 @@ def read_reference() -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Writes outputs/reference-rescored/ and "
-                            "outputs/summary.md.").parse_args(argv)
+    gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                            epilog="Writes outputs/reference-rescored/ and outputs/summary.md.").parse_args(argv)
     try:
         metrics, stored = read_reference()
     except gce.UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {gce.one_line(exc)}", file=sys.stderr)
         return 2
     cfg = metrics["config"]
     per_image = current_layout(stored)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         gce.check_output_dir(out, Path(base.data_dir))
         return study(args, base, configs, device, out, finished)
     except gce.UserError as exc:  # the experiment's messages, with this script's names for the two flags it renames
-        print(f"error: {exc}".replace("--output-dir", "--out").replace("--seed must", "each of --seeds must"),
+        print(f"error: {gce.one_line(exc)}".replace("--output-dir", "--out").replace("--seed must", "each of --seeds must"),
               file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused (a full disk, a file where a folder goes)

@@ -104,8 +104,8 @@ U8 = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
     # Stamping 255 into normalised floats would silently write an out-of-range value.
     (lambda: gce.stamp_square(U8.float()), "stamp_square: images must be uint8 pixels [N, 3, H, W] (0..255, before "
                                            "normalize()), got torch.float32"),
-    (lambda: gce.inject_artifact(U8, torch.tensor([6])), "inject_artifact: labels must be an integer tensor [N], one "
-                                                         "class per image (N = 2)"),
+    (lambda: gce.inject_artifact(U8, torch.tensor([6])), "inject_artifact: labels must be integer class indices [2], "
+                                                         "one per image, got torch.int64 of shape (1,)"),
     (lambda: gce.inject_artifact(U8, torch.tensor([6, 1]), target_class=-1), "inject_artifact: target_class must be a "
                                                                              "class index 0..9, got -1"),
 ])

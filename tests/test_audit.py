@@ -212,6 +212,26 @@ def test_the_rule_follows_the_corners_the_model_uses_and_says_unclear_when_the_d
     assert gce.judge([[0.3, 0.5], [0.0, 0.1]], "above") == "fail" and gce.judge([[0.1, 0.3]], "below") == "unclear"
 
 
+def test_one_image_decides_nothing():
+    """Fault round 12: a group the data left at one image (or occlusion's first image alone) got zero-width 'intervals'
+    that the rule judged as if one value were certain."""
+    moves = {"standard": set(), "biased": {"top-left"}, "control": set()}
+    assert verdict(moves)["verdict"] == "reveals"  # 40 images
+    per_image = hand_built(moves, moves)
+    one = gce.audit_summary({k: v[:1] for k, v in per_image.items()}, 200, 0)
+    (row,) = one["verdicts"]
+    assert (row["reveals"], row["verdict"], row["used_corners"]) == ("unclear", "unclear", [])
+    assert all(p["use"]["ci95"][0] == p["use"]["ci95"][1] for p in one["predictions"])  # the zero-width intervals
+    # one image's scores (occlusion's first image) with every image's p(target): the corner is used, its delta unknown
+    scores_one = gce.audit_summary({k: v[:1] if k.startswith("scores/") else v for k, v in per_image.items()}, 200, 0)
+    (row,) = scores_one["verdicts"]
+    assert (row["used_corners"], row["reveals"], row["selective"], row["specific"], row["verdict"]) == (
+        ["top-left"], "unclear", "unclear", "unclear", "unclear")
+    assert gce.judged_interval({"ci95": [0.5, 0.5], "n": 1}) == (-float("inf"), float("inf"))
+    assert gce.judged_interval({"ci95": [0.3, 0.5], "n": 2}) == [0.3, 0.5]
+    assert gce._fmt_ci({"mean": 0.5, "ci95": [0.5, 0.5], "n": 1}, "+.2f") == "+0.50 [one image]"
+
+
 def test_the_records_hold_the_levels_beside_every_delta():
     summary = gce.audit_summary(hand_built({"standard": set(), "biased": {"top-left"}, "control": set()},
                                            {"standard": set(), "biased": {"top-left"}, "control": set()}), 200, 0)

@@ -152,6 +152,31 @@ def test_a_diverging_run_stops_with_an_error_and_saves_nothing(quick_argv, tmp_p
     assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))
 
 
+@pytest.mark.parametrize("flags, said", [
+    # fault round 12: both were blamed on "--lr (now 0.01) or --momentum (now 0.9)"
+    (["--weight-decay", "1e300"], "diverged in epoch 1 (training loss "),
+    (["--lr-gamma", "1e300", "--lr-step", "1", "--epochs", "2"], "diverged in epoch 2 (training loss "),
+])
+def test_the_divergence_line_names_every_setting_that_scales_the_update(quick_argv, capsys, flags, said):
+    assert gce.main([*quick_argv, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and "\n" not in err, err
+    assert "lower --lr (now 0.01), --momentum (now 0.9) or --weight-decay (now " in err, err
+    if "--lr-gamma" in flags:  # the rate that diverged, and where it came from
+        assert err.endswith("or --lr-gamma to at most 1; this epoch ran at lr 1e+298, as --lr-gamma 1e+300 every "
+                            "--lr-step 1 epochs set it; no checkpoint was written"), err
+    else:
+        assert "(now 1e+300); no checkpoint was written" in err and "this epoch ran" not in err, err
+
+
+def test_divergence_advice_on_hand_built_settings():
+    cfg = gce.Config(lr=0.1, lr_gamma=0.5)
+    assert gce.divergence_advice(cfg, 0.05) == "lower --lr (now 0.1), --momentum (now 0.9) or --weight-decay (now 0.0005)"
+    assert gce.divergence_advice(gce.Config(lr=0.1, lr_gamma=3.0), 0.9) == (
+        "lower --lr (now 0.1), --momentum (now 0.9) or --weight-decay (now 0.0005), or --lr-gamma to at most 1; this "
+        "epoch ran at lr 0.9, as --lr-gamma 3 every --lr-step 10 epochs set it")
+
+
 def test_ctrl_c_prints_one_line(quick_argv, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -277,3 +302,9 @@ def test_a_link_loop_or_a_folder_in_a_results_place_is_one_line_before_any_work(
                                                "writes (metrics.json); move or rename them, or pass another "
                                                "--output-dir")
     assert (out / "metrics.json" / "inside.txt").read_text() == "user data"
+    (out / "metrics.json" / "inside.txt").unlink()
+    (out / "metrics.json").rmdir()
+    (out / ".lock").mkdir()  # fault round 12: "Is a directory (.../.lock)" after loading the data
+    assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --output-dir {out} holds folder(s) named like the files a run "
+                                               "writes (.lock); move or rename them, or pass another --output-dir")

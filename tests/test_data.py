@@ -356,3 +356,56 @@ def test_a_file_system_that_reuses_inode_numbers_is_not_taken_for_links(tmp_path
 
     monkeypatch.setattr(os, "stat", one_inode)
     assert len(load(tmp_path)[1].labels) == 10
+
+
+def test_every_format_torchvision_reads_is_read_and_other_image_files_are_named(tmp_path):
+    """Fault round 12: valid .webp and .tif images beside the .png ones were skipped without a word (ImageFolder reads
+    them); an image format the loader does not read is named, not skipped."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    rng, written = np.random.default_rng(1), []
+    for name, options in [("0001.webp", dict(lossless=True)), ("0002.tif", {}), ("0003.PPM", {})]:
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "train" / "cat" / name, format=name.split(".")[1].upper()
+                                     .replace("TIF", "TIFF"), **options)
+        written.append(torch.from_numpy(pixels).permute(2, 0, 1))
+    train, _, _ = load(tmp_path)
+    cat = train.images[train.labels == 3]
+    assert len(train.labels) == 13 and len(cat) == 4  # 0000.png, then the three in name order, pixel for pixel
+    assert all(torch.equal(got, expected) for got, expected in zip(cat[1:], written))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "train" / "cat" / "0004.gif")
+    with pytest.raises(gce.UserError, match=r"train/cat holds image\(s\) in a format this loader does not read: "
+                                            r"0004\.gif; convert them to PNG or remove them \(it reads \.jpg, "):
+        load(tmp_path)
+
+
+def test_an_exif_orientation_tag_is_not_applied(tmp_path):
+    """Fault round 12: OpenCV turned a JPEG whose EXIF tag says 'rotate 90 degrees' (a red band on top came out on the
+    right); torchvision's PIL loader, like this one now, reads the stored pixels."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[:4] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    (tmp_path / "train" / "cat" / "0000.png").unlink()
+    Image.fromarray(pixels).save(tmp_path / "train" / "cat" / "0000.jpg", quality=100, exif=exif)
+    stored = np.array(Image.open(tmp_path / "train" / "cat" / "0000.jpg").convert("RGB")).astype(int)
+    train, _, _ = load(tmp_path)
+    loaded = train.images[train.labels == 3][0].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(loaded - stored).max() <= 2  # PIL's and OpenCV's JPEG decoders; rotated, 254 apart
+    assert loaded[:2, :, 0].min() > 240 and loaded[8:, :, 0].max() < 40  # the band is still on top, nowhere else
+
+
+def test_names_an_invisible_character_would_hide_are_quoted_and_a_newline_keeps_one_line(tmp_path, capsys):
+    """Fault round 12: a class folder 'cat ' read "unexpected cat; missing cat"; a broken image named 'bad\\nname.png'
+    split the one error line in two."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    (tmp_path / "train" / "cat").rename(tmp_path / "train" / "cat ")
+    with pytest.raises(gce.UserError, match=r"unexpected folder\(s\) 'cat ' \(move or rename them\); missing cat "):
+        load(tmp_path)
+    (tmp_path / "train" / "cat ").rename(tmp_path / "train" / "cat")
+    (tmp_path / "train" / "cat" / "bad\nname.png").write_bytes(b"not an image")
+    argv = ["--data-dir", str(tmp_path), "--quick", "--train-subset", "0", "--test-subset", "0", "--no-download",
+            "--output-dir", str(tmp_path / "out")]
+    assert gce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cat/bad\\nname.png; remove or replace the file" in err, err

@@ -126,12 +126,11 @@ def test_a_smoke_run_never_replaces_the_committed_numbers():
 def test_a_benchmark_report_place_that_refuses_files_is_found_before_timing(tmp_path, monkeypatch):
     """Fault round 11: a read-only --out folder was a PermissionError traceback after the timings (root writes
     anywhere, so the refusal is made by hand); the probe leaves nothing behind."""
-    import tempfile
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(gce.Path, "write_bytes", refuse)  # the probe's file (gce.probe_writable, as --output-dir's)
     with pytest.raises(gce.UserError, match="^cannot write the report .*x.json \\(Permission denied\\); pass --out"):
         bench.check_writable(tmp_path / "new" / "x.json")
     assert not (tmp_path / "new").exists()
@@ -186,6 +185,7 @@ def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path
     (["--resamples", "0"], "error: --resamples must be 10..100000, got 0"),  # at the end, after minutes
     (["--data-dir", "{tmp}/nope"], "error: --data-dir {tmp}/nope has no train/ and test/ folders; pass an image-folder "
                                    "CIFAR-10 copy"),  # a traceback
+    (["--images", "x"], "error: argument --images: invalid int value: 'x' (see --help)"),  # round 12: a usage block
 ])
 def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
     """Fault round 8: bf16_explanations.py checked no flag (seen with native bf16 simulated)."""
@@ -195,6 +195,13 @@ def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bf16_explanations.py"), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr == message.format(tmp=tmp_path) + "\n", done.stderr
+
+
+def test_rescore_reference_refuses_an_unknown_flag_in_one_line():
+    """Fault round 12: the benchmark scripts without the project's parser printed argparse's usage block."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rescore_reference.py"), "--bogus"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr == "error: unrecognized arguments: --bogus (see --help)\n", done.stderr
 
 
 def test_a_bad_matplotlib_backend_fails_before_any_training(tmp_path):

@@ -112,6 +112,11 @@ def test_the_console_summary_says_what_its_short_lines_count():
     text = " ".join(" ".join(gce.console_summary(unused)).split())
     assert ("The biased model uses the square at: no corner (adding it raises no corner's p(frog) clearly), so there "
             "is no shortcut to reveal and every verdict is n/a") in text
+    for p in unused["shortcut_audit"]["predictions"]:
+        p["use"].update(n=1, ci95=[0.5, 0.5])  # fault round 12: one image's zero-width "interval" read as a used corner
+    text = " ".join(" ".join(gce.console_summary(unused)).split())
+    assert ("The biased model uses the square at: unknown: one non-frog image in the audit cannot tell, so every "
+            "verdict is unclear") in text
 
 
 def test_an_all_zero_map_is_marked_in_its_caption():

@@ -284,6 +284,17 @@ MAPS = torch.rand(2, 32, 32)
                                                            "(0..255, before normalize()), got torch.float32"),
     (lambda m, x: gce.predict_logits(m, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0),
      "predict_logits: batch_size must be a whole number >= 1, got 0"),
+    # fault round 12: a batch size above int64 reached torch's split as "Overflow when unpacking long long"
+    (lambda m, x: gce.predict_logits(m, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 10 ** 20),
+     "predict_logits: batch_size must be a whole number 1..2**63-1, got 100000000000000000000"),
+    (lambda m, x: gce.batched(gce.GradCAM(m, "layer3"), x, None, 10 ** 20),
+     "batched: batch_size must be a whole number 1..2**63-1, got 100000000000000000000"),
+    # one image [3, H, W]: "must be uint8 ... got torch.uint8" read as a contradiction without the shape's hint
+    (lambda m, x: gce.normalize(torch.zeros(3, 32, 32, dtype=torch.uint8)), "normalize: images must be uint8 pixels "
+     "[N, 3, H, W] (0..255, before normalize()), got torch.uint8 of shape (3, 32, 32); for one image pass images[None]"),
+    (lambda m, x: gce.stamp_square(torch.zeros(3, 32, 32, dtype=torch.uint8)), "stamp_square: images must be uint8 "
+     "pixels [N, 3, H, W] (0..255, before normalize()), got torch.uint8 of shape (3, 32, 32); for one image pass "
+     "images[None]"),
     (lambda m, x: gce.pointing_game(MAPS, torch.ones(16, 16, dtype=torch.bool)), "pointing_game: mask must be a bool "
                                                                                  "tensor [H, W] or [K, H, W] of the "
                                                                                  "maps' size (32, 32)"),
@@ -364,7 +375,7 @@ MAPS = torch.rand(2, 32, 32)
      "sample_correct: n must be a whole number >= 0, got -1"),  # returned 19 images
     (lambda m, x: gce.sample_correct(torch.rand(20, 10), torch.arange(10), 5, 0), "sample_correct: expects float logits"),
     (lambda m, x: gce.audit_groups(torch.arange(200) % 10, 6, 4, 0.5), "audit_groups: seed must be a whole number"),
-    (lambda m, x: gce.audit_groups(list(range(10)), 6, 4, 0), "audit_groups: labels must be a 1-D tensor"),
+    (lambda m, x: gce.audit_groups(list(range(10)), 6, 4, 0), "audit_groups: labels must be integer class indices [N], got list"),
     (lambda m, x: gce.native_cell("Grad-CAM@layer9", {"layer3": (8, 8)}, 2), "native_cell: Grad-CAM@layer9 needs its "
                                                                               "layer's grid"),  # KeyError
     (lambda m, x: gce.native_cell("Grad-CAM@layer3", {"layer3": (64, 64)}, 2), "native_cell: Grad-CAM@layer3 needs"),
@@ -419,7 +430,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.inject_artifact(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]), 10),
      "inject_artifact: target_class must be a class index 0..9, got 10"),
     (lambda m, x: gce.explain_examples(m, torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1]), "layer4",
-                                       False), "explain_examples: labels must be one class per image [4]"),
+                                       False), "explain_examples: labels must be integer class indices [4], one per image"),
     # Fault round 10 (short): flags given as text were truthy ('no' meant on), nan and wrong types reached torch.
     (lambda m, x: gce.random_crop_flip(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0, "no", torch.Generator()),
      "random_crop_flip: flip must be True or False, got 'no'"),  # flipped 3 of 4 images
@@ -484,11 +495,11 @@ MAPS = torch.rand(2, 32, 32)
      "training_batch: the artifact's class must be a class index 0..9, got 99"),
     (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
                                                                 torch.tensor([1, 2]))),
-     "evaluate_model: test labels must be one class index 0..9 per image [4]"),
+     "evaluate_model: test labels must be integer class indices 0..9 [4], one per image, got torch.int64 of shape (2,)"),
     (lambda m, x: gce.evaluate_model(m, gce.Config(), gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
                                                                 torch.tensor([1, 12]))),
-     "evaluate_model: test labels must be one class index 0..9 per image [2], got torch.int64 of shape (2,) with "
-     "values 1..12"),
+     "evaluate_model: test labels must be integer class indices 0..9 [2], one per image, got torch.int64 of shape "
+     "(2,) with values 1..12"),
     # Fault round 5: 5000 steps on 32x32 images ran for more than 500 s repeating stages; an empty mask scored a miss.
     (lambda m, x: gce.deletion_insertion(m, x[:2], torch.tensor([1, 2]), MAPS, steps=1025),
      "deletion_insertion: steps must be 1..1024 (at most one per pixel of the 32x32 images), got 1025"),
