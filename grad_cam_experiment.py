@@ -173,10 +173,10 @@ class Config:
                            valid=Valid(nonempty=True))
     train_subset: int = _opt(0, "class-balanced, seeded subset of the training set (images, the same number per "
                              "class; 0 = all 50,000)", trains="both", quick=200,
-                             valid=Valid(10, unit="images", zero="all", step=10))
+                             valid=Valid(10, COUNT_LIMIT, "images", zero="all", step=10))
     test_subset: int = _opt(0, "class-balanced, seeded subset of the test set (images, the same number per class; "
                             "0 = all 10,000)", trains="both", quick=100,
-                            valid=Valid(10, unit="images", zero="all", step=10))  # a history holds test accuracy
+                            valid=Valid(10, COUNT_LIMIT, "images", zero="all", step=10))  # a history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
     artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",

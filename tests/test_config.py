@@ -98,9 +98,9 @@ def test_every_range_message_names_its_flag_its_range_and_the_value(field, value
     (["--artifact-corner", "middle"], "--artifact-corner must be one of top-left, top-right, bottom-left, "
                                       "bottom-right, got 'middle'"),
     (["--artifact-class", "10"], "--artifact-class must be 0..9, got 10"),
-    (["--train-subset", "205"], "--train-subset must be 0 (all) or a multiple of 10, >= 10 images, got 205; "
+    (["--train-subset", "205"], "--train-subset must be 0 (all) or a multiple of 10, 10..1000000 images, got 205; "
                                 "e.g. 200 or 210"),
-    (["--test-subset", "6"], "--test-subset must be 0 (all) or a multiple of 10, >= 10 images, got 6"),
+    (["--test-subset", "6"], "--test-subset must be 0 (all) or a multiple of 10, 10..1000000 images, got 6"),
     # non-finite hyperparameters: these used to train to the end and write NaN metrics
     (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
     (["--momentum", "nan"], "--momentum must be a finite number 0..1, got nan"),
@@ -113,6 +113,9 @@ def test_every_range_message_names_its_flag_its_range_and_the_value(field, value
     (["--eval-batch-size", "99999999999999999999"], "--eval-batch-size must be 1..1000000 images, got "
                                                     "99999999999999999999"),
     (["--batch-size", "1000001"], "--batch-size must be 2..1000000 images, got 1000001"),
+    # fault round 13: the subsets had no ceiling, and 99999999999999999990 was a traceback from balanced_subset
+    (["--train-subset", "99999999999999999990"], "--train-subset must be 0 (all) or a multiple of 10, 10..1000000 "
+                                                 "images, got 99999999999999999990"),
     # relations name both fields, and only when the relation is what is broken
     (["--occlusion-patch", "4", "--occlusion-stride", "8"],
      "--occlusion-stride (8) must be at most --occlusion-patch (4), else some pixels are never occluded"),
