@@ -710,7 +710,7 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
         nested = sorted(p.name for p in class_dir.iterdir() if p.is_dir() and not _is_hidden(p)
                         and p.suffix.lower() not in IMAGE_SUFFIXES)  # x.jpg/ as a folder: _decode_images names it
         if nested:  # its images were skipped without a word (torchvision's ImageFolder reads them)
-            raise UserError(f"{class_dir} holds folder(s) {', '.join(nested)}: images are read from the class folder "
+            raise UserError(f"{class_dir} holds folder(s) {_names(nested)}: images are read from the class folder "
                             "itself, not below it; move their images up into it, or remove them")
         other = sorted(p.name for p in class_dir.iterdir() if p.suffix.lower() in OTHER_IMAGE_SUFFIXES
                        and not _is_hidden(p))
