@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -746,7 +747,6 @@ def _check_splits_differ(folder: Path) -> None:
 
 def _decode_images(files: Sequence[Path]) -> torch.Tensor:
     """Decode image files once into one uint8 [N, 3, 32, 32] RGB tensor; a bad file is a one-line error."""
-    import cv2
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for i, path in enumerate(files):
         if path.exists() and not path.is_file() and not path.is_dir():  # reading a FIFO would wait forever
@@ -757,14 +757,38 @@ def _decode_images(files: Sequence[Path]) -> torch.Tensor:
             fix = f"give yourself read access (chmod u+r {path})" if isinstance(exc, PermissionError) else \
                 "remove or replace it"
             raise UserError(f"cannot read image {path} ({exc.strerror or exc}); {fix}") from None
-        # the stored pixels, as torchvision's PIL loader reads them: an EXIF orientation tag is not applied
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
-        if image is None:
-            raise UserError(f"cannot decode image {path}; remove or replace the file")
-        if image.shape != (32, 32, 3):
-            raise UserError(f"{path} is {image.shape[1]}x{image.shape[0]}; CIFAR-10 images must be 32x32")
-        out[i] = image[..., ::-1]  # OpenCV decodes to BGR
+        out[i] = _decode_image(data, path)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _decode_image(data: np.ndarray, path: Path) -> np.ndarray:
+    """One file's bytes -> uint8 [32, 32, 3] RGB: the stored pixels as torchvision's PIL loader reads them (an EXIF
+    orientation tag is not applied); a file that does not decode or is not 32x32 is a one-line error. JPEG (CIFAR's
+    format here) goes through OpenCV, faster and within 2 levels of PIL; every other format through PIL itself, whose
+    convert("RGB") is what ImageFolder does: OpenCV premultiplies an RGBA TIFF's colours by its alpha and scales 16-bit
+    pixels, where PIL drops the alpha and clips."""
+    image, size = None, None  # size: (width, height)
+    if data[:3].tobytes() == b"\xff\xd8\xff":  # JPEG by its content, whatever the file is called
+        import cv2
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if image is not None:
+            image, size = image[..., ::-1], (image.shape[1], image.shape[0])  # OpenCV decodes to BGR
+    elif data.size:
+        import warnings
+        from PIL import Image
+        try:
+            with warnings.catch_warnings():  # a huge image's DecompressionBombWarning: its size is the error below
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data.tobytes())) as pil:
+                    size = pil.size  # from the header: an image of the wrong size is never decoded
+                    image = np.asarray(pil.convert("RGB")) if size == (32, 32) else None
+        except Exception:  # PIL's errors for a file that is not an image, is truncated, or is malformed: image is None
+            pass
+    if size is None or (image is None and size == (32, 32)):
+        raise UserError(f"cannot decode image {path}; remove or replace the file")
+    if size != (32, 32):
+        raise UserError(f"{path} is {size[0]}x{size[1]}; CIFAR-10 images must be 32x32")
+    return image
 
 
 def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torch.Tensor]]) -> None:

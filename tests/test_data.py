@@ -378,6 +378,30 @@ def test_every_format_torchvision_reads_is_read_and_other_image_files_are_named(
         load(tmp_path)
 
 
+def test_images_with_alpha_16_bit_or_float_pixels_read_as_torchvisions_pil_loader_reads_them(tmp_path):
+    """Fault round 13: an RGBA TIFF came out with its colours premultiplied by its alpha (OpenCV's TIFF decoder), up to
+    250 levels off what ImageFolder reads; 16-bit grey was scaled (>> 8) where PIL clips. Every non-JPEG format now goes
+    through PIL's convert("RGB"), pixel for pixel; a float TIFF decodes without a stray OpenCV warning line."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    rng, cat = np.random.default_rng(2), tmp_path / "train" / "cat"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8), "RGBA").save(cat / "0001.tif")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 2), dtype=np.uint8), "LA").save(cat / "0002.png")
+    Image.fromarray(rng.integers(0, 65536, (32, 32)).astype(np.uint16)).save(cat / "0003.png")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8), "RGBA").save(cat / "0004.webp", lossless=True)
+    Image.fromarray(rng.uniform(0, 300, (32, 32)).astype(np.float32)).save(cat / "0005.tif")
+    expected = [np.asarray(Image.open(cat / f"000{k}.{ext}").convert("RGB"))
+                for k, ext in zip(range(1, 6), ["tif", "png", "png", "webp", "tif"])]
+    train, _, _ = load(tmp_path)
+    got = train.images[train.labels == 3][1:].permute(0, 2, 3, 1).numpy()
+    assert len(got) == 5 and all(np.array_equal(g, e) for g, e in zip(got, expected))
+    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(cat / "0006.tif")
+    with pytest.raises(gce.UserError, match=r"0006\.tif is 32x40; CIFAR-10 images must be 32x32"):
+        load(tmp_path)
+    (cat / "0006.tif").write_bytes((cat / "0001.tif").read_bytes()[:300])  # a truncated file
+    with pytest.raises(gce.UserError, match=r"cannot decode image .*0006\.tif; remove or replace the file"):
+        load(tmp_path)
+
+
 def test_an_exif_orientation_tag_is_not_applied(tmp_path):
     """Fault round 12: OpenCV turned a JPEG whose EXIF tag says 'rotate 90 degrees' (a red band on top came out on the
     right); torchvision's PIL loader, like this one now, reads the stored pixels."""
