@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -117,6 +118,9 @@ def comma_list(text: str) -> list[str]:
     if not isinstance(text, str):
         raise ValueError(f"comma_list: text must be comma-separated names ('layer4,layer3'), got {described(text)}")
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+MIN_RESAMPLES = 10  # fewest bootstrap resamples anywhere (flag or API): 1 gave a zero-width "interval" at one mean
 
 
 class Valid(NamedTuple):
@@ -243,7 +247,7 @@ class Config:
     deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)",
                                quick=4, valid=Valid(1, 1024))
     bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200,
-                                    valid=Valid(10, 100_000))
+                                    valid=Valid(MIN_RESAMPLES, 100_000))
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
                               "ones)", quick=4, valid=Valid(2, COUNT_LIMIT, "images"))
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit",
@@ -888,12 +892,27 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
             Split(test.images.to(device), test.labels.to(device)), source)
 
 
+def check_split(who: str, name: str, split: Any, min_images: int = 0) -> Split:
+    """`split` as a Split if it is one, or a plain (images, labels) pair, of uint8 images [N, 3, H, W] and N class
+    indices, with at least `min_images` images; else a ValueError naming `who` and the split (split.images was an
+    AttributeError on a pair, an empty test set a NaN accuracy)."""
+    if not (isinstance(split, tuple) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)
+            and len(split[1]) >= min_images):
+        pair = isinstance(split, tuple) and len(split) == 2
+        given = (f"labels {described(split[1])}" if pair and all(isinstance(t, torch.Tensor) for t in split) else
+                 f"({', '.join(type(t).__name__ for t in split)})" if pair else described(split))
+        least = " with at least one image" if min_images == 1 else f" with at least {min_images} images" * (min_images > 1)
+        raise ValueError(f"{who}: {name} must be a Split(images, labels){least}, two tensors, got {given}")
+    split = Split(*split)
+    check_pixels(split.images, who)
+    check_labels(who, split.labels, len(split.images), len(CIFAR10_CLASSES), f"{name} labels")
+    return split
+
+
 def data_fingerprint(train: Split, test: Split) -> str:
     """sha256 of the decoded pixels and labels of both splits: what a checkpoint was trained on, whatever the
     folder is called (30 images added to the same folder give another fingerprint, hence a new model)."""
-    for name, split in (("train", train), ("test", test)):
-        if not (isinstance(split, tuple) and len(split) == 2 and all(isinstance(t, torch.Tensor) for t in split)):
-            raise ValueError(f"data_fingerprint: {name} must be a Split(images, labels) of tensors, got {described(split)}")
+    train, test = check_split("data_fingerprint", "train", train), check_split("data_fingerprint", "test", test)
     digest = hashlib.sha256()
     for tensor in (train.images, train.labels, test.images, test.labels):
         digest.update(tensor.cpu().contiguous().numpy().tobytes())
@@ -1023,9 +1042,14 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, generator: torch.
     crops and flips never move or cut the square."""
     if artifact is not None and not (isinstance(artifact, tuple) and len(artifact) == 2):  # *6 was a TypeError
         raise ValueError(f"training_batch: artifact must be None or (class, Square), got {described(artifact)}")
+    check_pixels(images, "training_batch")  # its own arguments named here, not in random_crop_flip
+    padding, flip = check_count("training_batch", "padding", padding, low=0), check_flag("training_batch", "flip", flip)
+    channels_last = check_flag("training_batch", "channels_last", channels_last)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"training_batch: generator must be a torch.Generator, got {described(generator)}")
+    check_labels("training_batch", labels, len(images))
     images = random_crop_flip(images, padding, flip, generator)
     if artifact is not None:
-        check_pixels(images, "training_batch")
         check_square(artifact[1], images.shape[2], images.shape[3], "training_batch")  # named here, not inject_artifact
         check_class_index("training_batch", "the artifact's class", artifact[0], len(CIFAR10_CLASSES))
         images = inject_artifact(images, labels, *artifact)
@@ -1123,6 +1147,12 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
     if value >= 2 ** 63:  # torch's split, randperm and manual_seed overflow with a raw ValueError
         raise ValueError(f"{who}: {name} must be a whole number {low}..2**63-1, got {value!r}")
     return int(value)
+
+
+def check_resamples(who: str, resamples: Any) -> int:
+    """A bootstrap's resample count: MIN_RESAMPLES..2**63-1, else a ValueError naming `who` (one resample gave an
+    'interval' of zero width at one resampled mean, which could turn an unclear verdict into a firm one)."""
+    return check_count(who, "resamples", resamples, low=MIN_RESAMPLES)
 
 
 def check_number(who: str, name: str, value: Any, low: float = -math.inf, above: bool = False) -> float:
@@ -1890,8 +1920,10 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
     """The recipe's SGD; with `fused`, the fused kernel (one op for all parameters) where this PyTorch has it, else
     foreach. Not with a GradScaler: fused SGD allocates its momentum buffers uninitialised, and a step the scaler skips
     (fp16 overflow, typical for the first steps) leaves them so; the next step then moves weights by ~1e35."""
+    model = check_model(model, "make_optimizer")  # None was an AttributeError on .parameters()
     lr, momentum, weight_decay = (check_number("make_optimizer", name, value, 0) for name, value in  # nan was taken
                                   (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)))
+    fused = check_flag("make_optimizer", "fused", fused)
     kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if not fused:
         return torch.optim.SGD(model.parameters(), **kwargs)
@@ -2153,7 +2185,13 @@ def train_or_load(cfg: Config, train: Split, test: Split, device: torch.device, 
     """Load output-dir/checkpoints/<name>-<key>.pt when it matches this configuration and data, else train (resuming
     from <name>-<key>.epoch.pt after an interruption) and save it, with the full configuration inside; `training()`,
     if given, is called when it turns out the model must be trained (run() records the stage)."""
-    check_config(cfg, "train_or_load")
+    check_config(cfg, "train_or_load")  # and every argument, before a path is built from them ('cpu' was an
+    device, biased = check_device("train_or_load", device), check_flag("train_or_load", "biased", biased)  # error there)
+    train, test = check_split("train_or_load", "train", train, 1), check_split("train_or_load", "test", test, 1)
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError(f"train_or_load: fingerprint must be data_fingerprint(train, test), got {described(fingerprint)}")
+    if training is not None and not callable(training):
+        raise ValueError(f"train_or_load: training must be None or a function of no arguments, got {described(training)}")
     name = "biased" if biased else "standard"
     precision = training_precision(device, cfg.amp)
     path, key = checkpoint_path(cfg, device, biased, fingerprint)
@@ -2234,7 +2272,7 @@ def mean_with_ci(values: torch.Tensor, resamples: int = 1000, seed: int = 0) -> 
     if not isinstance(values, torch.Tensor) or values.dim() != 1 or len(values) == 0 or values.is_complex():
         raise ValueError(f"mean_with_ci: values must be a non-empty 1-D tensor (one number per image), got "
                          f"{described(values)}")
-    resamples, seed = check_count("mean_with_ci", "resamples", resamples), check_seed("mean_with_ci", seed)
+    resamples, seed = check_resamples("mean_with_ci", resamples), check_seed("mean_with_ci", seed)
     if not bool(values.isfinite().all()):  # the mean and its interval would be NaN
         raise ValueError(f"mean_with_ci: values hold {int((~values.isfinite()).sum())} NaN or infinite value(s)")
     v = values.detach().double().cpu()
@@ -2395,12 +2433,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
     --amp says: the examples later picked as "correctly classified" from these logits are then exactly the ones the
     fp32 explanations and their captions call correct."""
     check_config(cfg, "evaluate_model")
-    if not (isinstance(test, tuple) and len(test) == 2 and isinstance(test[1], torch.Tensor) and len(test[1])):
-        given = f"labels {described(test[1])}" if isinstance(test, tuple) and len(test) == 2 else described(test)
-        raise ValueError(f"evaluate_model: test must be a Split(images, labels) with at least one image, got {given}")
-    test = Split(*test)  # a plain (images, labels) pair too: test.images was an AttributeError
-    check_pixels(test.images, "evaluate_model")  # checked here, before two passes over the images, not in accuracy after
-    check_labels("evaluate_model", test.labels, len(test.images), len(CIFAR10_CLASSES), "test labels")
+    test = check_split("evaluate_model", "test", test, min_images=1)  # before two passes over the images
     bar = "evaluate: {}" if cfg.progress else ""
     clean = predict_logits(model, test.images, cfg.eval_batch_size, False, cfg.channels_last,  # fp32, as the maps
                            progress=bar.format("clean"))
@@ -2697,6 +2730,8 @@ def hotspot_check(maps: dict[str, torch.Tensor], mask: torch.Tensor, tolerance: 
     if not isinstance(maps, dict) or not {"biased", "standard"} <= set(maps):
         raise ValueError(f"hotspot_check: maps must be a dict with 'biased' and 'standard' maps of the same images, got "
                          f"{sorted(maps) if isinstance(maps, dict) else described(maps)}")
+    tolerance = check_count("hotspot_check", "tolerance", tolerance, low=0)  # named here, not in pointing_game
+    resamples, seed = check_resamples("hotspot_check", resamples), check_seed("hotspot_check", seed)
     if len(maps["biased"]) < 2:  # the SIM with another image needs a second one
         return {}
     biased, standard = maps["biased"], maps["standard"]
@@ -2722,7 +2757,7 @@ def audit_summary(per_image: dict[str, np.ndarray], resamples: int, seed: int) -
     p(target) stamped and clean and the model's use of the square (their paired difference); `records`, one per
     (model, method, layer, group, corner, measure) with the stamped and clean levels and delta = stamped - clean (mean,
     paired bootstrap 95% interval); and `verdicts` (verdict_of) per (method, layer, group)."""
-    resamples = check_count("audit_summary", "resamples", resamples)
+    resamples, seed = check_resamples("audit_summary", resamples), check_seed("audit_summary", seed)
     check_audit_arrays(per_image, "audit_summary")
     if not any(str(k).startswith("scores/") for k in per_image):  # {} gave an empty summary, silently
         raise ValueError("audit_summary: per_image holds no scores/... arrays (dict(np.load('audit_per_image.npz')) of "
@@ -3122,10 +3157,39 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
     return fig
 
 
-def save_figure(fig, path: Path, show: bool) -> str:
+def check_figure_path(who: str, path: Any) -> Path:
+    """A figure's file: a str or Path with a picture suffix matplotlib writes and not a folder, else a ValueError naming
+    `who` (checked when a figure function is called, before its maps are computed, not when it saves)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"{who}: path must be a file name such as 'figure.png', got {described(path)}")
     path = Path(path)
-    if path.suffix[1:].lower() not in fig.canvas.get_supported_filetypes():
-        raise ValueError(f"save_figure: {path} needs a picture suffix matplotlib writes, such as .png, .pdf or .svg")
+    if path.suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
+        raise ValueError(f"{who}: {path} needs a picture suffix matplotlib writes, such as .png, .pdf or .svg")
+    if path.is_dir():
+        raise ValueError(f"{who}: {path} is a folder; give a file name, such as {path / 'figure.png'}")
+    return path
+
+
+def draws_figure(function: Callable) -> Callable:
+    """For the functions that draw a figure into `path`: `path` and `show` are checked, naming the function, before
+    anything is computed (a folder was named after save_figure, after the work)."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:  # a missing or unknown argument, as Python itself would say it
+            raise TypeError(f"{function.__name__}: {exc}") from None
+        check_figure_path(function.__name__, bound.arguments.get("path"))
+        check_flag(function.__name__, "show", bound.arguments.get("show"))
+        return function(*args, **kwargs)
+    return wrapper
+
+
+def save_figure(fig, path: Path, show: bool) -> str:
+    path = check_figure_path("save_figure", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, functools.partial(fig.savefig, format=path.suffix[1:]))
     if show:  # the saved PNG itself: a pyplot-free Figure has no notebook image repr of its own
@@ -3134,6 +3198,7 @@ def save_figure(fig, path: Path, show: bool) -> str:
     return str(path)
 
 
+@draws_figure
 def gradcam_examples_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
                             per_class: int, layer: str, channels_last: bool, subject: str, path: Path,
                             show: bool) -> str:
@@ -3152,6 +3217,7 @@ def gradcam_examples_figure(model: nn.Module, images: torch.Tensor, labels: torc
     return save_figure(figure_grid(panels, 4, title, note), path, show)
 
 
+@draws_figure
 def stamped_comparison_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, layer: str,
                               channels_last: bool, title: str, path: Path, show: bool) -> str:
     """Per stamped image: the image | the standard model's Grad-CAM | the biased model's, each of its prediction."""
@@ -3172,6 +3238,7 @@ def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
     return to_hwc((g.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
+@draws_figure
 def methods_figure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, channels_last: bool,
                    occlusion: tuple[int, int, int, bool], title: str, path: Path, show: bool) -> str:
     """Per uint8 image: image | Grad-CAM | Guided Backprop | Guided Grad-CAM | occlusion ((patch, stride, images per
@@ -3211,6 +3278,7 @@ def _bar_axes(fig, position: int, count: int, title: str):
 
 
 @reads_report
+@draws_figure
 def faithfulness_figure(report: dict, path: Path, show: bool) -> str:
     """Bars with 95% intervals: Spearman with occlusion, deletion AUC, insertion AUC, per method (report: a run's
     metrics.json or its faithfulness section)."""
@@ -3249,6 +3317,7 @@ def count_images(n: int) -> str:
 
 
 @reads_report
+@draws_figure
 def sanity_figure(report: dict, path: Path, show: bool) -> str:
     """Spearman with the trained model's maps along the randomisation cascade, with 95% bands (report: a run's
     metrics.json or its sanity_check section)."""
@@ -3303,11 +3372,21 @@ def square_at(image: torch.Tensor, square: Square, condition: str) -> np.ndarray
 
 
 @reads_report
+@draws_figure
 def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: torch.Tensor, label: int, group: str,
                       square: Square, path: Path, show: bool) -> str:
     """One test image (the group's first audit image) without the square and with it at each corner (rows): p(target)
     from each model, then the stored maps (no recomputation): Grad-CAM of the standard, biased and control model at the
     first audit layer, Guided Backprop of the biased model and the control, occlusion of the biased model."""
+    check_class_index("relocation_figure", "label", label, len(CIFAR10_CLASSES))  # 12 was blamed on metrics.json
+    check_audit_arrays(per_image, "relocation_figure")
+    groups = sorted({str(k).split("/")[2] for k in per_image if str(k).startswith("p_target/biased/")})
+    if group not in groups:
+        raise ValueError(f"relocation_figure: group must be one the audit stored ({', '.join(groups) or 'none'}), got "
+                         f"{group!r}")
+    if not (isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3 and image.dtype == torch.uint8):
+        raise ValueError(f"relocation_figure: image must be one uint8 image [3, H, W] (0..255), got {described(image)}")
+    check_square(square, image.shape[1], image.shape[2], "relocation_figure")
     name = report["explained_class"]
     layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
     columns = [("biased", f"Grad-CAM@{layer}"), ("standard", f"Grad-CAM@{layer}"), ("control", f"Grad-CAM@{layer}"),
@@ -3331,6 +3410,7 @@ def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: tor
 
 
 @reads_report
+@draws_figure
 def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor,
                       square: Square, path: Path, show: bool) -> str:
     """Every stored map of the biased model for the first audit image of each group (uint8 images [2, 3, H, W],
@@ -3357,6 +3437,7 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
 
 
 @reads_report
+@draws_figure
 def verdict_figure(report: dict, path: Path, show: bool) -> str:
     """Per method and layer (rows) and group (columns): the mean paired delta of the verdict measure with its bootstrap
     95% interval for the biased model at the corners it uses and at those it ignores, and for the standard model and
@@ -3414,6 +3495,7 @@ def verdict_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
+@draws_figure
 def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, target: int, frogs: int,
                  layer: str, channels_last: bool, path: Path, show: bool) -> str:
     """The same stamped uint8 images through both models: image | standard Grad-CAM | biased Grad-CAM | biased
@@ -3605,7 +3687,7 @@ def console_summary(metrics: dict) -> list[str]:
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]
             if (p["model"], p["group"]) == ("biased", "nonfrogs") and interval_side(judged_interval(p["use"])) == "above"}
-    lines += console_lines(f"The biased model uses the square at: " + (", ".join(
+    lines += console_lines("The biased model uses the square at: " + (", ".join(
         f"{c} (p({target}) of non-{target}s rises by {_fmt_ci(p['use'], compact=True)} with the square there)"
         for c, p in used.items())
         or (f"unknown: one non-{target} image in the audit cannot tell, so every verdict is unclear" if any(

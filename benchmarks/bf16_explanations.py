@@ -62,7 +62,8 @@ def main() -> int:
               (args.audit_images >= 2, f"--audit-images must be >= 2, got {args.audit_images}"),
               (0 <= args.scorecam_images <= args.images, f"--scorecam-images must be 0..--images ({args.images}), got "
                                                          f"{args.scorecam_images}"),
-              (10 <= args.resamples <= 100_000, f"--resamples must be 10..100000, got {args.resamples}"),
+              (gce.MIN_RESAMPLES <= args.resamples <= 100_000,
+               f"--resamples must be {gce.MIN_RESAMPLES}..100000, got {args.resamples}"),
               (Path(args.checkpoints).is_dir(), f"--checkpoints {args.checkpoints} is not a folder"),
               (all((Path(args.data_dir) / split).is_dir() for split in ("train", "test")),
                f"--data-dir {args.data_dir} has no train/ and test/ folders; pass an image-folder CIFAR-10 copy")]

@@ -407,11 +407,33 @@ STAMPED = "scores/biased/Grad-CAM/layer4.1.conv2/nonfrogs/stamped/point_px"
      f"audit_summary: {STAMPED} needs {STAMPED.replace('stamped', 'clean')} of the same shape (40, 4)"),
     (lambda d: d.update({"p_target/standard/nonfrogs/none": np.zeros(40)}), 200,  # an older run's layout
      "audit_summary: p_target/standard/nonfrogs/none must be p_target/<model>/<group> [N, 5], got float64 of shape (40,)"),
-    (lambda d: None, 0, "audit_summary: resamples must be a whole number >= 1, got 0"),
+    (lambda d: None, 0, "audit_summary: resamples must be a whole number >= 10, got 0"),
+    # Fault round 13: one resample made a zero-width 'interval' that turned an unclear verdict firm; a bad seed was
+    # blamed on mean_with_ci.
+    (lambda d: None, 1, "audit_summary: resamples must be a whole number >= 10, got 1"),
+    (lambda d: None, 9, "audit_summary: resamples must be a whole number >= 10, got 9"),
 ])
 def test_audit_summary_refuses_damaged_arrays_naming_the_array(change, resamples, message):
     with pytest.raises(ValueError) as error:
         gce.audit_summary(_damaged(change), resamples, 0)
     assert str(error.value).startswith(message), str(error.value)
+
+
+@pytest.mark.parametrize("seed", [-1, 0.5, "0", True])
+def test_audit_summary_names_itself_for_a_bad_seed(seed):
+    with pytest.raises(ValueError, match=r"^audit_summary: seed must be a whole number >= 0, got "):
+        gce.audit_summary(_damaged(lambda d: None), 200, seed)
+
+
+def test_one_resample_is_refused_where_it_would_have_turned_unclear_into_reveals():
+    """Fault round 13 #3: with resamples=1 the 'interval' was one resampled mean; values whose honest interval straddles
+    0 came out with a zero-width interval away from it."""
+    values = torch.tensor([-1.0, 0.2, 0.3, 0.4, 0.5, 0.6])
+    honest = gce.mean_with_ci(values, 10_000, 0)["ci95"]
+    assert honest[0] < 0 < honest[1]
+    for resamples in (0, 1, 9):
+        with pytest.raises(ValueError, match=rf"^mean_with_ci: resamples must be a whole number >= 10, got {resamples}$"):
+            gce.mean_with_ci(values, resamples, 0)
+    assert gce.mean_with_ci(values, 10, 0)["ci95"][0] < gce.mean_with_ci(values, 10, 0)["ci95"][1]
     with pytest.raises(ValueError, match="^audit_summary: per_image must be a dict of arrays"):
         gce.audit_summary([1, 2], 200, 0)

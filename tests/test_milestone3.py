@@ -308,7 +308,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.mean_with_ci(torch.tensor([])), "mean_with_ci: values must be a non-empty 1-D tensor"),
     (lambda m, x: gce.mean_with_ci([0.1, 0.2]), "mean_with_ci: values must be a non-empty 1-D tensor (one number per "
                                                 "image), got list"),
-    (lambda m, x: gce.mean_with_ci(torch.rand(3), resamples=0), "mean_with_ci: resamples must be a whole number >= 1"),
+    (lambda m, x: gce.mean_with_ci(torch.rand(3), resamples=0), "mean_with_ci: resamples must be a whole number >= 10"),
     # A NaN map or value gave a NaN measure (or a 'miss') silently.
     (lambda m, x: gce.mean_with_ci(torch.tensor([0.5, float("nan")])), "mean_with_ci: values hold 1 NaN or infinite "
                                                                        "value(s)"),
@@ -318,7 +318,7 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.pointing_game(MAPS, SQUARE.to("meta")), "pointing_game: maps and mask must hold values"),
     # The report readers: a missing key was a bare KeyError.
     (lambda m, x: gce.console_summary({"config": {}}), "console_summary: the report lacks"),
-    (lambda m, x: gce.faithfulness_figure({}, None, False), "faithfulness_figure: the report lacks 'methods'"),
+    (lambda m, x: gce.faithfulness_figure({}, gce.Path("f.png"), False), "faithfulness_figure: the report lacks 'methods'"),
     # ...and a report that is not a dict was a TypeError (fault round 4).
     (lambda m, x: gce.summary_markdown([1, 2]), "summary_markdown: the report must be a dict (a run's metrics.json, "
                                                 "read with json.load), got list [1, 2]"),
@@ -536,10 +536,43 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.evaluate_model(m, None, None), "evaluate_model: cfg must be a Config"),
     (lambda m, x: gce.seed_everything("a"), "seed_everything: seed must be a whole number >= 0, got 'a'"),
     (lambda m, x: gce.eval_mode(3).__enter__(), "eval_mode: model must be a torch nn.Module"),
+    # Fault round 13: arguments named after the function a bad one reached (save_figure, metrics.json, random_crop_flip,
+    # pointing_game), or a raw AttributeError (a plain pair, None as the model, 'cpu' as a string).
+    (lambda m, x: gce.faithfulness_figure({"methods": {}}, gce.Path("/tmp"), False),
+     "faithfulness_figure: /tmp needs a picture suffix matplotlib writes"),
+    (lambda m, x: gce.audit_figure({}, None, None, 6, 1, "layer4", False, "audit.png", "no"),
+     "audit_figure: show must be True or False, got 'no'"),
+    (lambda m, x: gce.relocation_figure({}, {}, torch.zeros(3, 32, 32, dtype=torch.uint8), 12, "frogs", gce.Square(6),
+                                        gce.Path("r.png"), False), "relocation_figure: label must be a class index "
+                                                                   "0..9, got 12"),
+    (lambda m, x: gce.relocation_figure({}, {}, torch.zeros(3, 32, 32, dtype=torch.uint8), 6, "frog", gce.Square(6),
+                                        gce.Path("r.png"), False), "relocation_figure: group must be one the audit "
+                                                                   "stored (none), got 'frog'"),
+    (lambda m, x: gce.data_fingerprint((torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([1, 2])), (1, 2)),
+     "data_fingerprint: test must be a Split(images, labels), two tensors, got (int, int)"),
+    (lambda m, x: gce.make_optimizer(None, 0.1, 0.9, 5e-4), "make_optimizer: model must be a torch nn.Module"),
+    (lambda m, x: gce.training_batch(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([6, 1, 6, 2]),
+                                     torch.Generator(), -1, True, False), "training_batch: padding must be a whole "
+                                                                         "number >= 0, got -1"),
+    (lambda m, x: gce.hotspot_check({"biased": MAPS, "standard": MAPS}, SQUARE, -1, 200, 0),
+     "hotspot_check: tolerance must be a whole number >= 0, got -1"),
+    (lambda m, x: gce.hotspot_check({"biased": MAPS, "standard": MAPS}, SQUARE, 2, 1, 0),
+     "hotspot_check: resamples must be a whole number >= 10, got 1"),
+    (lambda m, x: gce.train_or_load(gce.Config(), gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                                                            torch.tensor([1, 2])),
+                                    gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([1, 2])),
+                                    "cpu", False, 123), "train_or_load: fingerprint must be data_fingerprint(train, "
+                                                        "test), got int 123"),  # 'cpu' itself is a device now
 ])
 def test_bad_metric_inputs_are_clear_errors(model, images, call, message):
     with pytest.raises((ValueError, gce.UserError), match="^" + re.escape(message)):
         call(model, images)
+
+
+def test_a_plain_pair_has_the_fingerprint_of_its_split():
+    images, labels = torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([1, 2])
+    assert gce.data_fingerprint((images, labels), (images, labels)) == gce.data_fingerprint(
+        gce.Split(images, labels), gce.Split(images, labels))
 
 
 def test_explain_all_takes_classes_as_every_method_does(model, images):
