@@ -637,7 +637,7 @@ OTHER_IMAGE_SUFFIXES = (".gif", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k
 def balanced_subset(labels: torch.Tensor, n: int, seed: int, num_classes: int = 10, split: str = "") -> torch.Tensor:
     """Indices of a seeded subset with n // num_classes images per class (remainder to the first classes); `split`
     ("train" or "test") names the flag a too-large subset is asked by."""
-    n, seed = check_count("balanced_subset", "n", n, low=0), check_seed("balanced_subset", seed)
+    n, seed = check_count("balanced_subset", "n", n), check_seed("balanced_subset", seed)  # 0 chose nothing, silently
     num_classes = check_count("balanced_subset", "num_classes", num_classes)
     labels = check_labels("balanced_subset", labels).cpu()
     generator = torch.Generator().manual_seed(seed)
@@ -835,6 +835,24 @@ def _load_torchvision_split(root: Path, train: bool, download: bool, subset: int
     return Split(images, labels)
 
 
+def _nfc(text: str) -> str:
+    import unicodedata
+    return unicodedata.normalize("NFC", text)
+
+
+def _same_name_looks(path: Path) -> Path | None:
+    """For a path that does not exist: a file or folder beside it whose name differs only by spaces at either end,
+    letter case or Unicode form (NFC 'é' vs NFD 'e' + accent, which print alike), else None."""
+    def looks(name: str) -> str:
+        return _nfc(name).strip().casefold()
+    try:
+        if path.exists() or not path.parent.is_dir():
+            return None
+        return next((p for p in sorted(path.parent.iterdir()) if looks(p.name) == looks(path.name)), None)
+    except OSError:  # an unreadable parent: nothing to suggest
+        return None
+
+
 def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
     """Train and test splits as uint8 tensors on `device`, plus a description of the source.
 
@@ -849,6 +867,11 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
     how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
                   f"DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz)")
+    twin = _same_name_looks(root)
+    if twin is not None:  # 'cifar10-jpeg ' or another Unicode form: it would print as the folder that exists
+        show = ascii if _nfc(root.name) == _nfc(twin.name) else repr  # NFC and NFD print alike; ascii() tells
+        raise UserError(f"--data-dir {show(root.name)} does not exist in {root.parent}, but {show(twin.name)} does (a "
+                        f"space at either end, another letter case or Unicode form); pass --data-dir {twin}")
     if root.exists() and not root.is_dir():
         raise UserError(f"--data-dir {root} is a file, not a folder; pass the folder of an image-folder copy "
                         "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz), "
@@ -2797,6 +2820,9 @@ def check_audit_arrays(per_image: Any, who: str) -> None:
         expected = (f"p_target/<model>/<group> [N, {shape[1]}]" if kind == "p_target" else
                     f"scores/<model>/<method>/<layer>/<group>/<stamped|clean>/<measure> [N, {shape[1]}]")
         values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.number):  # bool or text: no version wrote that, so not "an older run's"
+            raise ValueError(f"{who}: {key} must hold numbers (probabilities or scores), got {values.dtype}; pass the "
+                             "arrays shortcut_audit wrote, unchanged")
         if len(parts) != (3 if kind == "p_target" else 7) or (kind == "scores" and parts[5] not in ("stamped", "clean")) \
                 or values.ndim != 2 or values.shape[1] != shape[1] or not np.issubdtype(values.dtype, np.number):
             raise ValueError(f"{who}: {key} must be {expected}, got {values.dtype} of shape {values.shape} (an older "

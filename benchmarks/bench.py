@@ -331,7 +331,7 @@ def bench_cam_family(images_u8, device, repeats, layer, scorecam_images: int) ->
 
 
 def print_cam_family(results: dict, layer: str) -> None:
-    gce.print_table(["method", f"images per call", "project img/s", "pytorch-grad-cam img/s", "ratio"],
+    gce.print_table(["method", "images per call", "project img/s", "pytorch-grad-cam img/s", "ratio"],
                     [[name, r["project"]["images"], f"{r['project']['images_per_s_best']:.1f}",
                       f"{r['pytorch_grad_cam']['images_per_s_best']:.1f}", f"{r['speedup']:.2f}x"]
                      for name, r in results.items()])
@@ -402,8 +402,8 @@ def write_report(out: Path, report: dict) -> None:
 def output_path(args, name: str) -> Path:
     """--out, else outputs/benchmarks/<name>; with --smoke the temporary folder: a smoke check's numbers must never
     replace the committed ones the README and the report cite."""
-    if args.out:
-        return Path(args.out)
+    if args.out is not None:
+        return Path(args.out).expanduser()
     return Path(tempfile.gettempdir()) / f"smoke-{name}" if args.smoke else ROOT / "outputs" / "benchmarks" / name
 
 
@@ -455,7 +455,9 @@ def main() -> int:
         for name, low in counts.items():  # checked before minutes of timing, not after (--repeats 0: min() of nothing)
             if getattr(args, name) < low:
                 raise gce.UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
-        if args.out:  # found now, not after minutes of timing
+        if args.out is not None and not args.out.strip():  # '' was read as "no --out": the committed file was replaced
+            raise gce.UserError(f"--out must be a JSON file path, got {args.out!r}; leave --out out for the default")
+        if args.out is not None:  # found now, not after minutes of timing
             target = Path(args.out).expanduser()
             existing = next(p for p in [target.parent, *target.parent.parents] if p.exists())
             if not existing.is_dir() or target.is_dir():

@@ -64,6 +64,8 @@ def main() -> int:
                                                          f"{args.scorecam_images}"),
               (gce.MIN_RESAMPLES <= args.resamples <= 100_000,
                f"--resamples must be {gce.MIN_RESAMPLES}..100000, got {args.resamples}"),
+              (args.out is None or bool(args.out.strip()), f"--out must be a JSON file path, got {args.out!r}; leave "
+                                                          "--out out for the default"),  # '' meant the default file
               (Path(args.checkpoints).is_dir(), f"--checkpoints {args.checkpoints} is not a folder"),
               (all((Path(args.data_dir) / split).is_dir() for split in ("train", "test")),
                f"--data-dir {args.data_dir} has no train/ and test/ folders; pass an image-folder CIFAR-10 copy")]
@@ -166,7 +168,7 @@ def main() -> int:
     for name, r in report["maps"].items():
         print(f"{name}: {r['mean']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]")
     print({k: round(v, 1) for k, v in report["seconds"].items()})
-    out = Path(args.out) if args.out else ROOT / "outputs" / "benchmarks" / f"bf16-explanations-{device.type}.json"
+    out = Path(args.out).expanduser() if args.out is not None else ROOT / "outputs" / "benchmarks" / f"bf16-explanations-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")

@@ -407,6 +407,8 @@ STAMPED = "scores/biased/Grad-CAM/layer4.1.conv2/nonfrogs/stamped/point_px"
      f"audit_summary: {STAMPED} needs {STAMPED.replace('stamped', 'clean')} of the same shape (40, 4)"),
     (lambda d: d.update({"p_target/standard/nonfrogs/none": np.zeros(40)}), 200,  # an older run's layout
      "audit_summary: p_target/standard/nonfrogs/none must be p_target/<model>/<group> [N, 5], got float64 of shape (40,)"),
+    (lambda d: d.update({STAMPED: d[STAMPED] > 0}), 200, f"audit_summary: {STAMPED} must hold numbers (probabilities "
+                                                         "or scores), got bool; pass the arrays"),  # 'an older run's?'
     (lambda d: None, 0, "audit_summary: resamples must be a whole number >= 10, got 0"),
     # Fault round 13: one resample made a zero-width 'interval' that turned an unclear verdict firm; a bad seed was
     # blamed on mean_with_ci.

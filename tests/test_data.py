@@ -402,6 +402,20 @@ def test_images_with_alpha_16_bit_or_float_pixels_read_as_torchvisions_pil_loade
         load(tmp_path)
 
 
+@pytest.mark.parametrize("given, shown", [("data ", "'data '"), ("DATA", "'DATA'"),
+                                          ("cafe\u0301", "'cafe\\u0301'")])  # NFD: prints as the NFC name
+def test_a_data_dir_that_differs_from_a_folder_only_invisibly_is_named(tmp_path, given, shown):
+    """Fault round 13: --data-dir 'data ' (or NFD 'café' beside NFC 'café') printed exactly like the folder that exists,
+    in an error saying nothing was found there."""
+    real = "caf\xe9" if given.startswith("cafe") else "data"
+    write_image_folder(tmp_path / real, {"train": 1, "test": 1})
+    with pytest.raises(gce.UserError) as error:
+        load(tmp_path / given)
+    assert str(error.value).startswith(f"--data-dir {shown} does not exist in {tmp_path}, but ")
+    assert str(error.value).endswith(f"pass --data-dir {tmp_path / real}")
+    assert not (tmp_path / given).exists()
+
+
 def test_an_exif_orientation_tag_is_not_applied(tmp_path):
     """Fault round 12: OpenCV turned a JPEG whose EXIF tag says 'rotate 90 degrees' (a red band on top came out on the
     right); torchvision's PIL loader, like this one now, reads the stored pixels."""

@@ -103,7 +103,8 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     (["--smoke", "--data-dir", "{tmp}"], "error: --smoke skips the wall-time runs --data-dir is for"),
     (["--smoke", "--repeats", "5", "--slow-images", "4"], "error: --smoke uses its own tiny sizes and would ignore "
                                                           "--repeats, --slow-images"),  # fault round 12: rc 0
-])                                                                                               # minutes of timing
+    (["--out", ""], "error: --out must be a JSON file path, got ''; leave --out out for the default"),  # round 13: the
+])                                                                        # default, the committed file, was written                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
                            *(f.format(tmp=tmp_path) for f in flags)], capture_output=True, text=True, timeout=120)
@@ -186,6 +187,7 @@ def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path
     (["--data-dir", "{tmp}/nope"], "error: --data-dir {tmp}/nope has no train/ and test/ folders; pass an image-folder "
                                    "CIFAR-10 copy"),  # a traceback
     (["--images", "x"], "error: argument --images: invalid int value: 'x' (see --help)"),  # round 12: a usage block
+    (["--out", " "], "error: --out must be a JSON file path, got ' '; leave --out out for the default"),  # round 13
 ])
 def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
     """Fault round 8: bf16_explanations.py checked no flag (seen with native bf16 simulated)."""

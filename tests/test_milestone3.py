@@ -336,7 +336,9 @@ MAPS = torch.rand(2, 32, 32)
     (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(3), 10, 0.5), "balanced_subset: seed must be a whole "
                                                                             "number >= 0, got 0.5"),
     (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), -10, 0), "balanced_subset: n must be a whole number "
-                                                                           ">= 0, got -10"),  # took all but one per class
+                                                                           ">= 1, got -10"),  # took all but one per class
+    (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), 0, 0), "balanced_subset: n must be a whole number "
+                                                                         ">= 1, got 0"),  # round 13: chose nothing
     (lambda m, x: gce.mean_with_ci(torch.tensor([0.1, 0.5]), 20, seed=0.5), "mean_with_ci: seed must be a whole number"),
     (lambda m, x: gce.balanced_subset(torch.arange(10).repeat(2), 50, 0), "balanced_subset: a subset of 50 images needs "
                                                                           "5 of class airplane, but the data has only 2; "
