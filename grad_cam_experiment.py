@@ -3186,6 +3186,7 @@ def figure_grid(panels: Sequence[Panel], ncols: int, title: str, note: str = "",
 def check_figure_path(who: str, path: Any) -> Path:
     """A figure's file: a str or Path with a picture suffix matplotlib writes and not a folder, else a ValueError naming
     `who` (checked when a figure function is called, before its maps are computed, not when it saves)."""
+    check_plotting()  # a bad MPLBACKEND: its one line, not matplotlib's error on import
     from matplotlib.backend_bases import FigureCanvasBase
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise ValueError(f"{who}: path must be a file name such as 'figure.png', got {described(path)}")
