@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import errno
 import functools
 import hashlib
 import inspect
@@ -307,11 +308,11 @@ class Config:
         tolerance = 31 - self.artifact_size
         return [message for ok, message in [
             (self.occlusion_stride <= self.occlusion_patch,
-             f"--occlusion-stride ({self.occlusion_stride}) must be at most --occlusion-patch "
-             f"({self.occlusion_patch}), else some pixels are never occluded"),
+             f"--occlusion-stride ({self._whence('occlusion_stride')}) must be at most --occlusion-patch "
+             f"({self._whence('occlusion_patch')}), else some pixels are never occluded"),
             (self.sanity_images <= self.faithfulness_images,
-             f"--sanity-images ({self.sanity_images}) must be at most --faithfulness-images "
-             f"({self.faithfulness_images}): the sanity check uses the first faithfulness images"),
+             f"--sanity-images ({self._whence('sanity_images')}) must be at most --faithfulness-images "
+             f"({self._whence('faithfulness_images')}): the sanity check uses the first faithfulness images"),
             (self.pointing_tolerance <= tolerance,
              f"--pointing-tolerance must be 0..{tolerance} pixels with --artifact-size {self.artifact_size}, got "
              f"{self.pointing_tolerance}" + " (its default)" * (self.pointing_tolerance == self.__dataclass_fields__["pointing_tolerance"].default)
@@ -325,6 +326,14 @@ class Config:
              "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none): no image "
              "would get a Score-CAM map; raise one of them or drop ScoreCAM"),
         ] if not ok]
+
+    def _whence(self, name: str) -> str:
+        """A field's value for a relation's message, saying when the user did not give it: '4, --quick's value' or
+        '500, its default' (a message naming a flag never given, with --quick's number, looked like a typo)."""
+        value, meta = getattr(self, name), self.__dataclass_fields__[name].metadata
+        if self.quick and "quick" in meta and value == meta["quick"]:
+            return f"{value}, --quick's value"
+        return f"{value}, its default" if value == meta["default"] else f"{value}"
 
     @property
     def audit_layer_names(self) -> list[str]:
@@ -835,6 +844,20 @@ def _load_torchvision_split(root: Path, train: bool, download: bool, subset: int
     return Split(images, labels)
 
 
+def _broken_link(path: Path) -> str:
+    """What a symbolic link that leads nowhere is, for a message: a link to a missing target, or a loop (whose target
+    'exists' as a link: 'create that folder' would fail)."""
+    try:
+        path.resolve(strict=True)
+        loop = False
+    except RuntimeError:  # Python < 3.13 says a loop so
+        loop = True
+    except OSError as exc:  # Python 3.13 and newer: ELOOP
+        loop = exc.errno == errno.ELOOP
+    return f"a symbolic link to {os.readlink(path)}" + (" that leads back to itself: a loop" if loop else
+                                                        ", which does not exist")
+
+
 def _nfc(text: str) -> str:
     import unicodedata
     return unicodedata.normalize("NFC", text)
@@ -862,8 +885,8 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
     device = check_device("load_cifar10", device)  # "gpu" was torch's error after every image was decoded
     root = Path(cfg.data_dir).expanduser()
     if root.is_symlink() and not root.exists():  # torchvision's 'File exists' for a path that does not
-        raise UserError(f"--data-dir {root} is a symbolic link to {os.readlink(root)}, which does not exist; fix or "
-                        "remove the link, or pass the folder of an image-folder copy")
+        raise UserError(f"--data-dir {root} is {_broken_link(root)}; fix or remove the link, or pass the folder of an "
+                        "image-folder copy")
     how_to_fix = (f"either let torchvision download CIFAR-10 into {root} (needs internet) "
                   f"or pass --data-dir DIR with an image-folder copy DIR/train/<class>/*.jpg and "
                   f"DIR/test/<class>/*.jpg (e.g. extracted from cifar10-jpeg.tar.gz)")
@@ -1742,8 +1765,9 @@ class Occlusion:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, classes=None) -> torch.Tensor:
         check_images(self.model, images, "Occlusion")
-        if self.patch > min(images.shape[-2:]):
-            raise ValueError(f"Occlusion: patch {self.patch} is larger than the {tuple(images.shape[-2:])} images")
+        if self.patch >= min(images.shape[-2:]):  # as large as the image: one window, so one value everywhere
+            raise ValueError(f"Occlusion: patch {self.patch} must be smaller than the {tuple(images.shape[-2:])} images "
+                             "(a patch covering the whole image gives a constant map)")
         windows = occlusion_windows(*images.shape[-2:], self.patch, self.stride, images.device)  # [P, H, W]
         keep = (~windows).to(images.dtype)[:, None]                                          # [P, 1, H, W]
         per_forward = forward_batch(self.images_per_forward, images.device)
@@ -2130,7 +2154,11 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
     warning."""
     biased, device = check_flag("load_checkpoint", "biased", biased), check_device("load_checkpoint", device)
     try:
-        saved = torch.load(path, map_location=device, weights_only=True)
+        try:
+            saved = torch.load(path, map_location=device, weights_only=True)
+        except Exception:  # not torch's message: its advice, weights_only=False, is unsafe for a file of unknown origin
+            raise ValueError("torch cannot read it as plain weights: a damaged file, or not a checkpoint this program "
+                             "wrote") from None
         stored_key = training_key(saved["config"], biased, saved["data_fingerprint"], saved["precision"],
                                   saved.get("device_type", "unrecorded"))
         if stored_key != key:
@@ -2144,7 +2172,7 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
             raise ValueError("it holds non-finite weights")
         return model, saved
     except Exception as exc:  # a cache entry: whatever is wrong with it (truncated, garbage, other weights), retrain
-        warn_ignored("checkpoint", path, exc, "training again")
+        warn_ignored("checkpoint", path, exc, "a run trains the model again")
         return None
 
 
@@ -3414,6 +3442,7 @@ def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: tor
     if not (isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3 and image.dtype == torch.uint8):
         raise ValueError(f"relocation_figure: image must be one uint8 image [3, H, W] (0..255), got {described(image)}")
     check_square(square, image.shape[1], image.shape[2], "relocation_figure")
+    report = report.get("shortcut_audit", report)  # the whole metrics.json, as its message says, or the section
     name = report["explained_class"]
     layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
     columns = [("biased", f"Grad-CAM@{layer}"), ("standard", f"Grad-CAM@{layer}"), ("control", f"Grad-CAM@{layer}"),
@@ -3442,6 +3471,7 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
                       square: Square, path: Path, show: bool) -> str:
     """Every stored map of the biased model for the first audit image of each group (uint8 images [2, 3, H, W],
     frogs then non-frogs), with the square at its trained corner and at the opposite one (rows)."""
+    report = report.get("shortcut_audit", report)  # the whole metrics.json, as its message says, or the section
     name = report["explained_class"]
     opposite = CORNERS[3 - CORNERS.index(square.corner)]
     panels = []
@@ -3795,8 +3825,9 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     folder sits where the run will write one of its files (found only at the end, after hours, otherwise)."""
     path, data_dir = Path(path), Path(data_dir)
     if path.is_symlink() and not path.exists():  # blamed its (writable) parent: 'File exists'
-        raise UserError(f"--output-dir {path} is a symbolic link to {os.readlink(path)}, which does not exist; create "
-                        "that folder, remove the link, or pass another --output-dir")
+        fix = "" if _broken_link(path).endswith("loop") else "create that folder, "
+        raise UserError(f"--output-dir {path} is {_broken_link(path)}; {fix}remove the link, or pass another "
+                        "--output-dir")
     try:
         inside = resolved(path, "--output-dir").relative_to(resolved(data_dir, "--data-dir")).parts[:2]
     except ValueError:  # not below the data folder

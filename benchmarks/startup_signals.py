@@ -11,3 +11,8 @@ def stop_while_starting() -> None:
     for number in (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
         signal.signal(number, lambda signum, _: (
             print("interrupted while starting; nothing was written", file=sys.stderr), os._exit(128 + signum)))
+
+
+if __name__ == "__main__":  # --help printed nothing and exited 0: this is a module, not a script
+    sys.exit(f"error: {os.path.basename(__file__)} is imported by the benchmark scripts, not run; see benchmarks/bench.py "
+             "--help")

@@ -119,7 +119,9 @@ def test_every_range_message_names_its_flag_its_range_and_the_value(field, value
     # relations name both fields, and only when the relation is what is broken
     (["--occlusion-patch", "4", "--occlusion-stride", "8"],
      "--occlusion-stride (8) must be at most --occlusion-patch (4), else some pixels are never occluded"),
-    (["--sanity-images", "600"], "--sanity-images (600) must be at most --faithfulness-images (500)"),
+    (["--sanity-images", "600"], "--sanity-images (600) must be at most --faithfulness-images (500, its default)"),
+    (["--quick", "--faithfulness-images", "3"], "--sanity-images (4, --quick's value) must be at most "
+                                                "--faithfulness-images (3)"),  # round 14: '(4)' looked like a typo
     (["--pointing-tolerance", "26"], "--pointing-tolerance must be 0..25 pixels with --artifact-size 6, got 26; lower "
                                      "it or --artifact-size"),
     (["--artifact-size", "24"], "--pointing-tolerance must be 0..7 pixels with --artifact-size 24, got 8 (its "

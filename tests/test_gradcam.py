@@ -346,7 +346,9 @@ def test_images_on_another_device_are_a_clear_error(model, images, method):
     (lambda m, x: gce.Occlusion(m, "8", 8), "Occlusion: patch must be a whole number >= 1, got '8'"),
     (lambda m, x: gce.Occlusion(m, 8, 2.5), "Occlusion: stride must be a whole number 1..patch (8), got 2.5"),
     (lambda m, x: gce.Occlusion(m, 8, 2, None), "Occlusion: images_per_forward must be a whole number >= 1, got None"),
-    (lambda m, x: gce.Occlusion(m, 40, 8)(x), "Occlusion: patch 40 is larger than the (32, 32) images"),
+    (lambda m, x: gce.Occlusion(m, 40, 8)(x), "Occlusion: patch 40 must be smaller than the (32, 32) images"),
+    (lambda m, x: gce.Occlusion(m, 32, 32)(x), "Occlusion: patch 32 must be smaller than the (32, 32) images (a patch "
+                                              "covering the whole image gives a constant map)"),  # round 14: silently
     (lambda m, x: gce.ScoreCAM(m, images_per_forward=0), "ScoreCAM: images_per_forward must be a whole number >= 1, "
                                                            "got 0"),
     (lambda m, x: gce.ScoreCAM(m, images_per_forward=1.5), "ScoreCAM: images_per_forward must be a whole number"),

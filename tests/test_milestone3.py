@@ -660,6 +660,25 @@ def test_fault_round_8_inputs_that_now_give_the_right_answer(tmp_path):
             record.wrote(tmp_path / "a.txt")
 
 
+def test_every_figure_of_the_audit_takes_the_whole_metrics_json_as_its_message_says(tmp_path):
+    """Fault round 14: relocation_figure and cam_family_figure, given the whole metrics.json, said it lacked
+    'explained_class' and advised passing the whole metrics.json; only the shortcut_audit section worked."""
+    import json
+    run = Path(gce.__file__).parent / "outputs" / "run-10k-seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    per_image = dict(np.load(run / "audit_per_image.npz"))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    draws = {"relocation": lambda report, path: gce.relocation_figure(report, per_image, images[0], 6, "frogs",
+                                                                       gce.Square(6), path, False),
+             "cam_family": lambda report, path: gce.cam_family_figure(report, per_image, images, torch.tensor([6, 0]),
+                                                                       gce.Square(6), path, False),
+             "verdict": lambda report, path: gce.verdict_figure(report, path, False)}
+    for name, draw in draws.items():
+        whole, part = (draw(report, tmp_path / f"{name}-{i}.png") for i, report in
+                       enumerate((metrics, metrics["shortcut_audit"])))
+        assert Path(whole).read_bytes() == Path(part).read_bytes(), name
+
+
 def test_fault_round_10_borderlines_that_now_give_the_right_answer(model, tmp_path):
     """Fault round 10: numbers numpy makes (np.float32 sigma, an array size) were refused; a stride of 0 was told a
     larger one leaves pixels uncovered; a run.json folder was IsADirectoryError from Python; example_maps still finds
@@ -695,6 +714,11 @@ def test_fault_round_11_an_output_link_and_a_console_that_lacks_a_character(tmp_
                                             f"{tmp_path / 'gone' / 'out'}, which does not exist"):
         gce.check_output_dir(tmp_path / "out", tmp_path / "data")
     assert not (tmp_path / "gone").exists()
+    (tmp_path / "a").symlink_to(tmp_path / "b")  # fault round 14: a loop was told to 'create that folder' (it can't)
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(gce.UserError, match=f"^--output-dir {tmp_path / 'a'} is a symbolic link to {tmp_path / 'b'} "
+                                            "that leads back to itself: a loop; remove the link, or pass another"):
+        gce.check_output_dir(tmp_path / "a", tmp_path / "data")
     ascii_console = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
     saved, sys.stdout = sys.stdout, ascii_console
     try:
