@@ -726,6 +726,11 @@ def _list_image_folder(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
         if nested:  # its images were skipped without a word (torchvision's ImageFolder reads them)
             raise UserError(f"{class_dir} holds folder(s) {_names(nested)}: images are read from the class folder "
                             "itself, not below it; move their images up into it, or remove them")
+        spaced = sorted(p.name for p in class_dir.iterdir() if p.suffix != p.suffix.rstrip()
+                        and p.suffix.rstrip().lower() in IMAGE_SUFFIXES + OTHER_IMAGE_SUFFIXES and not _is_hidden(p))
+        if spaced:  # 'x.png ': skipped (as ImageFolder does) without a word, while a .gif is named
+            raise UserError(f"{class_dir} holds image(s) whose name ends in a space or tab after the suffix: "
+                            f"{_names(spaced)}; rename them (the loader reads a name that ends in the suffix)")
         other = sorted(p.name for p in class_dir.iterdir() if p.suffix.lower() in OTHER_IMAGE_SUFFIXES
                        and not _is_hidden(p))
         if other:  # skipping them would train on fewer images without a word
@@ -3216,13 +3221,18 @@ def check_figure_path(who: str, path: Any) -> Path:
     `who` (checked when a figure function is called, before its maps are computed, not when it saves)."""
     check_plotting()  # a bad MPLBACKEND: its one line, not matplotlib's error on import
     from matplotlib.backend_bases import FigureCanvasBase
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"{who}: path must be a file name such as 'figure.png', got {described(path)}")
-    path = Path(path)
+    if not os.fspath(path).isprintable():  # a newline or tab pasted with the name, as --output-dir refuses
+        raise ValueError(f"{who}: path must not hold control characters (a newline or tab), got {os.fspath(path)!r}")
+    path = Path(path).expanduser()  # '~/x.png' made a folder named '~' here, as the CLI's flags do not
     if path.suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
         raise ValueError(f"{who}: {path} needs a picture suffix matplotlib writes, such as .png, .pdf or .svg")
     if path.is_dir():
         raise ValueError(f"{who}: {path} is a folder; give a file name, such as {path / 'figure.png'}")
+    above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():  # mkdir's raw FileExistsError otherwise
+        raise ValueError(f"{who}: {path} lies under {above}, which is a file, not a folder; pass another path")
     return path
 
 
@@ -3471,6 +3481,13 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
                       square: Square, path: Path, show: bool) -> str:
     """Every stored map of the biased model for the first audit image of each group (uint8 images [2, 3, H, W],
     frogs then non-frogs), with the square at its trained corner and at the opposite one (rows)."""
+    if not (isinstance(images, torch.Tensor) and images.dim() == 4 and len(images) == 2):  # 1 image: half a figure; 3:
+        raise ValueError(f"cam_family_figure: images must be uint8 [2, 3, H, W] (a frog, then a non-frog), got "
+                         f"{described(images)}")                                             # the third dropped
+    check_pixels(images, "cam_family_figure")
+    labels = check_labels("cam_family_figure", labels, 2, len(CIFAR10_CLASSES))  # a list, 99, -1: not the report's
+    square = check_square(square, images.shape[2], images.shape[3], "cam_family_figure")
+    check_audit_arrays(per_image, "cam_family_figure")
     report = report.get("shortcut_audit", report)  # the whole metrics.json, as its message says, or the section
     name = report["explained_class"]
     opposite = CORNERS[3 - CORNERS.index(square.corner)]

@@ -441,8 +441,8 @@ def main() -> int:
         if args.full_run and (args.smoke or device.type != "cuda"):  # it was skipped without a word
             raise gce.UserError(f"--full-run times the default run on a GPU and not with --smoke; this is "
                                 f"{'--smoke' if args.smoke else 'device ' + device.type}: drop --full-run")
-        sized = [flag for flag in ("--repeats", "--steps", "--gradcam-batch", "--slow-images")  # given, even at its
-                 if any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])]  # default (no abbreviations)
+        sized = [flag for flag in ("--repeats", "--steps", "--gradcam-batch", "--slow-images", "--scorecam-images")
+                 if any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])]  # given, even at its default
         if args.smoke and sized:  # the smoke sizes replaced them without a word
             raise gce.UserError(f"--smoke uses its own tiny sizes and would ignore {', '.join(sized)}; drop them or "
                                 "--smoke")

@@ -416,6 +416,16 @@ def test_a_data_dir_that_differs_from_a_folder_only_invisibly_is_named(tmp_path,
     assert not (tmp_path / given).exists()
 
 
+def test_an_image_whose_name_ends_in_a_space_after_its_suffix_is_named(tmp_path):
+    """Fault round 15: 'x.png ' was skipped without a word (as ImageFolder skips it), while a .gif is named."""
+    write_image_folder(tmp_path, {"train": 1, "test": 1})
+    cat = tmp_path / "train" / "cat"
+    (cat / "x.png ").write_bytes((cat / "0000.png").read_bytes())
+    with pytest.raises(gce.UserError, match=r"train/cat holds image\(s\) whose name ends in a space or tab after the "
+                                            r"suffix: 'x\.png '; rename them"):
+        load(tmp_path)
+
+
 def test_an_exif_orientation_tag_is_not_applied(tmp_path):
     """Fault round 12: OpenCV turned a JPEG whose EXIF tag says 'rotate 90 degrees' (a red band on top came out on the
     right); torchvision's PIL loader, like this one now, reads the stored pixels."""

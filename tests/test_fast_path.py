@@ -105,6 +105,8 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
                                                           "--repeats, --slow-images"),  # fault round 12: rc 0
     (["--smoke", "--repeats", "3", "--steps=2"], "error: --smoke uses its own tiny sizes and would ignore "
                                                  "--repeats, --steps"),  # round 14: their defaults, rc 0, 1 repeat
+    (["--smoke", "--cam-family", "--scorecam-images", "3"], "error: --smoke uses its own tiny sizes and would ignore "
+                                                            "--scorecam-images"),  # round 15: rc 0, 1 image
     (["--out", ""], "error: --out must be a JSON file path, got ''; leave --out out for the default"),  # round 13: the
 ])                                                                        # default, the committed file, was written                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):

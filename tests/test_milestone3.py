@@ -276,6 +276,7 @@ def test_faithfulness_ranks_a_faithful_map_above_the_baselines():
 
 
 MAPS = torch.rand(2, 32, 32)
+U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -560,6 +561,28 @@ MAPS = torch.rand(2, 32, 32)
      "hotspot_check: tolerance must be a whole number >= 0, got -1"),
     (lambda m, x: gce.hotspot_check({"biased": MAPS, "standard": MAPS}, SQUARE, 2, 1, 0),
      "hotspot_check: resamples must be a whole number >= 10, got 1"),
+    # Fault round 15: cam_family_figure checked none of its arguments (raw AttributeErrors, the report blamed, a label
+    # of -1 captioned 'truck'); a figure path under a file was mkdir's FileExistsError.
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:2], [6, 0], gce.Square(6), "cf.png", False),
+     "cam_family_figure: labels must be integer class indices 0..9 [2], one per image, got list"),
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:2], torch.tensor([99, 0]), gce.Square(6), "cf.png", False),
+     "cam_family_figure: labels must be integer class indices 0..9 [2], one per image, got torch.int64 of shape (2,) "
+     "with values 0..99"),
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:2], torch.tensor([-1, 0]), gce.Square(6), "cf.png", False),
+     "cam_family_figure: labels must be integer class indices 0..9 [2]"),
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:2], torch.tensor([6, 0]), None, "cf.png", False),
+     "cam_family_figure: square must be a Square(size, color, corner), got None"),
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:2], torch.tensor([6, 0]), gce.Square(6, corner="middle"), "cf.png",
+                                        False), "cam_family_figure: square corner must be one of"),
+    (lambda m, x: gce.cam_family_figure({}, None, U8[:2], torch.tensor([6, 0]), gce.Square(6), "cf.png", False),
+     "cam_family_figure: per_image must be a dict of arrays"),
+    (lambda m, x: gce.cam_family_figure({}, {}, U8[:1], torch.tensor([6]), gce.Square(6), "cf.png", False),
+     "cam_family_figure: images must be uint8 [2, 3, H, W] (a frog, then a non-frog), got torch.uint8 of shape "
+     "(1, 3, 32, 32)"),
+    (lambda m, x: gce.verdict_figure({}, Path(gce.__file__) / "v.png", False),
+     f"verdict_figure: {Path(gce.__file__) / 'v.png'} lies under {Path(gce.__file__)}, which is a file, not a folder"),
+    (lambda m, x: gce.verdict_figure({}, "v\n.png", False),
+     "verdict_figure: path must not hold control characters (a newline or tab), got 'v\\n.png'"),
     (lambda m, x: gce.train_or_load(gce.Config(), gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
                                                             torch.tensor([1, 2])),
                                     gce.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([1, 2])),
@@ -677,6 +700,16 @@ def test_every_figure_of_the_audit_takes_the_whole_metrics_json_as_its_message_s
         whole, part = (draw(report, tmp_path / f"{name}-{i}.png") for i, report in
                        enumerate((metrics, metrics["shortcut_audit"])))
         assert Path(whole).read_bytes() == Path(part).read_bytes(), name
+
+
+def test_a_figure_path_with_a_tilde_is_the_home_folder_as_on_the_command_line(tmp_path, monkeypatch):
+    """Fault round 15: '~/v.png' made a folder named '~' in the working folder."""
+    import json
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert gce.verdict_figure(metrics, "~/figures/v.png", False) == str(tmp_path / "home" / "figures" / "v.png")
+    assert (tmp_path / "home" / "figures" / "v.png").is_file() and not (tmp_path / "~").exists()
 
 
 def test_fault_round_10_borderlines_that_now_give_the_right_answer(model, tmp_path):
