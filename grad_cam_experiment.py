@@ -3232,7 +3232,8 @@ def check_figure_path(who: str, path: Any) -> Path:
         raise ValueError(f"{who}: {path} is a folder; give a file name, such as {path / 'figure.png'}")
     above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
     if above is not None and not above.is_dir():  # mkdir's raw FileExistsError otherwise
-        raise ValueError(f"{who}: {path} lies under {above}, which is a file, not a folder; pass another path")
+        kind = "a file, not a folder" if above.is_file() else "not a folder (a broken symbolic link?)"
+        raise ValueError(f"{who}: {path} lies under {above}, which is {kind}; pass another path")
     return path
 
 
