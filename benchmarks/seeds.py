@@ -145,6 +145,27 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def gathered(args: argparse.Namespace, base: gce.Config, seeds: list[int], runs: list[dict], device: torch.device,
+             precision: dict) -> dict:
+    """metrics.json of the seeds finished so far: per seed the numbers and verdicts, across them mean, sd and range;
+    `complete` is false until every seed asked for has finished (a study stopped by a time limit says so)."""
+    names = list(runs[0]["values"])
+    summary = {name: spread([r["values"][name] for r in runs]) for name in names}
+    comparison = None
+    if args.fp32_comparison:
+        low = [r["values"]["standard: test_accuracy"] for r in runs]
+        fp32 = [r["values"]["standard: test_accuracy, fp32 training"] for r in runs]
+        comparison = dict(training_precision=precision["training"], amp=spread(low), fp32=spread(fp32),
+                          amp_minus_fp32=spread([a - b for a, b in zip(low, fp32)]))
+    done = [r["seed"] for r in runs]
+    return dict(seeds=done, seeds_asked=seeds, complete=done == seeds,
+                scale=dict(train_images=runs[0]["train_images"], test_images=runs[0]["test_images"],
+                           epochs=base.epochs, audit_images_per_group=base.audit_images,
+                           audit_occlusion_images=base.audit_occlusion_images),
+                config=base.to_dict(), environment=gce.environment_info(device), precision=precision,
+                per_seed=runs, summary=summary, precision_accuracy=comparison)
+
+
 def study(args: argparse.Namespace, base: gce.Config, configs: list[gce.Config], device: torch.device, out: Path,
           finished: list[int]) -> int:
     """Every seed in turn (each written as it finishes, its seed appended to `finished`), then metrics.json."""
@@ -160,21 +181,10 @@ def study(args: argparse.Namespace, base: gce.Config, configs: list[gce.Config],
     for cfg in configs:
         runs.append(one_seed(cfg, device, args.fp32_comparison, out))
         finished.append(cfg.seed)
-    names = list(runs[0]["values"])
-    summary = {name: spread([r["values"][name] for r in runs]) for name in names}
-    comparison = None
-    if args.fp32_comparison:
-        low = [r["values"]["standard: test_accuracy"] for r in runs]
-        fp32 = [r["values"]["standard: test_accuracy, fp32 training"] for r in runs]
-        comparison = dict(training_precision=precision["training"], amp=spread(low), fp32=spread(fp32),
-                          amp_minus_fp32=spread([a - b for a, b in zip(low, fp32)]))
-    report = dict(seeds=seeds, scale=dict(train_images=runs[0]["train_images"], test_images=runs[0]["test_images"],
-                                          epochs=base.epochs, audit_images_per_group=base.audit_images,
-                                          audit_occlusion_images=base.audit_occlusion_images),
-                  config=base.to_dict(), environment=gce.environment_info(device), precision=precision,
-                  per_seed=runs, summary=summary, precision_accuracy=comparison)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str))
+        report = gathered(args, base, seeds, runs, device, precision)  # after every seed: a stopped study keeps its
+        gce.write_atomically(out / "metrics.json",  # finished seeds' spread
+                             lambda path: path.write_text(json.dumps(report, indent=2, default=str)))
+    summary, comparison = report["summary"], report["precision_accuracy"]
     print()
     gce.print_table(["model: measure", *(f"seed {s}" for s in seeds), "mean", "sd"],
                     [[name, *(f"{v:.4f}" for v in s["values"]), f"{s['mean']:.4f}", f"{s['sd'] or 0:.4f}"]

@@ -38,6 +38,7 @@ def test_seed_spread_without_the_fp32_comparison(tiny_dataset, tmp_path, capsys)
     assert run_seeds(tiny_dataset, tmp_path, "--no-fp32-comparison") == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
     check_spread(report)
+    assert report["complete"] and report["seeds_asked"] == [0, 1]
     assert report["precision_accuracy"] is None and "fp32" not in " ".join(report["summary"])
     assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 4
     assert "and fp32 for the comparison" not in capsys.readouterr().out
@@ -99,3 +100,6 @@ def test_a_seed_study_stopped_by_ctrl_c_says_which_seeds_are_written(tiny_datase
     err = capsys.readouterr().err.strip()
     assert err == (f"interrupted: seed 0 is written in {tmp_path}/seed-N/; the same command reuses the finished "
                    "models' checkpoints"), err
+    report = json.loads((tmp_path / "metrics.json").read_text())  # the finished seed's numbers, marked incomplete
+    assert (report["seeds"], report["seeds_asked"], report["complete"]) == ([0], [0, 1], False)
+    assert report["summary"]["standard: test_accuracy"]["sd"] is None and len(report["per_seed"]) == 1
