@@ -391,6 +391,16 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
 QUICK_PRESET = {f.name: f.metadata["quick"] for f in dataclasses.fields(Config) if "quick" in f.metadata}
 
 
+def _parse_float(text: str) -> float:
+    """A number as float() reads it, but one too small for a float is refused, not taken as 0.0 (--lr 1e-400)."""
+    value = float(text)
+    mantissa = text.strip().lower().lstrip("+-").split("e")[0]
+    if value == 0 and any(c in "123456789" for c in mantissa):
+        raise argparse.ArgumentTypeError(f"{text!r} is too small for a float (it would be read as 0.0)")
+    return value
+_parse_float.__name__ = "float"  # argparse names the type in 'invalid float value'
+
+
 def _parse_rgb(text: str) -> tuple:
     """R,G,B as three whole numbers (their range is Config's check, whose message names it)."""
     parts = text.split(",")
@@ -420,7 +430,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         elif f.type in ("tuple", tuple):
             parser.add_argument(flag, type=_parse_rgb, metavar="R,G,B", help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            kind = {"int": int, "float": _parse_float, "str": str}[str(f.type)]
             parser.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=help_text)
     return parser
 

@@ -47,6 +47,10 @@ def test_every_field_has_a_documented_flag(capsys):
     (["--artifact-color", "yellow"], "expected R,G,B such as 255,255,0"),
     (["--ep", "2"], "unrecognized arguments: --ep 2; did you mean --epochs? (see --help)"),  # it suggested --help
     (["--eval", "2"], "unrecognized arguments: --eval 2; did you mean --eval-batch-size? (see --help)"),
+    # round 15's borderline: a float too small to represent was read as 0.0 and the message said 'got 0.0'
+    (["--lr", "1e-400"], "argument --lr: '1e-400' is too small for a float (it would be read as 0.0)"),
+    (["--weight-decay", "-1e-999"], "argument --weight-decay: '-1e-999' is too small for a float"),
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
 ])
 def test_bad_flags_exit_with_one_error_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
