@@ -3447,6 +3447,22 @@ def square_at(image: torch.Tensor, square: Square, condition: str) -> np.ndarray
     return to_hwc(image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition)))[0]
 
 
+def check_run_square(report: dict, square: Square, function: str) -> None:
+    """The square a figure stamps must be the one its run trained with: the report records the trained corner (and,
+    as the whole metrics.json, the size and colour); another square would be drawn and captioned 'trained' silently."""
+    section, config = report.get("shortcut_audit", report), report.get("config")
+    run = {"corner": section.get("trained_corner")} if isinstance(section, dict) else {}
+    if isinstance(config, dict):
+        color = config.get("artifact_color")
+        run.update(size=config.get("artifact_size"), corner=config.get("artifact_corner", run.get("corner")),
+                   color=tuple(color) if isinstance(color, (list, tuple)) else color)
+    wrong = [f"{name} {getattr(square, name)!r} (the run's: {value!r})" for name, value in run.items()
+             if value is not None and getattr(square, name) != value]
+    if wrong:
+        raise ValueError(f"{function}: square differs from the run its report and arrays come from: {', '.join(wrong)}; "
+                         "pass that run's square (Config(...).square of its config)")
+
+
 @reads_report
 @draws_figure
 def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: torch.Tensor, label: int, group: str,
@@ -3463,6 +3479,7 @@ def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: tor
     if not (isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3 and image.dtype == torch.uint8):
         raise ValueError(f"relocation_figure: image must be one uint8 image [3, H, W] (0..255), got {described(image)}")
     check_square(square, image.shape[1], image.shape[2], "relocation_figure")
+    check_run_square(report, square, "relocation_figure")
     report = report.get("shortcut_audit", report)  # the whole metrics.json, as its message says, or the section
     name = report["explained_class"]
     layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
@@ -3498,6 +3515,7 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
     check_pixels(images, "cam_family_figure")
     labels = check_labels("cam_family_figure", labels, 2, len(CIFAR10_CLASSES))  # a list, 99, -1: not the report's
     square = check_square(square, images.shape[2], images.shape[3], "cam_family_figure")
+    check_run_square(report, square, "cam_family_figure")
     check_audit_arrays(per_image, "cam_family_figure")
     report = report.get("shortcut_audit", report)  # the whole metrics.json, as its message says, or the section
     name = report["explained_class"]

@@ -783,3 +783,25 @@ def test_a_library_error_inside_a_report_reader_is_not_blamed_on_the_report(monk
     monkeypatch.setattr(matplotlib.figure, "Figure", refuse)
     with pytest.raises(ValueError, match="^Key backend: 'bogus'"):
         gce.faithfulness_figure(metrics, tmp_path / "f.png", False)
+
+
+def test_the_audit_figures_refuse_a_square_other_than_the_runs(tmp_path):
+    """Round 15's borderline: relocation_figure and cam_family_figure drew any Square they were given and captioned its
+    corner 'trained', although the run trained at another corner (or with another size or colour)."""
+    import json
+    run = Path(gce.__file__).parent / "outputs" / "run-10k-seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    per_image = dict(np.load(run / "audit_per_image.npz"))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    draws = {"relocation_figure": lambda report, square: gce.relocation_figure(
+                 report, per_image, images[0], 6, "frogs", square, tmp_path / "r.png", False),
+             "cam_family_figure": lambda report, square: gce.cam_family_figure(
+                 report, per_image, images, torch.tensor([6, 0]), square, tmp_path / "c.png", False)}
+    for name, draw in draws.items():
+        for report in (metrics, metrics["shortcut_audit"]):  # the section records the corner alone
+            with pytest.raises(ValueError, match=f"^{name}: square differs from the run .*: corner 'top-right' "
+                                                 r"\(the run's: 'top-left'\); pass that run's square"):
+                draw(report, gce.Square(6, corner="top-right"))
+        with pytest.raises(ValueError, match=r"size 4 \(the run's: 6\), color \(255, 0, 0\) \(the run's: \(255, 255, 0\)"):
+            draw(metrics, gce.Square(4, (255, 0, 0)))
+        assert Path(draw(metrics, gce.Square(6))).is_file()  # the run's own square draws as before
