@@ -3237,7 +3237,9 @@ def check_figure_path(who: str, path: Any) -> Path:
         raise ValueError(f"{who}: path must not hold control characters (a newline or tab), got {os.fspath(path)!r}")
     path = Path(path).expanduser()  # '~/x.png' made a folder named '~' here, as the CLI's flags do not
     if path.suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
-        raise ValueError(f"{who}: {path} needs a picture suffix matplotlib writes, such as .png, .pdf or .svg")
+        spaced = path.name != path.name.strip()  # 'x.png ': the space was invisible in the message, '.png' blamed
+        raise ValueError(f"{who}: {repr(str(path)) if spaced else path} needs a picture suffix matplotlib writes, such "
+                         "as .png, .pdf or .svg" + ("; its name begins or ends with a space: remove it" if spaced else ""))
     if path.is_dir():
         raise ValueError(f"{who}: {path} is a folder; give a file name, such as {path / 'figure.png'}")
     above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
@@ -3423,22 +3425,39 @@ def sanity_figure(report: dict, path: Path, show: bool) -> str:
     return save_figure(fig, path, show)
 
 
-def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condition: str) -> dict[str, np.ndarray]:
+def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condition: str,
+                 size: tuple[int, int] | None = None, who: str = "example_maps") -> dict[str, np.ndarray]:
     """The stored maps of a group's first image (shortcut_audit keeps them): method key -> [H, W], min-max scaled.
-    An unknown model, group or condition is an error (a typo gave {} and a figure without maps)."""
-    check_audit_arrays(per_image, "example_maps")
+    An unknown model, group or condition is an error (a typo gave {} and a figure without maps); so is a map the audit
+    stores that is missing (every method it scored without a layer or at the layer of its maps: a figure silently
+    lacked those panels) or one that is not a finite [H, W] map of the figure's image size `size`."""
+    check_audit_arrays(per_image, who)
     stored = sorted({tuple(str(k).split("/")[1:3]) for k in per_image if str(k).startswith("p_target/")})
     if (model, group) not in stored or condition not in AUDIT_CONDITIONS:
         cells = ", ".join(f"{m}/{g}" for m, g in stored) or "none (not an audit_per_image.npz?)"
-        raise ValueError(f"example_maps: no audited model/group {model!r}/{group!r} with condition {condition!r}; "
+        raise ValueError(f"{who}: no audited model/group {model!r}/{group!r} with condition {condition!r}; "
                          f"stored: {cells}; conditions: {', '.join(AUDIT_CONDITIONS)}")
-    prefix = f"maps/{model}/"
+    map_layers = {str(k).split("/")[3] for k in per_image if str(k).startswith("maps/") and str(k).count("/") == 5}
+    scored = {tuple(str(k).split("/")[2:4]) for k in per_image if str(k).startswith(f"scores/{model}/")
+              and str(k).split("/")[4] == group}
+    expected = sorted((method, layer) for method, layer in scored if layer == "-" or layer in map_layers - {"-"})
+    missing = [f"maps/{model}/{method}/{layer}/{group}/{condition}" for method, layer in expected
+               if f"maps/{model}/{method}/{layer}/{group}/{condition}" not in per_image]
+    if missing:
+        raise ValueError(f"{who}: per_image lacks {', '.join(missing[:3])}{' and more' * (len(missing) > 3)}: the "
+                         "maps the audit stores for every method it scored; pass its audit_per_image.npz unchanged")
     found = {}
-    for key, m in per_image.items():
-        if key.startswith(prefix) and key.endswith(f"/{group}/{condition}"):
-            method, layer = key[len(prefix):].split("/")[:2]
-            found[method if layer == "-" else f"{method}@{layer}"] = minmax_normalize(torch.from_numpy(
-                m.astype(np.float32))[None])[0].numpy()
+    for method, layer in expected:
+        key = f"maps/{model}/{method}/{layer}/{group}/{condition}"
+        m = np.asarray(per_image[key])
+        if m.ndim != 2 or not np.issubdtype(m.dtype, np.number) or not np.isfinite(m).all() or (
+                size is not None and m.shape != tuple(size)):
+            raise ValueError(f"{who}: per_image's {key} must be a finite map [H, W]"
+                             + (f" of the images' size {tuple(size)}" if size is not None else "")
+                             + f", got {m.dtype} of shape {m.shape}; pass the images the audit explained (its "
+                             "test images, uint8 [3, 32, 32] for CIFAR-10) and its audit_per_image.npz unchanged")
+        found[method if layer == "-" else f"{method}@{layer}"] = minmax_normalize(torch.from_numpy(
+            m.astype(np.float32))[None])[0].numpy()
     return found
 
 
@@ -3492,7 +3511,8 @@ def relocation_figure(report: dict, per_image: dict[str, np.ndarray], image: tor
         where = "no square" if condition == "none" else f"square {condition}" + (
             " (trained)" if condition == square.corner else "")
         panels.append(Panel(picture, f"{where}\np({name}): biased {p['biased']:.0%}, std {p['standard']:.0%}"))
-        maps = {model: example_maps(per_image, model, group, condition) for model in AUDIT_MODELS}
+        maps = {model: example_maps(per_image, model, group, condition, tuple(image.shape[1:]), "relocation_figure")
+                for model in AUDIT_MODELS}
         panels += [Panel(picture, f"{model}: {method.split('@')[0]}", maps[model][method])
                    for model, method in columns if method in maps[model]]
     note = (f"Every map explains '{name}' (stored by the audit). Grad-CAM at {layer}; control = the biased model with fc "
@@ -3529,7 +3549,8 @@ def cam_family_figure(report: dict, per_image: dict[str, np.ndarray], images: to
             where = "trained corner" if corner == square.corner else "moved"
             panels.append(Panel(picture, f"{CIFAR10_CLASSES[label]}, square {corner}\n({where}) p({name}) {p:.0%}"))
             panels += [Panel(picture, method.split("@")[0], m)
-                       for method, m in example_maps(per_image, "biased", group, corner).items()]
+                       for method, m in example_maps(per_image, "biased", group, corner, tuple(image.shape[1:]),
+                                                     "cam_family_figure").items()]
     layer = next(b["layer"] for b in report["baselines"] if b["method"] == "Grad-CAM")
     note = (f"Biased model; every map explains '{name}'. CAMs and Guided Grad-CAM at {layer}; Guided Backprop as "
             f"saliency; occlusion: drop of p({name}). A map that reveals the shortcut lights the square at the trained "

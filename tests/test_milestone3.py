@@ -805,3 +805,41 @@ def test_the_audit_figures_refuse_a_square_other_than_the_runs(tmp_path):
         with pytest.raises(ValueError, match=r"size 4 \(the run's: 6\), color \(255, 0, 0\) \(the run's: \(255, 255, 0\)"):
             draw(metrics, gce.Square(4, (255, 0, 0)))
         assert Path(draw(metrics, gce.Square(6))).is_file()  # the run's own square draws as before
+
+
+def test_the_audit_figures_name_missing_or_misshapen_stored_maps(tmp_path):
+    """Fault round 16: images or stored maps of another size (or with an extra dimension) were refused by overlay_heatmap
+    or minmax_normalize, helpers the user never called; per_image without some or all of the maps the audit stores
+    drew a figure silently missing those panels."""
+    import json
+    run = Path(gce.__file__).parent / "outputs" / "run-10k-seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    per_image = dict(np.load(run / "audit_per_image.npz"))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    draws = {"relocation_figure": lambda arrays, pictures: gce.relocation_figure(
+                 metrics, arrays, pictures[0], 6, "frogs", gce.Square(6), tmp_path / "r.png", False),
+             "cam_family_figure": lambda arrays, pictures: gce.cam_family_figure(
+                 metrics, arrays, pictures, torch.tensor([6, 0]), gce.Square(6), tmp_path / "c.png", False)}
+    maps = [k for k in per_image if k.startswith("maps/biased/")]
+    cases = [  # (arrays, images, message)
+        (per_image, images[:, :, :, :20], r"must be a finite map \[H, W\] of the images' size \(32, 20\), got float16 "
+                                          r"of shape \(32, 32\)"),
+        (per_image, torch.zeros(2, 3, 64, 64, dtype=torch.uint8), r"of the images' size \(64, 64\)"),
+        ({**per_image, **{k: per_image[k][:7, :7] for k in maps}}, images, r"got float16 of shape \(7, 7\)"),
+        ({**per_image, **{k: per_image[k][None] for k in maps}}, images, r"got float16 of shape \(1, 32, 32\)"),
+        ({k: v for k, v in per_image.items() if not k.startswith("maps/")}, images, "per_image lacks maps/.*: the maps "
+                                                                                   "the audit stores"),
+        ({k: v for k, v in per_image.items() if not k.startswith("maps/biased/Grad-CAM/")}, images,
+         "per_image lacks maps/biased/Grad-CAM/layer4.1.conv2/frogs/"),
+    ]
+    for name, draw in draws.items():
+        for arrays, pictures, message in cases:
+            with pytest.raises(ValueError, match=f"^{name}: .*{message}"):
+                draw(arrays, pictures)
+
+
+def test_a_figure_name_ending_in_a_space_is_said_so(tmp_path):
+    """Fault round 16: 'x.png ' was refused as lacking a picture suffix, the space invisible in the message."""
+    with pytest.raises(ValueError, match=r"^save_figure: '.*x\.png ' needs a picture suffix .*; its name begins or ends "
+                                         "with a space: remove it"):
+        gce.check_figure_path("save_figure", tmp_path / "x.png ")
