@@ -512,6 +512,8 @@ def in_notebook() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    if isinstance(name, torch.device):  # the API's natural argument: checked as its name is (fault round 16)
+        name = str(name)
     if not isinstance(name, str):
         raise UserError(f"--device must be text such as auto, cpu, cuda or cuda:N, got {described(name)}")
     if name == "auto":
@@ -3901,6 +3903,9 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
         inside = ()
     if {"train", "test"} & set(inside):
         raise UserError(f"--output-dir {path} is inside the data in --data-dir {data_dir}; pass a folder outside it")
+    if resolved(path, "--output-dir") == resolved(data_dir, "--data-dir"):  # figures and checkpoints/ among the data
+        raise UserError(f"--output-dir {path} is the data folder --data-dir itself; pass a folder of its own (e.g. "
+                        "outputs)")
     if resolved(path, "--output-dir") in (Path("/").resolve(), Path.home().resolve()):  # checkpoints/ beside the system's files
         raise UserError(f"--output-dir {path} is the file system's root or your home folder; pass a folder of its own "
                         "(e.g. outputs)")

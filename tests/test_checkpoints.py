@@ -213,11 +213,13 @@ def test_an_output_dir_that_cannot_be_written_or_is_inside_the_data_is_one_line(
     for out, problem in [(tmp_path / "a-file", "a-file is a file"), (tmp_path / "a-file" / "below", "a-file is a file"),
                          (tmp_path / "out-with-file", "checkpoints is a file"),
                          *([(gce.Path("/proc/no-such-dir"), "cannot write")] if gce.Path("/proc/self").exists() else []),
-                         (tiny_dataset / "train" / "outputs", "is inside the data")]:
+                         (tiny_dataset / "train" / "outputs", "is inside the data"),
+                         (tiny_dataset, "is the data folder --data-dir itself")]:  # fault round 16: accepted
         assert gce.main([*quick_argv, "--output-dir", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and problem in err and "\n" not in err, err
     assert (tmp_path / "a-file").read_text() == "user data" and not (tiny_dataset / "train" / "outputs").exists()
+    assert not (tiny_dataset / "checkpoints").exists() and not (tiny_dataset / "run.json").exists()
 
 
 def test_an_output_dir_whose_checkpoints_folder_alone_is_read_only_names_that_folder(quick_argv, tmp_path, monkeypatch,

@@ -264,3 +264,11 @@ def test_a_control_character_in_a_text_flag_is_refused(flag):
         gce.parse_config([flag, "/tmp/out\n"])
     assert str(error.value) == (f"{flag} must not hold control characters (a newline or tab, often pasted with a path), "
                                 "got '/tmp/out\\n'")
+
+
+def test_resolve_device_takes_a_torch_device_as_its_name():
+    """Fault round 16: resolve_device(torch.device('cpu')) was refused as not text; a missing GPU still says so."""
+    assert gce.resolve_device(gce.torch.device("cpu")) == gce.torch.device("cpu")
+    if not gce.torch.cuda.is_available():
+        with pytest.raises(gce.UserError, match="asked for a GPU but PyTorch sees no CUDA device"):
+            gce.resolve_device(gce.torch.device("cuda"))
