@@ -824,7 +824,7 @@ def _decode_image(data: np.ndarray, path: Path) -> np.ndarray:
 def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torch.Tensor]]) -> None:
     """A UserError when one image file (the same file through a symbolic or hard link) is in train/ and test/, or
     under two classes of one split: test images would be training images, or one image would carry two labels.
-    Copies are not detected (that would need every pixel compared); a file twice in one class is a duplicate, as a
+    Copies are found after decoding (_check_test_images_unseen); a file twice in one class is a duplicate, as a
     copy would be, and is kept like one."""
     seen: dict[tuple[int, int], tuple[str, int, Path]] = {}  # (device, inode) -> split, label, path
     for split, (files, labels) in listings.items():
@@ -842,6 +842,28 @@ def _check_files_differ(folder: Path, listings: dict[str, tuple[list[Path], torc
                         else "the image would carry two labels; give each class its own images")
                 raise UserError(f"{path.relative_to(folder)} and {first[2].relative_to(folder)} in {folder} are one "
                                 f"file (a link?): {what}")
+
+
+SHARED_IMAGES_REFUSED = 0.1  # a test split this share of whose images are training images is refused
+
+
+def _check_test_images_unseen(cfg: Config, train: Split, test: Split, source: str) -> None:
+    """Test images whose pixels equal a training image's (after decoding: a copied file, a re-encoded one): from
+    SHARED_IMAGES_REFUSED of the test split on a UserError (test/ a copy of train/ would make the test accuracy and
+    every measure read on training images), fewer a note. Real CIFAR-10 has none (this archive: 0 of 10,000)."""
+    import hashlib
+    def digests(images: torch.Tensor) -> list[bytes]:
+        rows = images.reshape(len(images), -1).cpu().numpy()
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+    seen = set(digests(train.images))
+    shared = sum(digest in seen for digest in digests(test.images))
+    if not shared:
+        return
+    what = f"{shared:,} of the {len(test.labels):,} test images are pixel for pixel training images ({source})"
+    if shared >= SHARED_IMAGES_REFUSED * len(test.labels):
+        raise UserError(f"{what}: the test accuracy and every measure would be read on images the model trained on; "
+                        "give test/ CIFAR-10's own test images (is it a copy of train/?)")
+    say(cfg, f"note: {what}; their test results are on images the model trained on")
 
 
 def _load_image_folder_split(split_dir: Path, files: list[Path], labels: torch.Tensor, subset: int, seed: int) -> Split:
@@ -951,6 +973,7 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
             if not loaded and created is not None:
                 shutil.rmtree(created, ignore_errors=True)
         source = f"torchvision CIFAR10 in {root}"
+    _check_test_images_unseen(cfg, train, test, source)
     return (Split(train.images.to(device), train.labels.to(device)),
             Split(test.images.to(device), test.labels.to(device)), source)
 

@@ -331,6 +331,25 @@ def test_a_test_image_that_is_a_training_image_file_is_refused(tmp_path, link):
                                 "images")
 
 
+def test_a_test_split_that_copies_the_training_images_is_refused_and_a_few_copies_noted(tmp_path, capsys):
+    """Rounds 13-15's borderline: test/ a byte copy of train/ (or re-encoded copies) was accepted: every test number
+    would have been read on training images."""
+    import shutil
+    write_image_folder(tmp_path / "copy", {"train": 2})
+    shutil.copytree(tmp_path / "copy" / "train", tmp_path / "copy" / "test")
+    with pytest.raises(gce.UserError, match=r"^20 of the 20 test images are pixel for pixel training images \(image "
+                                            r"folder .*\): the test accuracy .*\(is it a copy of train/\?\)$"):
+        load(tmp_path / "copy")
+    write_image_folder(tmp_path / "few", {"train": 2, "test": 2})  # 1 of 20 test images copied: below a tenth
+    frog = tmp_path / "few" / "test" / "frog" / "0000.png"
+    frog.write_bytes((tmp_path / "few" / "train" / "frog" / "0000.png").read_bytes())
+    assert len(load(tmp_path / "few")[1].labels) == 20
+    assert capsys.readouterr().out.startswith("note: 1 of the 20 test images are pixel for pixel training images")
+    write_image_folder(tmp_path / "clean", {"train": 2, "test": 2})
+    load(tmp_path / "clean")
+    assert "note" not in capsys.readouterr().out
+
+
 def test_one_image_file_under_two_classes_is_refused_and_a_copy_within_a_class_is_kept(tmp_path):
     write_image_folder(tmp_path, {"train": 2, "test": 1})
     cat, dog = (sorted((tmp_path / "train" / c).iterdir()) for c in ("cat", "dog"))
