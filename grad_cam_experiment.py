@@ -2212,7 +2212,8 @@ def load_checkpoint(path: Path, key: str, biased: bool, device: torch.device) ->
             raise ValueError("it holds non-finite weights")
         return model, saved
     except Exception as exc:  # a cache entry: whatever is wrong with it (truncated, garbage, other weights), retrain
-        warn_ignored("checkpoint", path, exc, "a run trains the model again")
+        warn_ignored("checkpoint", path, exc, "a run trains the model again and saves it under this name, replacing "
+                     "the file")
         return None
 
 
@@ -3128,7 +3129,7 @@ def reads_report(function: Callable) -> Callable:
         except KeyError as exc:
             raise ValueError(f"{function.__name__}: the report lacks {exc}; pass what a complete run wrote (its "
                              "metrics.json, or the section this function draws)") from None
-        except (TypeError, IndexError, StopIteration, ValueError) as exc:  # a list where this version writes a dict,
+        except (TypeError, IndexError, StopIteration, ValueError, AttributeError) as exc:  # a list where a dict goes,
             if isinstance(exc, ValueError) and (re.match(r"\w+: ", str(exc)) or not _raised_here(exc)):
                 raise  # this file's own messages, and a library's (e.g. matplotlib's on a bad MPLBACKEND): as they are
             raise ValueError(f"{function.__name__}: the report's layout or one of its values is not what this version "
@@ -4189,6 +4190,7 @@ def run(cfg: Config) -> dict:
         with timed(timings, "figures", cfg, "Milestone 2 figures: Grad-CAM of the standard model, both models on "
                                             "stamped frogs"):
             picks = pick_examples(test.labels, cat_ship, cfg.examples_per_class, std_logits)
+            shown = {"cat/ship": (len(picks), 2 * cfg.examples_per_class, "--examples-per-class")}
             figures = [record.wrote(gradcam_examples_figure(
                 models["standard"], test.images[picks], test.labels[picks], cat_ship, cfg.examples_per_class, layer,
                 cfg.channels_last, "test cats and ships", out / "standard_cat_ship.png", show))]
@@ -4197,6 +4199,11 @@ def run(cfg: Config) -> dict:
                 models["standard"], test.images[picks], test.labels[picks], range(len(CIFAR10_CLASSES)), 1, layer,
                 cfg.channels_last, "test images, one per class", out / "standard_class_grid.png", show)))
             frogs = pick_examples(test.labels, [cfg.artifact_class], cfg.frog_examples)
+            shown["stamped-frog"] = (len(frogs), cfg.frog_examples, "--frog-examples")
+            for what, (have, asked, flag) in shown.items():
+                if have < asked:  # a small --test-subset: the figure silently showed fewer
+                    say(cfg, f"note: the test set has {have} of the {asked} images {flag} asks of the {what} figure "
+                             f"(--test-subset {cfg.test_subset}); it shows those")
             figures.append(record.wrote(stamped_comparison_figure(
                 models, stamp_square(test.images[frogs], cfg.square), test.labels[frogs], layer, cfg.channels_last,
                 f"Test {CIFAR10_CLASSES[cfg.artifact_class]}s stamped with the {cfg.artifact_size}x{cfg.artifact_size} "

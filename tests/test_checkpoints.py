@@ -125,7 +125,8 @@ def test_a_bad_checkpoint_is_retrained_with_one_warning(trained_once, tmp_path, 
     retrained, again = gce.train_or_load(cfg, train, test, CPU, True, fingerprint)
     err = capsys.readouterr().err
     assert err.startswith(f"warning: ignoring checkpoint {path} (") and err.count("\n") == 1, err
-    assert err.endswith("; a run trains the model again\n") and "weights_only" not in err, err  # round 14
+    assert err.endswith("; a run trains the model again and saves it under this name, replacing the file\n") \
+        and "weights_only" not in err, err  # round 14; round 17: the file is replaced, said so
     assert not again["reused_checkpoint"] and again["checkpoint"] == first["checkpoint"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), retrained.state_dict().values()))
     saved = torch.load(path, weights_only=True)  # rewritten, with the full configuration inside

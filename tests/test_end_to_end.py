@@ -37,6 +37,9 @@ def test_quick_run_writes_every_figure_and_documented_metrics(tiny_dataset, tmp_
     assert log.startswith(f"device cpu: training {expected}, ")
     # A console a person can read: no line over 110 characters, a summary of at most 30 lines after the stage lines
     assert max(len(line) for line in log.splitlines()) <= 110
+    # a --test-subset too small for the figures' example counts is said (round 15: a smaller figure without a word)
+    assert "note: the test set has 4 of the 8 images --examples-per-class asks of the cat/ship figure" in log
+    assert "note: the test set has 2 of the 6 images --frog-examples asks of the stamped-frog figure" in log
     summary = log[log.index("\nSummary."):].strip().splitlines()
     assert 10 <= len(summary) <= 30 and summary[-1].startswith("Done in ")
     assert any(line.startswith("Grad-CAM   ") and line.endswith(" n/a") for line in summary)  # the verdict table

@@ -843,3 +843,18 @@ def test_a_figure_name_ending_in_a_space_is_said_so(tmp_path):
     with pytest.raises(ValueError, match=r"^save_figure: '.*x\.png ' needs a picture suffix .*; its name begins or ends "
                                          "with a space: remove it"):
         gce.check_figure_path("save_figure", tmp_path / "x.png ")
+
+
+@pytest.mark.parametrize("reader", ["summary_markdown", "console_summary"])
+@pytest.mark.parametrize("section", ["models", "timings", "precision"])
+@pytest.mark.parametrize("value", [[], None, "x"])
+def test_a_report_section_of_the_wrong_kind_is_named_not_a_traceback(reader, section, value):
+    """Fault round 17: a section edited into a list, null or text was a raw AttributeError ('list' object has no
+    attribute 'items') from summary_markdown and console_summary."""
+    import json
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    metrics[section] = value
+    try:
+        getattr(gce, reader)(metrics)  # a reader that does not use this section may finish: that is fine
+    except ValueError as error:
+        assert str(error).startswith(f"{reader}: the report"), error
