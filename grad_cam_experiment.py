@@ -207,7 +207,8 @@ class Config:
     flip: bool = _opt(True, "random horizontal flips during training", trains="both")
     seed: int = _opt(0, "seed for subsets, initialisation, batch order and augmentation",
                      trains="both", valid=Valid(0, 2 ** 32 - 1))
-    retrain: bool = _opt(False, "train even when a matching checkpoint exists in output-dir/checkpoints")
+    retrain: bool = _opt(False, "train even when a matching checkpoint exists in output-dir/checkpoints, from epoch 1 "
+                         "(a saved training state is not continued: --retrain overrides --resume)")
     resume: bool = _opt(True, "continue an interrupted training after its last completed epoch (the state is saved "
                         "after every epoch as output-dir/checkpoints/<run>-<key>.epoch.pt); --no-resume: from epoch 1")
     # Hardware

@@ -67,6 +67,14 @@ def test_comparison_without_a_low_precision_is_one_error_line(tiny_dataset, tmp_
     assert not (tmp_path / "checkpoints").exists()  # nothing trained
 
 
+def test_the_defaults_compare_precisions_only_where_the_device_has_a_low_one(tiny_dataset, tmp_path, monkeypatch):
+    """Fault round 17: --fp32-comparison was on by default, so the study's defaults failed on every CPU without bf16."""
+    plan = dict(gce.precision_plan(torch.device("cpu"), False, False))
+    monkeypatch.setattr(gce, "precision_plan", lambda device, amp, forward_amp: plan)  # a CPU without native bf16
+    assert run_seeds(tiny_dataset, tmp_path) == 0  # neither flag given
+    assert json.loads((tmp_path / "metrics.json").read_text())["precision_accuracy"] is None
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", ","], "--seeds lists no seed (give e.g. --seeds 0,1,2)"),
     (["--seeds", "a"], "--seeds must be comma-separated whole numbers such as 0,1,2, got 'a'"),
