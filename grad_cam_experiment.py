@@ -3978,6 +3978,16 @@ def exit_status(interruption: KeyboardInterrupt) -> int:
     return 128 + signal.Signals[getattr(interruption, "signal_name", "SIGINT")].value
 
 
+def read_run_record(path: Path) -> dict:
+    """An output folder's run.json as written, or {} where it is missing, unreadable, not JSON or not a dict (a
+    damaged or edited record: what it would only have named is then unknown, not a traceback)."""
+    try:
+        info = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+    except (OSError, ValueError):
+        info = {}
+    return info if isinstance(info, dict) else {}
+
+
 class RunRecord:
     """output-dir/run.json, the record of one run: its id, status ("running", then "complete", "interrupted" or
     "failed"), the stage it is in, and every file it wrote with its sha256; rewritten atomically at each change, so
@@ -4010,7 +4020,7 @@ class RunRecord:
             pass
         except BlockingIOError:
             self.lock.close()
-            other = json.loads(self.path.read_text()) if self.path.exists() else {}
+            other = read_run_record(self.path)  # only to name the other run: a damaged record names none
             raise UserError(f"another run (id {other.get('run_id', '?')}, pid {other.get('pid', '?')}, started "
                             f"{other.get('started', '?')}) is writing to --output-dir {self.out}; wait for it to end "
                             "or pass another --output-dir") from None
@@ -4378,10 +4388,7 @@ def _outside_the_record(cfg: Config | None, started: str) -> str:
     """What an interruption outside the run's record (RunRecord) leaves: this main() call's run.json exists only if
     the run had got as far as writing (then it is complete: the interruption came while the summary was printed)."""
     path = Path(cfg.output_dir) / "run.json" if cfg is not None else None
-    try:
-        info = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-    except (OSError, ValueError):
-        info = {}
+    info = read_run_record(path) if path is not None else {}
     if info.get("pid") == os.getpid() and str(info.get("started", "")) >= started:
         return (f"after run {info.get('run_id')} had ended ({info.get('status')}); {path} lists the files it wrote or "
                 "reused")

@@ -139,6 +139,23 @@ def test_a_second_run_on_the_same_output_folder_is_refused_and_changes_nothing(a
     assert sorted(p.name for p in out.iterdir()) == [".lock", "run.json"] and record(out)["pid"] == 99
 
 
+@pytest.mark.parametrize("damaged", ["{garbage", "[]", "null", "\x00\xff"])
+def test_a_second_run_is_refused_in_one_line_when_the_first_runs_record_is_damaged(argv, tmp_path, capsys, damaged):
+    """Fault round 18: a locked folder whose run.json was not JSON (or not a dict) gave a JSONDecodeError or
+    AttributeError traceback instead of the refusal; the record is only read to name the other run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(damaged, encoding="latin-1")
+    import fcntl
+    with open(out / ".lock", "a") as other_run:
+        fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert gce.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: another run (id ?, pid ?, started ?) is writing to --output-dir {out}; wait for it to end "
+                   "or pass another --output-dir"), err
+    assert (out / "run.json").read_text(encoding="latin-1") == damaged  # left as it was
+
+
 def test_main_twice_in_one_kernel_gives_the_same_results_and_leaks_no_state(argv, monkeypatch):
     """As a notebook runs it: the second run (checkpoints reused) computes the same numbers as the first, and the
     process's grad mode, autocast, TF32 switches, random states and SIGTERM handler are as before each run."""
