@@ -105,9 +105,19 @@ def check_device(who: str, device: Any) -> torch.device:
     except (RuntimeError, TypeError, AssertionError, NotImplementedError) as exc:
         reason = "not a device name" if isinstance(exc, TypeError) or "device string" in str(exc) else \
             f"not usable here: {str(exc).split('. ')[0][:120]}"  # e.g. 'Found no NVIDIA driver on your system'
+        shown = f"torch.device {str(device)!r}" if isinstance(device, torch.device) else described(device)
         raise ValueError(f"{who}: device must be a torch device this machine has, such as 'cpu' (or 'cuda' with a GPU), "
-                         f"got {described(device)} ({reason})") from None
+                         f"got {shown} ({reason})") from None
     return parsed
+
+
+def usable_device(who: str, device: Any) -> torch.device:
+    """check_device, cheap for the torch.device a running pipeline passes on every step: only a GPU this machine does
+    not have (torch.device('cuda') on a CPU-only machine: torch's driver error) or a name is checked in full."""
+    if isinstance(device, torch.device) and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available()
+                                                                     and (device.index or 0) < torch.cuda.device_count())):
+        return device
+    return check_device(who, device)
 
 
 class ConsoleGone(Exception):
@@ -548,7 +558,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     """What --amp computes in on this device (None: fp32): bf16 on GPUs with native bf16 (Ampere, compute capability
     8.0, and later) and on CPUs with native bf16 (cpu_has_native_bf16); fp16 (with a GradScaler in training) on older
     GPUs such as Colab's T4, where bf16 is only emulated; fp32 on other CPUs, where autocast would be slower."""
-    device = device if isinstance(device, torch.device) else check_device("amp_dtype", device)
+    device = usable_device("amp_dtype", device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
@@ -557,7 +567,7 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 def autocast_for(device: torch.device, enabled: bool = True):
     """Autocast in amp_dtype(device) when enabled and the device has a fast low precision; else autocast switched
     off, so that a caller's own torch.autocast block cannot turn fp32 work (a map said to be fp32) into bf16."""
-    device = device if isinstance(device, torch.device) else check_device("autocast_for", device)
+    device = usable_device("autocast_for", device)
     dtype = amp_dtype(device) if enabled else None
     if dtype is not None:
         return torch.autocast(device.type, dtype=dtype)
@@ -572,6 +582,7 @@ PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
 
 def training_precision(device: torch.device, amp: bool) -> str:
     """The precision training actually uses ("bf16", "fp16" or "fp32"): part of the checkpoint key."""
+    device = usable_device("training_precision", device)
     return PRECISION_NAMES[amp_dtype(device) if amp else None]
 
 
@@ -580,7 +591,7 @@ def precision_plan(device: torch.device, amp: bool, forward_amp: bool) -> dict:
     accuracy use --amp's precision; the forward-only explanation work (occlusion, deletion/insertion, Score-CAM) that
     precision too with --forward-amp; the final predictions, the gradient maps (Grad-CAM and its family, Guided
     Backprop) stay fp32 (true fp32 on a GPU too: run() turns cuDNN's and matmul's TF32 off, see fp32_without_tf32)."""
-    device = device if isinstance(device, torch.device) else check_device("precision_plan", device)
+    device = usable_device("precision_plan", device)
     why = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else
            "CPU with native bf16: avx512_bf16 or AMX" if cpu_has_native_bf16() else
            "CPU without native bf16, where bf16 autocast is slower than fp32")
@@ -593,7 +604,8 @@ def fp32_without_tf32(device: torch.device) -> None:
     """On Ampere and later GPUs cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default, which would make
     the "fp32" explanations and their agreement with the peers TF32: turn it off for convolutions and matmuls (this
     process). Training under --amp computes in bf16/fp16 either way; with --no-amp it is then true fp32 (slower)."""
-    device = device if isinstance(device, torch.device) else check_device("fp32_without_tf32", device)
+    device = device if isinstance(device, torch.device) else check_device("fp32_without_tf32", device)  # flags: no GPU
+    # needed to set them (tests/test_fast_path.py sets them for 'cuda' on a CPU-only machine)
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -2556,6 +2568,9 @@ def correct_first(indices: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
             and isinstance(indices, torch.Tensor) and indices.dim() == 1 and not indices.is_floating_point()):
         raise ValueError(f"correct_first: expects integer indices [K] and a bool mask [N] (logits.argmax(1) == labels), "
                          f"got {described(indices)} and {described(correct)}")  # a 0/1 int mask indexes, not masks
+    if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(correct):  # torch's IndexError
+        raise ValueError(f"correct_first: indices must be positions 0..{len(correct) - 1} of the mask [N] (one entry per "
+                         f"image), got {described(indices)}")
     return torch.cat([indices[correct[indices]], indices[~correct[indices]]])
 
 
@@ -3675,7 +3690,7 @@ def audit_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: tor
 #############################################
 
 def environment_info(device: torch.device) -> dict:
-    device = device if isinstance(device, torch.device) else check_device("environment_info", device)
+    device = usable_device("environment_info", device)
     import cv2
     import matplotlib
     info = dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,

@@ -476,6 +476,14 @@ U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
      "normalize: channels_last must be True or False, got 'yes'"),  # 'no' was true
     (lambda m, x: gce.method_layer(None), "method_layer: key must be a method label"),
     (lambda m, x: gce.forward_batch(64, "cuda:99"), "forward_batch: device must be a torch device this machine has"),
+    # Fault round 19: a torch.device of a GPU this machine lacks was torch's driver error; indices past the mask were
+    # torch's IndexError
+    *[(lambda m, x, f=f, args=args: getattr(gce, f)(torch.device("cuda:99"), *args), f"{f}: device must be a torch device this "
+       "machine has, such as 'cpu' (or 'cuda' with a GPU), got torch.device 'cuda:99' (not usable here")
+      for f, args in [("training_precision", (True,)), ("amp_dtype", ()), ("precision_plan", (True, True)),
+                      ("autocast_for", ()), ("environment_info", ())]],
+    (lambda m, x: gce.correct_first(torch.arange(5), torch.ones(3, dtype=torch.bool)),
+     "correct_first: indices must be positions 0..2 of the mask [N] (one entry per image)"),
     (lambda m, x: gce.forward_batch(0, "cpu"), "forward_batch: requested must be a whole number >= 1, got 0"),
     (lambda m, x: gce.count_images(-1), "count_images: n must be a whole number >= 0, got -1"),
     (lambda m, x: gce.comma_list(None), "comma_list: text must be comma-separated names"),
