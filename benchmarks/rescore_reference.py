@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every table of the reference run (its models, faithfulness and sanity check as run, the audit as re-read here)
     (ROOT / "outputs" / "summary.md").write_text(gce.summary_markdown({**metrics, "shortcut_audit": audit}))
     gce.print_table(gce.VERDICT_HEADERS, gce.verdict_rows(audit, "nonfrogs"))
-    print(f"wrote {out / 'metrics.json'}, {figure} and outputs/summary.md")
+    print(f"wrote {(out / 'metrics.json').relative_to(ROOT)}, {figure} and outputs/summary.md (in {ROOT})")
     return 0
 
 
