@@ -1182,6 +1182,9 @@ def eval_mode(model: nn.Module):
 
 def canonical_layer_name(name: str) -> str:
     """'layer4[-1].conv2' -> 'layer4.-1.conv2' (indices are resolved against the model later)."""
+    if not isinstance(name, str):  # None was an AttributeError on .replace
+        raise ValueError(f"canonical_layer_name: name must be a dotted layer name such as 'layer4.1.conv2', got "
+                         f"{described(name)}")
     return name.replace("[", ".").replace("]", "").strip(".")
 
 
@@ -2023,6 +2026,8 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
     model = check_model(model, "make_optimizer")  # None was an AttributeError on .parameters()
     lr, momentum, weight_decay = (check_number("make_optimizer", name, value, 0) for name, value in  # nan was taken
                                   (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)))
+    if momentum > 1:  # --momentum's own range (2.0 was taken: the weights diverge)
+        raise ValueError(f"make_optimizer: momentum must be a finite number 0..1, got {momentum}")
     fused = check_flag("make_optimizer", "fused", fused)
     kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if not fused:
@@ -2341,7 +2346,7 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks 1..L along dim 1 of [B, L], ties sharing their average rank (as scipy.stats.rankdata)."""
-    check_tensor(values, 2, "[B, L] of values", "average_ranks")
+    check_tensor(values, 2, "[B, L] of values", "average_ranks", finite=True)  # NaN was ranked highest, silently
     b, length = values.shape
     sorted_values, order = values.sort(1)
     starts = torch.ones_like(sorted_values, dtype=torch.bool)
@@ -2946,6 +2951,9 @@ def interval_side(ci95: Sequence[float], margin: float = VERDICT_MARGIN) -> str:
 def judged_interval(summary: dict) -> Sequence[float]:
     """The interval the verdict rule reads from a mean_with_ci summary: its ci95, or (-inf, inf), which lies on no side
     of any margin, when it holds one image (its zero-width "interval" would be judged as if one value were certain)."""
+    if not (isinstance(summary, dict) and {"ci95", "n"} <= summary.keys()):  # {} was a raw KeyError
+        raise ValueError(f"judged_interval: summary must be a mean_with_ci result (with 'ci95' and 'n'), got "
+                         f"{described(summary)}")
     return summary["ci95"] if summary["n"] >= 2 else (-math.inf, math.inf)
 
 
@@ -3156,7 +3164,10 @@ def reads_report(function: Callable) -> Callable:
 
 
 def report_target(config: dict) -> str:
-    """The shortcut's class name from a report's config (-1 would silently read as 'truck')."""
+    """The shortcut's class name from a report's config (-1 would silently read as 'truck'). Its messages carry no
+    function name: a report reader that calls it names itself (reads_report wraps them)."""
+    if not (isinstance(config, dict) and "artifact_class" in config):  # {} was a raw KeyError
+        raise ValueError(f"the report's config must be a dict with artifact_class, got {described(config)}")
     target = config["artifact_class"]
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(CIFAR10_CLASSES):
         raise ValueError(f"the report's config.artifact_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
@@ -3352,7 +3363,7 @@ def stamped_comparison_figure(models: dict[str, nn.Module], images: torch.Tensor
 
 def deprocess_gradient(grads: torch.Tensor) -> np.ndarray:
     """Input-space gradients [B, 3, H, W] as uint8 RGB images (centred, 0.1 std per image, as is customary)."""
-    check_tensor(grads, 4, "[B, 3, H, W] of gradients", "deprocess_gradient")
+    check_tensor(grads, 4, "[B, 3, H, W] of gradients", "deprocess_gradient", finite=True)  # NaN drew black
     g = grads.float()
     g = (g - g.mean((1, 2, 3), keepdim=True)) / (g.std((1, 2, 3), keepdim=True) + 1e-12) * 0.1 + 0.5
     return to_hwc((g.clamp(0, 1) * 255).round().to(torch.uint8))
@@ -3505,6 +3516,8 @@ def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condi
 
 def square_at(image: torch.Tensor, square: Square, condition: str) -> np.ndarray:
     """A uint8 image [3, H, W] as drawn: without the square ('none') or with it at `condition`'s corner."""
+    if condition not in AUDIT_CONDITIONS:  # 'middle' was blamed on stamp_square's square corner
+        raise ValueError(f"square_at: condition must be one of {', '.join(AUDIT_CONDITIONS)}, got {condition!r}")
     return to_hwc(image[None] if condition == "none" else stamp_square(image[None], square._replace(corner=condition)))[0]
 
 

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                           progress=False)
         configs = [dataclasses.replace(base, seed=seed) for seed in seeds]  # each seed checked before any work
         gce.check_output_dir(out, Path(base.data_dir))
+        check_not_a_run(out)
         return study(args, base, configs, device, out, finished)
     except gce.UserError as exc:  # the experiment's messages, with this script's names for the two flags it renames
         print(f"error: {gce.one_line(exc)}".replace("--output-dir", "--out").replace("--seed must", "each of --seeds must"),
@@ -130,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for number, handler in previous.items():
             gce.signal.signal(number, handler)
+
+
+def check_not_a_run(out: Path) -> None:
+    """--out must not be an experiment run's folder: the study's metrics.json would replace the run's (fault round 20).
+    A folder of an earlier seed study (its metrics.json has per_seed) is fine: the same command reuses its models."""
+    metrics = out / "metrics.json"
+    try:
+        earlier = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    except (OSError, ValueError):
+        earlier = None  # unreadable or not JSON: not this script's, so not replaced either
+    if (out / "run.json").exists() or not (isinstance(earlier, dict) and (not earlier or "per_seed" in earlier)):
+        raise gce.UserError(f"--output-dir {out} holds a run of grad_cam_experiment.py (or another metrics.json), "
+                            "which the study's metrics.json would replace; pass a folder of its own")
 
 
 def parse_seeds(text: str) -> list[int]:

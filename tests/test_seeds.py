@@ -75,6 +75,20 @@ def test_the_defaults_compare_precisions_only_where_the_device_has_a_low_one(tin
     assert json.loads((tmp_path / "metrics.json").read_text())["precision_accuracy"] is None
 
 
+def test_a_seed_study_refuses_an_experiment_runs_folder(tiny_dataset, tmp_path, capsys):
+    """Fault round 20: --out holding a finished grad_cam_experiment run was accepted; the study's metrics.json would
+    have replaced the run's when the seeds finished."""
+    for marker in ("run.json", "metrics.json"):
+        out = tmp_path / marker
+        out.mkdir()
+        (out / marker).write_text(json.dumps(dict(config={}, models={})))
+        assert run_seeds(tiny_dataset, out, "--no-fp32-comparison") == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: --out {out} holds a run of grad_cam_experiment.py (or another metrics.json), which the "
+                       "study's metrics.json would replace; pass a folder of its own\n"), err
+        assert sorted(p.name for p in out.iterdir()) == [marker]  # nothing trained, nothing replaced
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", ","], "--seeds lists no seed (give e.g. --seeds 0,1,2)"),
     (["--seeds", "a"], "--seeds must be comma-separated whole numbers such as 0,1,2, got 'a'"),
