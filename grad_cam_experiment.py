@@ -604,8 +604,8 @@ def fp32_without_tf32(device: torch.device) -> None:
     """On Ampere and later GPUs cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) by default, which would make
     the "fp32" explanations and their agreement with the peers TF32: turn it off for convolutions and matmuls (this
     process). Training under --amp computes in bf16/fp16 either way; with --no-amp it is then true fp32 (slower)."""
-    device = device if isinstance(device, torch.device) else check_device("fp32_without_tf32", device)  # flags: no GPU
-    # needed to set them (tests/test_fast_path.py sets them for 'cuda' on a CPU-only machine)
+    device = device if isinstance(device, torch.device) else check_device("fp32_without_tf32", device)  # not
+    # usable_device: setting the flags needs no GPU (tests/test_fast_path.py sets them for 'cuda' without one)
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -3493,15 +3493,14 @@ def example_maps(per_image: dict[str, np.ndarray], model: str, group: str, condi
     map_layers = {str(k).split("/")[3] for k in per_image if str(k).startswith("maps/") and str(k).count("/") == 5}
     scored = {tuple(str(k).split("/")[2:4]) for k in per_image if str(k).startswith(f"scores/{model}/")
               and str(k).split("/")[4] == group}
-    expected = sorted((method, layer) for method, layer in scored if layer == "-" or layer in map_layers - {"-"})
-    missing = [f"maps/{model}/{method}/{layer}/{group}/{condition}" for method, layer in expected
-               if f"maps/{model}/{method}/{layer}/{group}/{condition}" not in per_image]
+    keys = {(method, layer): f"maps/{model}/{method}/{layer}/{group}/{condition}" for method, layer in sorted(scored)
+            if layer == "-" or layer in map_layers - {"-"}}  # each map the audit stores for what it scored
+    missing = [key for key in keys.values() if key not in per_image]
     if missing:
         raise ValueError(f"{who}: per_image lacks {', '.join(missing[:3])}{' and more' * (len(missing) > 3)}: the "
                          "maps the audit stores for every method it scored; pass its audit_per_image.npz unchanged")
     found = {}
-    for method, layer in expected:
-        key = f"maps/{model}/{method}/{layer}/{group}/{condition}"
+    for (method, layer), key in keys.items():
         m = np.asarray(per_image[key])
         if m.ndim != 2 or not np.issubdtype(m.dtype, np.number) or not np.isfinite(m).all() or (
                 size is not None and m.shape != tuple(size)):
