@@ -2563,6 +2563,9 @@ def called_share(logits: torch.Tensor, target: int) -> float:
     """Share of the images whose prediction is `target`."""
     check_tensor(logits, 2, "[N, classes] of logits", "called_share")
     target = check_class_index("called_share", "target", target, logits.shape[1])
+    if len(logits) == 0:  # the share of nothing is NaN
+        raise ValueError("called_share: logits hold no image (e.g. the test split has none of a group); a share needs "
+                         "at least one")
     return (logits.argmax(1) == target).float().mean().item()
 
 
@@ -2678,7 +2681,10 @@ def cell_pointing(maps: torch.Tensor, mask: torch.Tensor, cell: int, near: bool)
     """Per map [B, H, W] on a grid of cell x cell pixels: is the peak cell one the mask touches (near: within one cell
     of one)? A cell's value is the map at its centre (the mean of the 2x2 pixels there: a CAM's native value up to
     1/16 of its neighbours'), so a CAM's peak one 8x8 cell inward of a 6x6 square is 'near', not 'on'."""
+    check_maps_and_mask(maps, mask, "cell_pointing")
     cell = check_count("cell_pointing", "cell", cell)
+    if cell > min(maps.shape[-2:]):  # pooling left no cell, and the refusal named pointing_game
+        raise ValueError(f"cell_pointing: cell must be 1..{min(maps.shape[-2:])} pixels (the maps' side), got {cell}")
     lo, hi = (cell - 1) // 2, cell // 2
     pooled = (maps[:, lo::cell, lo::cell] + maps[:, hi::cell, hi::cell] + maps[:, lo::cell, hi::cell]
               + maps[:, hi::cell, lo::cell]) / 4
@@ -3017,7 +3023,7 @@ def _verdicts(records: Sequence[dict], predictions: Sequence[dict]) -> list[dict
 def sample_correct(logits: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, int]:
     """A seeded random sample of n test images, correctly classified ones first (the test set is sorted by class,
     hence the shuffle). Only when fewer than n are correct (a barely trained model) are misclassified images added;
-    the second value says how many of the sample are correct."""
+    the second value says how many of the sample are correct. All of them, shuffled, when n exceeds the images."""
     check_logits_and_labels(logits, labels, "sample_correct")
     n, seed = check_count("sample_correct", "n", n, low=0), check_seed("sample_correct", seed)
     shuffle = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
@@ -3082,6 +3088,8 @@ SANITY_PASS_STAGE = "layer4"
 def constant_share(maps: torch.Tensor) -> float:
     """Share of the maps [B, H, W] that are constant (e.g. all zero): they carry no ranking."""
     check_tensor(maps, 3, "[B, H, W] of maps", "constant_share", finite=True)
+    if len(maps) == 0 or maps[0].numel() == 0:  # the share of nothing is NaN; a map without pixels is no map
+        raise ValueError(f"constant_share: expects at least one map with pixels, got shape {tuple(maps.shape)}")
     flat = maps.flatten(1)
     return (flat.amax(1) == flat.amin(1)).float().mean().item()
 

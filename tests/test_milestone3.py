@@ -495,6 +495,14 @@ U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
     (lambda m, x: gce.square_at(torch.zeros(3, 32, 32, dtype=torch.uint8), gce.Square(), "middle"),
      "square_at: condition must be one of none, top-left, top-right, bottom-left, bottom-right, got 'middle'"),
     (lambda m, x: gce.report_target({}), "the report's config must be a dict with artifact_class, got dict {}"),
+    # Borderlines of rounds 16-20: a share of nothing was NaN, cell_pointing's slips blamed pointing_game
+    (lambda m, x: gce.called_share(torch.randn(0, 10), 6), "called_share: logits hold no image"),  # nan
+    (lambda m, x: gce.constant_share(torch.rand(0, 4, 4)), "constant_share: expects at least one map with pixels, "
+                                                           "got shape (0, 4, 4)"),  # nan
+    (lambda m, x: gce.cell_pointing(MAPS, SQUARE[None], 64, False), "cell_pointing: cell must be 1..32 pixels (the "
+                                                                    "maps' side), got 64"),  # named pointing_game
+    (lambda m, x: gce.cell_pointing(MAPS[0], SQUARE, 8, False), "cell_pointing: expects a floating-point tensor "
+                                                                "[B, H, W] of maps"),  # raw IndexError
     (lambda m, x: gce.forward_batch(0, "cpu"), "forward_batch: requested must be a whole number >= 1, got 0"),
     (lambda m, x: gce.count_images(-1), "count_images: n must be a whole number >= 0, got -1"),
     (lambda m, x: gce.comma_list(None), "comma_list: text must be comma-separated names"),
