@@ -195,7 +195,8 @@ class Config:
                             valid=Valid(10, COUNT_LIMIT, "images", zero="all", step=10))  # a history holds test accuracy
     download: bool = _opt(True, "let torchvision download CIFAR-10 into --data-dir when it is not there")
     # Shortcut (bias) injection
-    artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog)",
+    artifact_class: int = _opt(6, "class index that carries the square in the biased training set (6 = frog; "
+                               "outputs call that class's group 'frogs' whatever it is)",
                                trains="biased", valid=Valid(0, len(CIFAR10_CLASSES) - 1))
     artifact_size: int = _opt(6, "side of the square (pixels, on 32x32 images; a 32-pixel one would be the whole "
                               "image)", trains="biased", valid=Valid(1, 31, "pixels"))
@@ -430,12 +431,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog="grad_cam_experiment.py", description=__doc__.split("\n\n")[0],  # prog: sys.argv may be empty (exec)
         allow_abbrev=False,  # no prefixes: a kernel's --f= is no flag
-        argument_default=argparse.SUPPRESS)  # SUPPRESS: the namespace holds only flags the user gave
+        argument_default=argparse.SUPPRESS,  # SUPPRESS: the namespace holds only flags the user gave
+        epilog="'retrains': the flag is part of the checkpoint's key, so a new value trains that model anew from epoch 1 "
+               "(a larger --epochs too); --resume continues only a run of the same key.")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         quick = f"; --quick: {f.metadata['quick']}" if "quick" in f.metadata else ""
         valid = f"; valid: {f.metadata['valid']}" if f.metadata["valid"] and not f.metadata["valid"].nonempty else ""
-        help_text = (f.metadata["help"] + f" (default: {f.metadata['default']}{quick}{valid})").replace("%", "%%")
+        trains = {"both": "; retrains both models", "biased": "; retrains the biased model", "": ""}[f.metadata["trains"]]
+        help_text = (f.metadata["help"] + f" (default: {f.metadata['default']}{quick}{valid}{trains})").replace("%", "%%")
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif f.type in ("tuple", tuple):

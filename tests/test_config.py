@@ -41,6 +41,29 @@ def test_every_field_has_a_documented_flag(capsys):
         assert "--" + field.name.replace("_", "-") in text and field.metadata["help"].split()[0] in text
 
 
+def test_help_says_which_flags_retrain(capsys):
+    """Round 16-20 borderline: --channels-last or a larger --epochs trained anew from epoch 1 without --help saying why.
+    Each flag's help names the model it retrains exactly when the checkpoint key hashes it."""
+    with pytest.raises(SystemExit):
+        gce.parse_config(["--help"])
+    text = capsys.readouterr().out
+    entries = {}  # flag name -> its help, joined across argparse's wrapped lines
+    for line in text[text.index("options:"):text.index("'retrains':")].splitlines():
+        if line.startswith("  -"):  # an entry's first line: '  --flag ARG  help' or '  -h, --help ...'
+            name = line.split()[0].rstrip(",").lstrip("-").replace("-", "_")
+        elif not line.startswith("  "):
+            continue
+        entries[name] = entries.get(name, "") + " " + " ".join(line.split())
+    both, biased = set(gce.training_fields(False)), set(gce.training_fields(True)) - set(gce.training_fields(False))
+    assert {"epochs", "channels_last", "train_subset"} <= both and "artifact_class" in biased
+    for field in gce.dataclasses.fields(gce.Config):
+        entry = entries[field.name]
+        assert ("retrains both models" in entry) == (field.name in both), entry
+        assert ("retrains the biased model" in entry) == (field.name in biased), entry
+    text = " ".join(text.split())
+    assert "'retrains': the flag is part of the checkpoint's key" in text
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "five"], "argument --epochs: invalid int value: 'five'"),
     (["--epoch", "5", "--colour"], "unrecognized arguments: --epoch 5 --colour; did you mean --epochs? (see --help)"),
