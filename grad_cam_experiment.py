@@ -3771,9 +3771,21 @@ VERDICT_HEADERS = ("method", "layer", "reveals: biased, used corner", "selective
 
 
 def model_rows(metrics: dict) -> list[list]:
-    return [[name, f"{m['test_accuracy']:.3f}", f"{m['frog_recall_clean']:.3f} -> {m['frog_recall_stamped']:.3f}",
-             f"{m['shortcut_rate_clean']:.3f} -> {m['shortcut_rate_stamped']:.3f}", f"{m['train_seconds']:.0f}"]
-            for name, m in metrics["models"].items()]
+    def share(m: dict, key: str) -> str:  # an edited true, -0.5 or NaN was printed as 1.000, -0.500, nan
+        value = m[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"the report's {key} must be a share 0..1, got {value!r}")
+        return f"{value:.3f}"
+
+    rows = []
+    for name, m in metrics["models"].items():
+        seconds = m["train_seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+            raise ValueError(f"the report's train_seconds must be a number of seconds >= 0, got {seconds!r}")
+        rows.append([name, share(m, "test_accuracy"), f"{share(m, 'frog_recall_clean')} -> "
+                     f"{share(m, 'frog_recall_stamped')}", f"{share(m, 'shortcut_rate_clean')} -> "
+                     f"{share(m, 'shortcut_rate_stamped')}", f"{seconds:.0f}"])
+    return rows
 
 
 def model_headers(target: str) -> list[str]:

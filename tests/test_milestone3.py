@@ -688,6 +688,19 @@ def test_a_report_with_a_wrong_value_is_named_not_misread(edit, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("key, value", [("test_accuracy", True), ("frog_recall_stamped", -0.5),
+                                        ("shortcut_rate_clean", float("nan")), ("train_seconds", "90")])
+def test_a_model_row_with_an_edited_value_is_named_not_printed(key, value):
+    """Rounds 16-20 borderline: an edited accuracy of true, -0.5 or NaN was printed as 1.000, -0.500 and nan."""
+    import json
+    metrics = json.loads((Path(gce.__file__).parent / "outputs" / "run-10k-seed1" / "metrics.json").read_text())
+    metrics["models"]["biased"][key] = value
+    for reader in (gce.summary_markdown, gce.console_summary):
+        with pytest.raises(ValueError, match=f"^{reader.__name__}: the report's layout or one of its values") as error:
+            reader(metrics)
+        assert f"the report's {key} must be a " in str(error.value) and repr(value) in str(error.value)
+
+
 def test_fault_round_8_inputs_that_now_give_the_right_answer(tmp_path):
     """Fault round 8: a device or a path given as text was an AttributeError; the free space of a folder not yet made a
     FileNotFoundError; a figure function given the whole metrics.json advised passing the whole metrics.json."""
