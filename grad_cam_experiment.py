@@ -34,6 +34,7 @@ import shutil
 import signal
 import sys
 import time
+import zipfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -3943,6 +3944,36 @@ OUTPUT_FILES = ("run.json", "metrics.json", "summary.md", "audit_per_image.npz",
                 "relocation_nonfrog.png", "cam_family_biased.png", "methods_standard.png", "methods_biased_frogs.png")
 
 
+def foreign_outputs(out: Path) -> list[str]:
+    """The files in `out` named like a run's outputs that no run of this program wrote (a user's own metrics.json or
+    summary.md): a run would replace them. This program's are those the folder's run.json lists, and those it
+    recognises as its own by their content (an older version's, or the committed outputs/, which has no run.json):
+    run.json with a run id, metrics.json with its config, summary.md with its heading, the audit's per-image arrays, a
+    PNG that matplotlib wrote."""
+    out = Path(out)
+    listed = read_run_record(out / "run.json").get("files", {})
+    listed = listed if isinstance(listed, dict) else {}  # an edited record lists nothing
+
+    def ours(path: Path) -> bool:
+        try:
+            if path.suffix == ".json":
+                content = json.loads(path.read_text())
+                return isinstance(content, dict) and (
+                    "run_id" in content if path.name == "run.json" else
+                    isinstance(content.get("config"), dict) and "artifact_class" in content["config"])
+            if path.suffix == ".md":
+                return path.read_text().startswith("# Results: ")
+            if path.suffix == ".npz":
+                with np.load(path) as arrays:
+                    return any(name.startswith(("scores/", "p_target/")) for name in arrays.files)
+            from PIL import Image
+            with Image.open(path) as image:
+                return image.format == "PNG" and str(image.info.get("Software", "")).startswith("Matplotlib")
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable, not JSON, not an npz or an image
+            return False
+    return [name for name in OUTPUT_FILES if (out / name).is_file() and name not in listed and not ours(out / name)]
+
+
 def resolved(path: Path, flag: str) -> Path:
     """The absolute path with links followed; a symbolic link loop is a UserError naming the flag."""
     try:
@@ -3993,6 +4024,10 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     if folders:
         raise UserError(f"--output-dir {path} holds folder(s) named like the files a run writes ({', '.join(folders)}); "
                         "move or rename them, or pass another --output-dir")
+    foreign = foreign_outputs(path) if path.is_dir() else []
+    if foreign:  # replaced without a word before (fault round 21): files the run did not write must survive
+        raise UserError(f"--output-dir {path} holds {', '.join(foreign)}, which no run of this program wrote and a run "
+                        f"would replace; move {'them' if len(foreign) > 1 else 'it'} away or pass another --output-dir")
     try:
         probe_writable(path / "checkpoints")
     except OSError as exc:  # the folder that refused (what the probe made is gone): the output folder, or checkpoints/

@@ -54,11 +54,14 @@ def test_a_finished_run_names_every_file_it_wrote_with_its_hash(argv, tmp_path, 
     assert not leftovers(out)
 
 
+EARLIER_METRICS = '{"config": {"artifact_class": 6}, "an": "earlier run"}'  # an earlier run's (content recognised)
+
+
 def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_runs_files(argv, tmp_path, monkeypatch,
                                                                                         capsys):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "metrics.json").write_text('{"an": "earlier run"}')  # never deleted, never mistaken for this run's
+    (out / "metrics.json").write_text(EARLIER_METRICS)  # never deleted, never mistaken for this run's
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -73,7 +76,7 @@ def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_ru
     assert err.endswith(f"metrics.json in {out} were not written by this run"), err
     assert run["status"] == "interrupted" and run["stage"] == "the shortcut audit"
     assert run["message"] == "stopped by SIGINT"
-    assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
+    assert (out / "metrics.json").read_text() == EARLIER_METRICS and not leftovers(out)
     monkeypatch.undo()
     assert gce.main(argv) == 0  # the same command: models reused, the rest redone
     assert "reusing checkpoint" in capsys.readouterr().out and record(out)["status"] == "complete"
@@ -142,7 +145,8 @@ def test_a_second_run_on_the_same_output_folder_is_refused_and_changes_nothing(a
 @pytest.mark.parametrize("damaged", ["{garbage", "[]", "null", "\x00\xff"])
 def test_a_second_run_is_refused_in_one_line_when_the_first_runs_record_is_damaged(argv, tmp_path, capsys, damaged):
     """Fault round 18: a locked folder whose run.json was not JSON (or not a dict) gave a JSONDecodeError or
-    AttributeError traceback instead of the refusal; the record is only read to name the other run."""
+    AttributeError traceback instead of the refusal. Since fault round 21 such a run.json is refused before the lock
+    is tried, as a file no run of this program wrote; the record is read tolerantly all the same (read_run_record)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "run.json").write_text(damaged, encoding="latin-1")
@@ -151,8 +155,9 @@ def test_a_second_run_is_refused_in_one_line_when_the_first_runs_record_is_damag
         fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert gce.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: another run (id ?, pid ?, started ?) is writing to --output-dir {out}; wait for it to end "
-                   "or pass another --output-dir"), err
+    assert err == (f"error: --output-dir {out} holds run.json, which no run of this program wrote and a run would "
+                   "replace; move it away or pass another --output-dir"), err
+    assert gce.read_run_record(out / "run.json") == {}
     assert (out / "run.json").read_text(encoding="latin-1") == damaged  # left as it was
 
 
@@ -197,7 +202,7 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     the metrics.json already there (an earlier run's) still whole."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "metrics.json").write_text('{"an": "earlier run"}')
+    (out / "metrics.json").write_text(EARLIER_METRICS)
     real_write = Path.write_text
 
     def full(self, text, *args, **kwargs):
@@ -210,7 +215,7 @@ def test_a_full_disk_while_writing_results_loses_nothing(argv, tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err == (f"error: No space left on device ({out / 'metrics.json'}); free some space or pass another "
                    f"--output-dir ({out / 'run.json'} lists what this run wrote)"), err
-    assert (out / "metrics.json").read_text() == '{"an": "earlier run"}' and not leftovers(out)
+    assert (out / "metrics.json").read_text() == EARLIER_METRICS and not leftovers(out)
     run = record(out)
     assert run["status"] == "failed" and run["stage"] == "writing metrics.json" and "No space left" in run["message"]
 
@@ -401,3 +406,32 @@ def test_a_test_set_smaller_than_asked_is_said_for_each_stage_that_gets_fewer_im
     assert "note: the test set gave the faithfulness measures 20 images (asked: 30), so the sanity check uses 20" in log
     metrics = json.loads((Path(argv[argv.index("--output-dir") + 1]) / "metrics.json").read_text())
     assert metrics["sanity_check"]["images"] == 20
+
+
+def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(argv, tmp_path, capsys):
+    """Fault round 21: a user's own metrics.json and summary.md in the output folder (no run.json) were replaced
+    without a word. A run now refuses before any work; an earlier run's outputs (listed in its run.json, or
+    recognised by their content, as the committed outputs/ without a run.json) are replaced as before."""
+    from PIL import Image
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = {"metrics.json": b'{"mine": 1}', "summary.md": b"my notes\n", "audit_per_image.npz": b"PK not a zip",
+            "notes.txt": b"keep"}
+    for name, content in mine.items():
+        (out / name).write_bytes(content)
+    Image.new("RGB", (4, 4)).save(out / "faithfulness.png")  # a PNG, but not one matplotlib drew
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output-dir {out} holds metrics.json, summary.md, audit_per_image.npz, faithfulness.png, which no run "
+        "of this program wrote and a run would replace; move them away or pass another --output-dir")
+    assert all((out / name).read_bytes() == content for name, content in mine.items())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*mine, "faithfulness.png"])  # no run.json, no checkpoints/
+    # Listed in an earlier run's record: that run's, replaced as before.
+    (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={name: "x" for name in mine})))
+    assert gce.foreign_outputs(out) == ["faithfulness.png"]
+    # Recognised by content: every output file of the committed reference run, which has no run.json.
+    reference = Path(gce.__file__).parent / "outputs"
+    assert not (reference / "run.json").exists()
+    assert {p.name for p in reference.iterdir() if p.name in gce.OUTPUT_FILES} >= {"metrics.json", "summary.md",
+                                                                                    "audit_per_image.npz"}
+    assert gce.foreign_outputs(reference) == []
