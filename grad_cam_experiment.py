@@ -3944,34 +3944,49 @@ OUTPUT_FILES = ("run.json", "metrics.json", "summary.md", "audit_per_image.npz",
                 "relocation_nonfrog.png", "cam_family_biased.png", "methods_standard.png", "methods_biased_frogs.png")
 
 
+def looks_like_run_output(path: Path) -> bool:
+    """Whether the file is recognisably one a run of this program writes, by its content (an older version's or the
+    committed outputs/ have no run.json): run.json with a run id, metrics.json with its config, summary.md with its
+    heading, the audit's per-image arrays, a PNG that matplotlib wrote."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            content = json.loads(path.read_text())
+            return isinstance(content, dict) and (
+                "run_id" in content if path.name == "run.json" else
+                isinstance(content.get("config"), dict) and "artifact_class" in content["config"])
+        if path.suffix == ".md":
+            return path.read_text().startswith("# Results: ")
+        if path.suffix == ".npz":
+            with np.load(path) as arrays:
+                return any(name.startswith(("scores/", "p_target/")) for name in arrays.files)
+        from PIL import Image
+        with Image.open(path) as image:
+            return image.format == "PNG" and str(image.info.get("Software", "")).startswith("Matplotlib")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable, not JSON, not an npz or an image
+        return False
+
+
+def listed_outputs(out: Path) -> dict:
+    """The files the folder's run.json lists (name -> sha256); {} without a readable record."""
+    listed = read_run_record(Path(out) / "run.json").get("files", {})
+    return listed if isinstance(listed, dict) else {}  # an edited record lists nothing
+
+
 def foreign_outputs(out: Path) -> list[str]:
     """The files in `out` named like a run's outputs that no run of this program wrote (a user's own metrics.json or
-    summary.md): a run would replace them. This program's are those the folder's run.json lists, and those it
-    recognises as its own by their content (an older version's, or the committed outputs/, which has no run.json):
-    run.json with a run id, metrics.json with its config, summary.md with its heading, the audit's per-image arrays, a
-    PNG that matplotlib wrote."""
-    out = Path(out)
-    listed = read_run_record(out / "run.json").get("files", {})
-    listed = listed if isinstance(listed, dict) else {}  # an edited record lists nothing
+    summary.md): a run would replace them. This program's are those the folder's run.json lists and those it
+    recognises by content (looks_like_run_output)."""
+    out, listed = Path(out), listed_outputs(out)
+    return [name for name in OUTPUT_FILES
+            if (out / name).is_file() and name not in listed and not looks_like_run_output(out / name)]
 
-    def ours(path: Path) -> bool:
-        try:
-            if path.suffix == ".json":
-                content = json.loads(path.read_text())
-                return isinstance(content, dict) and (
-                    "run_id" in content if path.name == "run.json" else
-                    isinstance(content.get("config"), dict) and "artifact_class" in content["config"])
-            if path.suffix == ".md":
-                return path.read_text().startswith("# Results: ")
-            if path.suffix == ".npz":
-                with np.load(path) as arrays:
-                    return any(name.startswith(("scores/", "p_target/")) for name in arrays.files)
-            from PIL import Image
-            with Image.open(path) as image:
-                return image.format == "PNG" and str(image.info.get("Software", "")).startswith("Matplotlib")
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable, not JSON, not an npz or an image
-            return False
-    return [name for name in OUTPUT_FILES if (out / name).is_file() and name not in listed and not ours(out / name)]
+
+def is_run_output(path: Path) -> bool:
+    """Whether an existing file is one of a run's outputs (a benchmark's --out must not replace it)."""
+    path = Path(path)
+    return path.is_file() and path.name in OUTPUT_FILES and (path.name in listed_outputs(path.parent)
+                                                             or looks_like_run_output(path))
 
 
 def resolved(path: Path, flag: str) -> Path:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,14 @@ class InMemoryCIFAR(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """Each DataLoader worker ignores SIGINT, SIGTERM and SIGHUP: `timeout`, a scheduler or Ctrl-C signal the whole
+    process group, and a worker they killed first surfaced as torch's "DataLoader worker is killed by signal"
+    traceback (fault round 21) instead of the main process's one line; the main process stops them as it ends."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
+
+
 def naive_loader(split: gce.Split, batch_size: int, device: torch.device, seed: int, workers: int,
                  drop_last: bool = True):
     """The usual reproduction's input pipeline: DataLoader + PIL transforms, shuffled (drop_last for the timing
@@ -93,7 +102,7 @@ def naive_loader(split: gce.Split, batch_size: int, device: torch.device, seed: 
     dataset = InMemoryCIFAR(split.images.permute(0, 2, 3, 1).cpu().numpy(), split.labels.cpu().numpy(), transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        pin_memory=device.type == "cuda", drop_last=drop_last,
-                                       persistent_workers=workers > 0,
+                                       persistent_workers=workers > 0, worker_init_fn=_worker_ignores_stop_signals,
                                        generator=torch.Generator().manual_seed(seed))
 
 
@@ -463,6 +472,9 @@ def main() -> int:
             if not existing.is_dir() or target.is_dir():
                 raise gce.UserError(f"cannot write --out {args.out} ({target if target.is_dir() else existing} is a "
                                     f"{'folder' if target.is_dir() else 'file'}); pass a JSON file path")
+            if gce.is_run_output(target):  # fault round 21: a finished run's metrics.json was replaced
+                raise gce.UserError(f"--out {args.out} is an output of a grad_cam_experiment.py run, which the benchmark's "
+                                    "JSON would replace; pass a file name of its own")
         if args.data_dir and not all((Path(args.data_dir).expanduser() / split).is_dir() for split in ("train", "test")):
             raise gce.UserError(f"--data-dir {args.data_dir} has no train/ and test/ folders; pass the folder of an "
                                 "image-folder CIFAR-10 copy (DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg)")

@@ -66,6 +66,9 @@ def main() -> int:
                f"--resamples must be {gce.MIN_RESAMPLES}..100000, got {args.resamples}"),
               (args.out is None or bool(args.out.strip()), f"--out must be a JSON file path, got {args.out!r}; leave "
                                                           "--out out for the default"),  # '' meant the default file
+              (args.out is None or not gce.is_run_output(Path(args.out).expanduser()),
+               f"--out {args.out} is an output of a grad_cam_experiment.py run, which this JSON would replace; pass a "
+               "file name of its own"),  # fault round 21: bench.py replaced a run's metrics.json so
               (Path(args.checkpoints).is_dir(), f"--checkpoints {args.checkpoints} is not a folder"),
               (all((Path(args.data_dir) / split).is_dir() for split in ("train", "test")),
                f"--data-dir {args.data_dir} has no train/ and test/ folders; pass an image-folder CIFAR-10 copy")]
@@ -170,7 +173,7 @@ def main() -> int:
     print({k: round(v, 1) for k, v in report["seconds"].items()})
     out = Path(args.out).expanduser() if args.out is not None else ROOT / "outputs" / "benchmarks" / f"bf16-explanations-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    gce.write_atomically(out, lambda p: p.write_text(json.dumps(report, indent=2)))  # no half-written file
     print(f"wrote {out}")
     return 0
 

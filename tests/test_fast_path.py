@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,11 +109,17 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     (["--smoke", "--cam-family", "--scorecam-images", "3"], "error: --smoke uses its own tiny sizes and would ignore "
                                                             "--scorecam-images"),  # round 15: rc 0, 1 image
     (["--out", ""], "error: --out must be a JSON file path, got ''; leave --out out for the default"),  # round 13: the
+    (["--smoke", "--out", "{ref}"], "error: --out {ref} is an output of a grad_cam_experiment.py run, which the "
+                                    "benchmark's JSON would replace"),  # round 21: replaced, rc 0
 ])                                                                        # default, the committed file, was written                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
+    reference = ROOT / "outputs" / "run-10k-seed1" / "metrics.json"
+    before = reference.read_bytes()
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
-                           *(f.format(tmp=tmp_path) for f in flags)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith(message.format(tmp=tmp_path)), done.stderr
+                           *(f.format(tmp=tmp_path, ref=reference) for f in flags)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(message.format(tmp=tmp_path, ref=reference)), done.stderr
+    assert reference.read_bytes() == before
     assert done.stderr.count("\n") == 1 and not done.stdout
 
 
@@ -192,6 +199,8 @@ def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path
                                    "CIFAR-10 copy"),  # a traceback
     (["--images", "x"], "error: argument --images: invalid int value: 'x' (see --help)"),  # round 12: a usage block
     (["--out", " "], "error: --out must be a JSON file path, got ' '; leave --out out for the default"),  # round 13
+    (["--out", str(ROOT / "outputs" / "metrics.json")], f"error: --out {ROOT / 'outputs' / 'metrics.json'} is an output "
+     "of a grad_cam_experiment.py run, which this JSON would replace; pass a file name of its own"),  # round 21
 ])
 def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
     """Fault round 8: bf16_explanations.py checked no flag (seen with native bf16 simulated)."""
@@ -201,6 +210,24 @@ def test_bf16_explanations_checks_its_flags_first(tmp_path, flags, message):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bf16_explanations.py"), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr == message.format(tmp=tmp_path) + "\n", done.stderr
+
+
+def test_the_naive_baselines_workers_outlive_a_signal_to_the_process_group():
+    """Fault round 21: `timeout` (SIGTERM to the whole process group) killed a DataLoader worker first, and bench.py
+    ended in torch's "DataLoader worker is killed by signal" traceback; workers now leave stopping to the main process."""
+    import os
+    import signal
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+    split = gce.Split(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.arange(8) % 10)
+    batches = iter(bench.naive_loader(split, 2, torch.device("cpu"), 0, workers=1))
+    next(batches)
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert all(worker.is_alive() for worker in batches._workers)
+    assert len([next(batches) for _ in range(3)]) == 3  # the epoch goes on (4 batches of 2)
+    batches._shutdown_workers()
 
 
 def test_rescore_reference_refuses_an_unknown_flag_in_one_line():
