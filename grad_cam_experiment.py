@@ -133,6 +133,7 @@ def comma_list(text: str) -> list[str]:
 
 
 MIN_RESAMPLES = 10  # fewest bootstrap resamples anywhere (flag or API): 1 gave a zero-width "interval" at one mean
+MAX_RESAMPLES = 100_000  # most anywhere: 10**12 asked for terabytes and ended in torch's allocation error
 
 
 class Valid(NamedTuple):
@@ -261,7 +262,7 @@ class Config:
     deletion_steps: int = _opt(32, "steps of the deletion/insertion curves (1024 pixels / 32 = 32 per step)",
                                quick=4, valid=Valid(1, 1024))
     bootstrap_resamples: int = _opt(1000, "bootstrap resamples for the 95% intervals", quick=200,
-                                    valid=Valid(MIN_RESAMPLES, 100_000))
+                                    valid=Valid(MIN_RESAMPLES, MAX_RESAMPLES))
     sanity_images: int = _opt(100, "images for the model-randomisation sanity check (subset of the faithfulness "
                               "ones)", quick=4, valid=Valid(2, COUNT_LIMIT, "images"))
     audit_layers: str = _opt("layer4.1.conv2,layer4.1,layer3", "comma-separated Grad-CAM layers for the shortcut audit",
@@ -1257,9 +1258,13 @@ def check_count(who: str, name: str, value: Any, low: int = 1) -> int:
 
 
 def check_resamples(who: str, resamples: Any) -> int:
-    """A bootstrap's resample count: MIN_RESAMPLES..2**63-1, else a ValueError naming `who` (one resample gave an
-    'interval' of zero width at one resampled mean, which could turn an unclear verdict into a firm one)."""
-    return check_count(who, "resamples", resamples, low=MIN_RESAMPLES)
+    """A bootstrap's resample count: MIN_RESAMPLES..MAX_RESAMPLES (--bootstrap-resamples' range), else a ValueError
+    naming `who` (one resample gave an 'interval' of zero width at one resampled mean, which could turn an unclear
+    verdict into a firm one; 10**12 ended in torch's allocation error)."""
+    resamples = check_count(who, "resamples", resamples, low=MIN_RESAMPLES)
+    if resamples > MAX_RESAMPLES:
+        raise ValueError(f"{who}: resamples must be {MIN_RESAMPLES}..{MAX_RESAMPLES}, got {resamples}")
+    return resamples
 
 
 def check_number(who: str, name: str, value: Any, low: float = -math.inf, above: bool = False) -> float:
@@ -2178,6 +2183,9 @@ def check_logits_and_labels(logits: Any, labels: Any, who: str) -> None:
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < logits.shape[1]:  # scored 0.0 or {} silently
         raise ValueError(f"{who}: labels must be class indices 0..{logits.shape[1] - 1}, got {int(labels.min())}.."
                          f"{int(labels.max())}")
+    if logits.device.type != "meta" and not bool(logits.isfinite().all()):  # argmax of NaN is class 0: a 'hit' for it
+        raise ValueError(f"{who}: the logits hold {int((~logits.isfinite()).sum())} NaN or infinite value(s) (a "
+                         "diverged model?); pass a trained model's logits")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -2202,6 +2210,10 @@ def training_key(config: dict, biased: bool, data: str, precision: str, device_t
     type (a CPU's and a GPU's kernels round differently: other weights) and the checkpoint version. A checkpoint is
     reused only on a match."""
     biased = check_flag("training_key", "biased", biased)
+    for name, value in dict(data=data, precision=precision, device_type=device_type).items():  # None hashed silently
+        if not (isinstance(value, str) and value.strip()):
+            raise ValueError(f"training_key: {name} must be a non-empty string (data: data_fingerprint(train, test); "
+                             f"precision: e.g. 'fp32'; device_type: e.g. 'cpu'), got {described(value)}")
     missing = [k for k in training_fields(biased) if not isinstance(config, dict) or k not in config]
     if missing:
         raise ValueError(f"training_key: config lacks {', '.join(missing)}; pass Config(...).to_dict() (or a "
@@ -2566,7 +2578,7 @@ def evaluate_model(model: nn.Module, cfg: Config, test: Split) -> tuple[dict, di
 
 def called_share(logits: torch.Tensor, target: int) -> float:
     """Share of the images whose prediction is `target`."""
-    check_tensor(logits, 2, "[N, classes] of logits", "called_share")
+    check_tensor(logits, 2, "[N, classes] of logits", "called_share", finite=True)
     target = check_class_index("called_share", "target", target, logits.shape[1])
     if len(logits) == 0:  # the share of nothing is NaN
         raise ValueError("called_share: logits hold no image (e.g. the test split has none of a group); a share needs "
@@ -3176,15 +3188,16 @@ def reads_report(function: Callable) -> Callable:
     return wrapper
 
 
-def report_target(config: dict) -> str:
-    """The shortcut's class name from a report's config (-1 would silently read as 'truck'). Its messages carry no
-    function name: a report reader that calls it names itself (reads_report wraps them)."""
+def report_target(config: dict, who: str = "report_target") -> str:
+    """The shortcut's class name from a report's config (-1 would silently read as 'truck'). Its messages name `who`;
+    a report reader passes who="" and names itself (reads_report wraps the message)."""
+    prefix = f"{who}: " if who else ""
     if not (isinstance(config, dict) and "artifact_class" in config):  # {} was a raw KeyError
-        raise ValueError(f"the report's config must be a dict with artifact_class, got {described(config)}")
+        raise ValueError(f"{prefix}the report's config must be a dict with artifact_class, got {described(config)}")
     target = config["artifact_class"]
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(CIFAR10_CLASSES):
-        raise ValueError(f"the report's config.artifact_class must be a class index 0..{len(CIFAR10_CLASSES) - 1}, got "
-                         f"{target!r}")
+        raise ValueError(f"{prefix}the report's config.artifact_class must be a class index "
+                         f"0..{len(CIFAR10_CLASSES) - 1}, got {target!r}")
     return CIFAR10_CLASSES[target]
 
 
@@ -3799,7 +3812,7 @@ def summary_markdown(metrics: dict) -> str:
     """Every table of a run, as Markdown, from its metrics.json alone (summary.md): models, the audit's use of the
     square, verdicts, every per-corner record, chance and ceiling, Milestone 2's prediction, faithfulness, sanity
     check, figures, timings. A section a metrics.json lacks is left out, with a line that says so."""
-    config, target = metrics["config"], report_target(metrics["config"])
+    config, target = metrics["config"], report_target(metrics["config"], who="")
     env, data = metrics.get("environment", {}), metrics.get("data", {})
     images = (f"{data['train_images']:,} training / {data['test_images']:,} test images" if data
               else "training and test image counts not recorded")  # a partial report (the rescored reference run)
@@ -3885,7 +3898,7 @@ def console_summary(metrics: dict) -> list[str]:
     """At most 30 lines of at most 110 characters, from metrics.json: both models' accuracy and shortcut rates, the
     audit's verdicts at the target layer (the other layers counted), the sanity check, where everything is."""
     config, audit, out = metrics["config"], metrics["shortcut_audit"], Path(metrics["output_dir"])
-    target, layer = report_target(config), comma_list(config["audit_layers"])[0]
+    target, layer = report_target(config, who=""), comma_list(config["audit_layers"])[0]
     lines = ["", *console_lines("Summary." + QUICK_NOTE * bool(config["quick"])),
              *table_lines(model_headers(target), model_rows(metrics), markdown=False)]
     used = {p["corner"]: p for p in audit["predictions"]

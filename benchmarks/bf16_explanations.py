@@ -62,8 +62,8 @@ def main() -> int:
               (args.audit_images >= 2, f"--audit-images must be >= 2, got {args.audit_images}"),
               (0 <= args.scorecam_images <= args.images, f"--scorecam-images must be 0..--images ({args.images}), got "
                                                          f"{args.scorecam_images}"),
-              (gce.MIN_RESAMPLES <= args.resamples <= 100_000,
-               f"--resamples must be {gce.MIN_RESAMPLES}..100000, got {args.resamples}"),
+              (gce.MIN_RESAMPLES <= args.resamples <= gce.MAX_RESAMPLES,
+               f"--resamples must be {gce.MIN_RESAMPLES}..{gce.MAX_RESAMPLES}, got {args.resamples}"),
               (args.out is None or bool(args.out.strip()), f"--out must be a JSON file path, got {args.out!r}; leave "
                                                           "--out out for the default"),  # '' meant the default file
               (args.out is None or not gce.is_run_output(Path(args.out).expanduser()),

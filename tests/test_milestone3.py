@@ -494,7 +494,19 @@ U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
     (lambda m, x: gce.make_optimizer(m, 0.1, 2.0, 0.0), "make_optimizer: momentum must be a finite number 0..1, got 2.0"),
     (lambda m, x: gce.square_at(torch.zeros(3, 32, 32, dtype=torch.uint8), gce.Square(), "middle"),
      "square_at: condition must be one of none, top-left, top-right, bottom-left, bottom-right, got 'middle'"),
-    (lambda m, x: gce.report_target({}), "the report's config must be a dict with artifact_class, got dict {}"),
+    (lambda m, x: gce.report_target({}), "report_target: the report's config must be a dict with artifact_class, got "
+                                         "dict {}"),  # round 21: without the function's name
+    # Fault round 21: argmax of NaN logits is class 0, scored as hits; 10**12 resamples, torch's allocation error
+    (lambda m, x: gce.accuracy(torch.full((4, 10), float("nan")), torch.tensor([0, 1, 2, 3])),
+     "accuracy: the logits hold 40 NaN or infinite value(s) (a diverged model?)"),  # 0.25
+    (lambda m, x: gce.per_class_accuracy(torch.full((4, 10), float("inf")), torch.tensor([0, 1, 2, 3])),
+     "per_class_accuracy: the logits hold 40 NaN or infinite value(s)"),  # airplane 1.0
+    (lambda m, x: gce.called_share(torch.full((4, 10), float("nan")), 0), "called_share: the [N, classes] of logits "
+                                                                           "hold 40 NaN or infinite value(s)"),  # 1.0
+    (lambda m, x: gce.training_key(gce.Config().to_dict(), False, None, "fp32", "cpu"),
+     "training_key: data must be a non-empty string (data: data_fingerprint(train, test)"),  # hashed None silently
+    (lambda m, x: gce.mean_with_ci(torch.rand(5), 10 ** 12), "mean_with_ci: resamples must be 10..100000, got "
+                                                             "1000000000000"),
     # Borderlines of rounds 16-20: a share of nothing was NaN, cell_pointing's slips blamed pointing_game
     (lambda m, x: gce.called_share(torch.randn(0, 10), 6), "called_share: logits hold no image"),  # nan
     (lambda m, x: gce.constant_share(torch.rand(0, 4, 4)), "constant_share: expects at least one map with pixels, "
