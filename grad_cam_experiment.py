@@ -509,8 +509,11 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     if extra and not (argv is None and (_is_kernel_argv(extra) or in_notebook())):
         flags = [a for action in parser._actions for a in action.option_strings]
         guesses = [m for a in extra if a.startswith("--") for m in _flag_guesses(a.split("=")[0], flags)]
+        joined = next((a for a in extra if a.startswith("-") and len(a.split()) > 1), None)  # ["--quick --epochs 0"]
         parser.error(f"unrecognized arguments: {' '.join(extra)}"
-                     + (f"; did you mean {', '.join(guesses)}?" if guesses else ""))
+                     + (f"; did you mean {', '.join(guesses)}?" if guesses and not joined else "")
+                     + (f"; {joined!r:.40} is one item holding several words: give each flag and value as its own "
+                        "item (shlex.split)" if joined else ""))
     return Config(**vars(given))  # Config applies --quick's values to the fields the user did not give
 
 
@@ -975,6 +978,11 @@ def load_cifar10(cfg: Config, device: torch.device) -> tuple[Split, Split, str]:
                         f"read access (chmod -R u+rX {root}) or pass another --data-dir") from None
     if folder is None:
         have_batches = (root / "cifar-10-batches-py").is_dir()
+        inside = root.name == "cifar-10-batches-py" or root.is_dir() and any(
+            (root / name).is_file() for name in ("data_batch_1", "test_batch", "batches.meta"))
+        if inside and not have_batches:  # said "no CIFAR-10 found" and offered to download a second copy inside it
+            raise UserError(f"--data-dir {root} is torchvision's cifar-10-batches-py folder itself; pass the folder "
+                            f"above it ({root.resolve().parent}), which holds it")
         if not have_batches and not cfg.download:
             raise UserError(f"no CIFAR-10 found in {root} and --no-download is set; {how_to_fix}")
         created = _topmost_missing(root)
@@ -2214,6 +2222,9 @@ def training_key(config: dict, biased: bool, data: str, precision: str, device_t
         if not (isinstance(value, str) and value.strip()):
             raise ValueError(f"training_key: {name} must be a non-empty string (data: data_fingerprint(train, test); "
                              f"precision: e.g. 'fp32'; device_type: e.g. 'cpu'), got {described(value)}")
+    if precision not in PRECISION_NAMES.values():  # 'bf17' made a key no run could ever match
+        raise ValueError(f"training_key: precision must be one of {', '.join(PRECISION_NAMES.values())} "
+                         f"(training_precision(device, amp)), got {precision!r}")
     missing = [k for k in training_fields(biased) if not isinstance(config, dict) or k not in config]
     if missing:
         raise ValueError(f"training_key: config lacks {', '.join(missing)}; pass Config(...).to_dict() (or a "
@@ -3986,13 +3997,29 @@ def listed_outputs(out: Path) -> dict:
     return listed if isinstance(listed, dict) else {}  # an edited record lists nothing
 
 
-def foreign_outputs(out: Path) -> list[str]:
-    """The files in `out` named like a run's outputs that no run of this program wrote (a user's own metrics.json or
-    summary.md): a run would replace them. This program's are those the folder's run.json lists and those it
-    recognises by content (looks_like_run_output)."""
-    out, listed = Path(out), listed_outputs(out)
-    return [name for name in OUTPUT_FILES
-            if (out / name).is_file() and name not in listed and not looks_like_run_output(out / name)]
+def foreign_outputs(out: Path) -> dict[str, str]:
+    """The files in `out` named like a run's outputs that a run would replace although they are not a run's as it
+    wrote them -> why: "written by no run of this program" (a user's own metrics.json) or "changed since run <id>
+    wrote it" (listed in the folder's run.json with another sha256: a user edited it). A file run.json does not list is
+    this program's when recognised by content (looks_like_run_output: an older version's, the committed outputs/)."""
+    out = Path(out)
+    record = read_run_record(out / "run.json")
+    listed = listed_outputs(out)
+    foreign = {}
+    for name in OUTPUT_FILES:
+        path = out / name
+        if not path.is_file():
+            continue
+        if name in listed:
+            try:
+                same = hashlib.sha256(path.read_bytes()).hexdigest() == listed[name]
+            except OSError:  # unreadable: the run could not have replaced it unnoticed either
+                same = False
+            if not same:
+                foreign[name] = f"changed since run {record.get('run_id', '?')} wrote it"
+        elif not looks_like_run_output(path):
+            foreign[name] = "written by no run of this program"
+    return foreign
 
 
 def is_run_output(path: Path) -> bool:
@@ -4052,10 +4079,12 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     if folders:
         raise UserError(f"--output-dir {path} holds folder(s) named like the files a run writes ({', '.join(folders)}); "
                         "move or rename them, or pass another --output-dir")
-    foreign = foreign_outputs(path) if path.is_dir() else []
-    if foreign:  # replaced without a word before (fault round 21): files the run did not write must survive
-        raise UserError(f"--output-dir {path} holds {', '.join(foreign)}, which no run of this program wrote and a run "
-                        f"would replace; move {'them' if len(foreign) > 1 else 'it'} away or pass another --output-dir")
+    foreign = foreign_outputs(path) if path.is_dir() else {}
+    if foreign:  # replaced without a word before (fault rounds 21, 22): files the run did not write must survive
+        reasons = {reason: [name for name, why in foreign.items() if why == reason] for reason in foreign.values()}
+        held = "; ".join(f"{', '.join(names)} ({reason})" for reason, names in reasons.items())
+        raise UserError(f"--output-dir {path} holds files a run would replace: {held}; move "
+                        f"{'them' if len(foreign) > 1 else 'it'} away or pass another --output-dir")
     try:
         probe_writable(path / "checkpoints")
     except OSError as exc:  # the folder that refused (what the probe made is gone): the output folder, or checkpoints/
@@ -4095,6 +4124,9 @@ def exit_status(interruption: KeyboardInterrupt) -> int:
 def read_run_record(path: Path) -> dict:
     """An output folder's run.json as written, or {} where it is missing, unreadable, not JSON or not a dict (a
     damaged or edited record: what it would only have named is then unknown, not a traceback)."""
+    if not isinstance(path, (str, os.PathLike)) or Path(path).is_dir() and Path(path).name != "run.json":
+        raise ValueError(f"read_run_record: path must be an output folder's run.json (output-dir/run.json), got "
+                         f"{described(path) if not isinstance(path, (str, os.PathLike)) else f'the folder {path}'}")
     try:
         info = json.loads(Path(path).read_text()) if Path(path).is_file() else {}
     except (OSError, ValueError):

@@ -70,6 +70,8 @@ def test_help_says_which_flags_retrain(capsys):
     (["--artifact-color", "yellow"], "expected R,G,B such as 255,255,0"),
     (["--ep", "2"], "unrecognized arguments: --ep 2; did you mean --epochs? (see --help)"),  # it suggested --help
     (["--eval", "2"], "unrecognized arguments: --eval 2; did you mean --eval-batch-size? (see --help)"),
+    (["--quick --epochs 0"], "unrecognized arguments: --quick --epochs 0; '--quick --epochs 0' is one item holding "
+                             "several words: give each flag and value as its own item (shlex.split) (see --help)"),
     # round 15's borderline: a float too small to represent was read as 0.0 and the message said 'got 0.0'
     (["--lr", "1e-400"], "argument --lr: '1e-400' is too small for a float (it would be read as 0.0)"),
     (["--weight-decay", "-1e-999"], "argument --weight-decay: '-1e-999' is too small for a float"),

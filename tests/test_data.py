@@ -253,6 +253,21 @@ def test_a_complete_copy_wins_over_an_unrelated_half_one(tmp_path):
     assert load(tmp_path)[2].endswith("cifar10-jpeg")
 
 
+@pytest.mark.parametrize("download", [True, False])
+def test_torchvisions_batches_folder_given_as_the_data_dir_names_the_folder_above(tmp_path, download):
+    """Fault round 22: --data-dir .../cifar-10-batches-py said 'no CIFAR-10 found' and offered (or, with download on,
+    tried) to download a second copy into cifar-10-batches-py/cifar-10-batches-py."""
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (batches / name).write_bytes(b"")
+    with pytest.raises(gce.UserError) as error:
+        gce.load_cifar10(gce.Config(data_dir=str(batches), download=download), torch.device("cpu"))
+    assert str(error.value) == (f"--data-dir {batches} is torchvision's cifar-10-batches-py folder itself; pass the "
+                                f"folder above it ({tmp_path}), which holds it")
+    assert sorted(p.name for p in batches.iterdir()) == ["batches.meta", "data_batch_1", "test_batch"]
+
+
 def test_a_split_given_as_the_data_dir_names_the_folder_above(tmp_path):
     """--data-dir pointing at train/ used to try a download and print a 400-character message about the internet."""
     write_image_folder(tmp_path, {"train": 1, "test": 1})

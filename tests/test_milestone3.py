@@ -505,6 +505,11 @@ U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
                                                                            "hold 40 NaN or infinite value(s)"),  # 1.0
     (lambda m, x: gce.training_key(gce.Config().to_dict(), False, None, "fp32", "cpu"),
      "training_key: data must be a non-empty string (data: data_fingerprint(train, test)"),  # hashed None silently
+    # Fault round 22's borderlines
+    (lambda m, x: gce.training_key(gce.Config().to_dict(), False, "abc", "bf17", "cpu"),
+     "training_key: precision must be one of bf16, fp16, fp32 (training_precision(device, amp)), got 'bf17'"),
+    (lambda m, x: gce.read_run_record(gce.Path(".")), "read_run_record: path must be an output folder's run.json "
+                                                      "(output-dir/run.json), got the folder ."),  # {} as if no record
     (lambda m, x: gce.mean_with_ci(torch.rand(5), 10 ** 12), "mean_with_ci: resamples must be 10..100000, got "
                                                              "1000000000000"),
     # Borderlines of rounds 16-20: a share of nothing was NaN, cell_pointing's slips blamed pointing_game

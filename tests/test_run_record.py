@@ -155,8 +155,8 @@ def test_a_second_run_is_refused_in_one_line_when_the_first_runs_record_is_damag
         fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert gce.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: --output-dir {out} holds run.json, which no run of this program wrote and a run would "
-                   "replace; move it away or pass another --output-dir"), err
+    assert err == (f"error: --output-dir {out} holds files a run would replace: run.json (written by no run of this "
+                   "program); move it away or pass another --output-dir"), err
     assert gce.read_run_record(out / "run.json") == {}
     assert (out / "run.json").read_text(encoding="latin-1") == damaged  # left as it was
 
@@ -422,16 +422,24 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     Image.new("RGB", (4, 4)).save(out / "faithfulness.png")  # a PNG, but not one matplotlib drew
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: --output-dir {out} holds metrics.json, summary.md, audit_per_image.npz, faithfulness.png, which no run "
-        "of this program wrote and a run would replace; move them away or pass another --output-dir")
+        f"error: --output-dir {out} holds files a run would replace: metrics.json, summary.md, audit_per_image.npz, "
+        "faithfulness.png (written by no run of this program); move them away or pass another --output-dir")
     assert all((out / name).read_bytes() == content for name, content in mine.items())
     assert sorted(p.name for p in out.iterdir()) == sorted([*mine, "faithfulness.png"])  # no run.json, no checkpoints/
-    # Listed in an earlier run's record: that run's, replaced as before.
-    (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={name: "x" for name in mine})))
-    assert gce.foreign_outputs(out) == ["faithfulness.png"]
+    # Listed in an earlier run's record with the sha256 they have: that run's, replaced as before; with another sha256
+    # (fault round 22: a user's edit of a run's summary.md was replaced silently), changed since: refused.
+    digests = {name: gce.hashlib.sha256(content).hexdigest() for name, content in mine.items()}
+    (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={**digests, "summary.md": "0" * 64})))
+    assert gce.foreign_outputs(out) == {"summary.md": "changed since run earlier wrote it",
+                                        "faithfulness.png": "written by no run of this program"}
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output-dir {out} holds files a run would replace: summary.md (changed since run earlier wrote it); "
+        "faithfulness.png (written by no run of this program); move them away or pass another --output-dir")
+    assert all((out / name).read_bytes() == content for name, content in mine.items())
     # Recognised by content: every output file of the committed reference run, which has no run.json.
     reference = Path(gce.__file__).parent / "outputs"
     assert not (reference / "run.json").exists()
     assert {p.name for p in reference.iterdir() if p.name in gce.OUTPUT_FILES} >= {"metrics.json", "summary.md",
                                                                                     "audit_per_image.npz"}
-    assert gce.foreign_outputs(reference) == []
+    assert gce.foreign_outputs(reference) == {}
