@@ -3178,8 +3178,15 @@ def _raised_here(exc: BaseException) -> bool:
 def reads_report(function: Callable) -> Callable:
     """For the functions that draw or print a run's report dict (metrics.json or a section of it): a missing key is a
     ValueError naming the function and the key, not a bare KeyError."""
+    signature = inspect.signature(function)
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        try:  # a wrong call is not a wrong report (an extra argument was blamed on the metrics.json's layout)
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{function.__name__}: {exc}; call it as {function.__name__}"
+                             f"({', '.join(signature.parameters)})") from None
         report = args[0] if args else next(iter(kwargs.values()), None)
         if not isinstance(report, dict):
             raise ValueError(f"{function.__name__}: the report must be a dict (a run's metrics.json, read with "
@@ -3972,6 +3979,8 @@ def looks_like_run_output(path: Path) -> bool:
     """Whether the file is recognisably one a run of this program writes, by its content (an older version's or the
     committed outputs/ have no run.json): run.json with a run id, metrics.json with its config, summary.md with its
     heading, the audit's per-image arrays, a PNG that matplotlib wrote."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"looks_like_run_output: path must be a file's path, got {described(path)}")
     path = Path(path)
     try:
         if path.suffix == ".json":
@@ -3992,19 +4001,23 @@ def looks_like_run_output(path: Path) -> bool:
 
 
 def listed_outputs(out: Path) -> dict:
-    """The files the folder's run.json lists (name -> sha256); {} without a readable record."""
-    listed = read_run_record(Path(out) / "run.json").get("files", {})
-    return listed if isinstance(listed, dict) else {}  # an edited record lists nothing
+    """The files the folder's run.json lists as written by its run or by earlier runs there (name -> sha256, the
+    latest writer's); {} without a readable record."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"listed_outputs: out must be an output folder (a path), got {described(out)}")
+    record = read_run_record(Path(out) / "run.json")
+    parts = [record.get("earlier_files", {}), record.get("files", {})]
+    return {name: digest for part in parts if isinstance(part, dict) for name, digest in part.items()}  # edited: {}
 
 
 def foreign_outputs(out: Path) -> dict[str, str]:
     """The files in `out` named like a run's outputs that a run would replace although they are not a run's as it
-    wrote them -> why: "written by no run of this program" (a user's own metrics.json) or "changed since run <id>
-    wrote it" (listed in the folder's run.json with another sha256: a user edited it). A file run.json does not list is
+    wrote them -> why: "written by no run of this program" (a user's own metrics.json) or "changed since a run wrote
+    it" (listed in the folder's run.json, as this run's or an earlier one's, with another sha256: a user edited it). A file run.json does not list is
     this program's when recognised by content (looks_like_run_output: an older version's, the committed outputs/)."""
-    out = Path(out)
-    record = read_run_record(out / "run.json")
-    listed = listed_outputs(out)
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"foreign_outputs: out must be an output folder (a path), got {described(out)}")
+    out, listed = Path(out), listed_outputs(out)
     foreign = {}
     for name in OUTPUT_FILES:
         path = out / name
@@ -4016,7 +4029,7 @@ def foreign_outputs(out: Path) -> dict[str, str]:
             except OSError:  # unreadable: the run could not have replaced it unnoticed either
                 same = False
             if not same:
-                foreign[name] = f"changed since run {record.get('run_id', '?')} wrote it"
+                foreign[name] = "changed since a run wrote it: its sha256 in run.json differs"
         elif not looks_like_run_output(path):
             foreign[name] = "written by no run of this program"
     return foreign
@@ -4024,9 +4037,15 @@ def foreign_outputs(out: Path) -> dict[str, str]:
 
 def is_run_output(path: Path) -> bool:
     """Whether an existing file is one of a run's outputs (a benchmark's --out must not replace it)."""
-    path = Path(path)
-    return path.is_file() and path.name in OUTPUT_FILES and (path.name in listed_outputs(path.parent)
-                                                             or looks_like_run_output(path))
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"is_run_output: path must be a file's path, got {described(path)}")
+    path = Path(path).absolute()
+    if not path.is_file():
+        return False
+    if path.parent.name == "checkpoints" and path.suffix == ".pt":  # a saved model or training state (round 23)
+        return True
+    listed = any(path.relative_to(folder).as_posix() in listed_outputs(folder) for folder in path.parents[:2])
+    return listed or path.name in OUTPUT_FILES and looks_like_run_output(path)
 
 
 def resolved(path: Path, flag: str) -> Path:
@@ -4136,7 +4155,9 @@ def read_run_record(path: Path) -> dict:
 
 class RunRecord:
     """output-dir/run.json, the record of one run: its id, status ("running", then "complete", "interrupted" or
-    "failed"), the stage it is in, and every file it wrote with its sha256; rewritten atomically at each change, so
+    "failed"), the stage it is in, every file it wrote with its sha256, and earlier runs' files as the previous record
+    listed them (earlier_files: so a file a user changed since is never mistaken for a run's); rewritten atomically at
+    each change, so
     that whatever stops the run, a reader can tell which files in the folder belong together and whether the run
     finished. metrics.json repeats the id and the files. Files the run did not write are never deleted (an earlier
     run's stay, and the record tells them apart). While it is open the run holds output-dir/.lock: a second run on the
@@ -4170,6 +4191,9 @@ class RunRecord:
             raise UserError(f"another run (id {other.get('run_id', '?')}, pid {other.get('pid', '?')}, started "
                             f"{other.get('started', '?')}) is writing to --output-dir {self.out}; wait for it to end "
                             "or pass another --output-dir") from None
+        # The files earlier runs here wrote, with their sha256 then: a later edit of one is still told from a run's
+        # output after this run replaces the record (fault round 23: an interrupted rerun forgot them)
+        self.info["earlier_files"] = listed_outputs(self.out)
         self.save()
         return self
 

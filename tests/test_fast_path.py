@@ -111,10 +111,14 @@ def test_benchmark_smoke_mode_runs_and_reports(tmp_path):
     (["--out", ""], "error: --out must be a JSON file path, got ''; leave --out out for the default"),  # round 13: the
     (["--smoke", "--out", "{ref}"], "error: --out {ref} is an output of a grad_cam_experiment.py run, which the "
                                     "benchmark's JSON would replace"),  # round 21: replaced, rc 0
+    (["--smoke", "--out", "{tmp}/checkpoints/standard-0123456789.pt"], "error: --out {tmp}/checkpoints/standard-"
+     "0123456789.pt is an output of a grad_cam_experiment.py run"),  # round 23: a run's checkpoint, replaced
 ])                                                                        # default, the committed file, was written                                                                                               # minutes of timing
 def test_bad_benchmark_flags_are_one_line_before_any_timing(tmp_path, flags, message):
     reference = ROOT / "outputs" / "run-10k-seed1" / "metrics.json"
     before = reference.read_bytes()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "standard-0123456789.pt").write_bytes(b"a model")
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
                            *(f.format(tmp=tmp_path, ref=reference) for f in flags)], capture_output=True, text=True,
                           timeout=120)

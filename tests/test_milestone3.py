@@ -505,6 +505,11 @@ U8 = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
                                                                            "hold 40 NaN or infinite value(s)"),  # 1.0
     (lambda m, x: gce.training_key(gce.Config().to_dict(), False, None, "fp32", "cpu"),
      "training_key: data must be a non-empty string (data: data_fingerprint(train, test)"),  # hashed None silently
+    (lambda m, x: gce.foreign_outputs(None), "foreign_outputs: out must be an output folder (a path), got NoneType"),
+    (lambda m, x: gce.is_run_output(None), "is_run_output: path must be a file's path, got NoneType"),  # round 23
+    (lambda m, x: gce.looks_like_run_output(3), "looks_like_run_output: path must be a file's path, got int"),
+    (lambda m, x: gce.console_summary({}, gce.Path("x")), "console_summary: too many positional arguments; call it as "
+                                                          "console_summary(metrics)"),  # round 23: blamed the report
     # Fault round 22's borderlines
     (lambda m, x: gce.training_key(gce.Config().to_dict(), False, "abc", "bf17", "cpu"),
      "training_key: precision must be one of bf16, fp16, fp32 (training_precision(device, amp)), got 'bf17'"),

@@ -430,13 +430,25 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     # (fault round 22: a user's edit of a run's summary.md was replaced silently), changed since: refused.
     digests = {name: gce.hashlib.sha256(content).hexdigest() for name, content in mine.items()}
     (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={**digests, "summary.md": "0" * 64})))
-    assert gce.foreign_outputs(out) == {"summary.md": "changed since run earlier wrote it",
+    assert gce.foreign_outputs(out) == {"summary.md": "changed since a run wrote it: its sha256 in run.json differs",
                                         "faithfulness.png": "written by no run of this program"}
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
-        f"error: --output-dir {out} holds files a run would replace: summary.md (changed since run earlier wrote it); "
+        f"error: --output-dir {out} holds files a run would replace: summary.md (changed since a run wrote it: its "
+        "sha256 in run.json differs); "
         "faithfulness.png (written by no run of this program); move them away or pass another --output-dir")
     assert all((out / name).read_bytes() == content for name, content in mine.items())
+    # Fault round 23: a rerun replaced the record, and a file the earlier run wrote (summary.md here) then edited was
+    # unlisted, recognised by its heading and replaced. A record carries the earlier ones' files forward.
+    (out / "summary.md").write_text("# Results: x\n")
+    (out / "faithfulness.png").unlink()
+    (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={"summary.md": gce.hashlib.sha256(
+        b"# Results: x\n").hexdigest()})))
+    with gce.RunRecord(out, gce.Config()) as rerun:
+        rerun.wrote(out / "notes.txt")  # an interrupted rerun that wrote something else
+    assert record(out)["earlier_files"] == {"summary.md": gce.hashlib.sha256(b"# Results: x\n").hexdigest()}
+    (out / "summary.md").write_text("# Results: x\nmy appended notes\n")
+    assert gce.foreign_outputs(out)["summary.md"] == "changed since a run wrote it: its sha256 in run.json differs"
     # Recognised by content: every output file of the committed reference run, which has no run.json.
     reference = Path(gce.__file__).parent / "outputs"
     assert not (reference / "run.json").exists()
