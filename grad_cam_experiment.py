@@ -336,6 +336,9 @@ class Config:
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
             (bool(comma_list(self.methods)),
              f"--methods needs at least one method name (or all), got {self.methods!r}"),
+            (len(set(comma_list(self.methods))) == len(comma_list(self.methods)),  # as --audit-layers (round 23)
+             f"--methods lists {', '.join(sorted({m for m in comma_list(self.methods) if comma_list(self.methods).count(m) > 1}))} "
+             "more than once; give each once"),
             (not ("ScoreCAM" in comma_list(self.methods) and self.scorecam_images == 0 == self.audit_scorecam_images),
              "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none): no image "
              "would get a Score-CAM map; raise one of them or drop ScoreCAM"),
@@ -3986,10 +3989,12 @@ def looks_like_run_output(path: Path) -> bool:
         if path.suffix == ".json":
             content = json.loads(path.read_text())
             return isinstance(content, dict) and (
-                "run_id" in content if path.name == "run.json" else
-                isinstance(content.get("config"), dict) and "artifact_class" in content["config"])
+                "run_id" in content if path.name == "run.json" else  # a run's, or a seeds.py study's
+                isinstance(content.get("config"), dict) and {"artifact_class", "target_layer", "seed"} <= set(
+                    content["config"]) and ("models" in content or "per_seed" in content))
         if path.suffix == ".md":
-            return path.read_text().startswith("# Results: ")
+            text = path.read_text()
+            return text.startswith("# Results: ") and "\n## Models\n" in text
         if path.suffix == ".npz":
             with np.load(path) as arrays:
                 return any(name.startswith(("scores/", "p_target/")) for name in arrays.files)
@@ -4012,7 +4017,7 @@ def listed_outputs(out: Path) -> dict:
 
 def foreign_outputs(out: Path) -> dict[str, str]:
     """The files in `out` named like a run's outputs that a run would replace although they are not a run's as it
-    wrote them -> why: "written by no run of this program" (a user's own metrics.json) or "changed since a run wrote
+    wrote them -> why: "not recognisable as a run's output" (a user's own metrics.json, a damaged file) or "changed since a run wrote
     it" (listed in the folder's run.json, as this run's or an earlier one's, with another sha256: a user edited it). A file run.json does not list is
     this program's when recognised by content (looks_like_run_output: an older version's, the committed outputs/)."""
     if not isinstance(out, (str, os.PathLike)):
@@ -4031,7 +4036,7 @@ def foreign_outputs(out: Path) -> dict[str, str]:
             if not same:
                 foreign[name] = "changed since a run wrote it: its sha256 in run.json differs"
         elif not looks_like_run_output(path):
-            foreign[name] = "written by no run of this program"
+            foreign[name] = "not recognisable as a run's output: another program's file, or a damaged one"
     return foreign
 
 
@@ -4098,6 +4103,9 @@ def check_output_dir(path: Path, data_dir: Path) -> None:
     if folders:
         raise UserError(f"--output-dir {path} holds folder(s) named like the files a run writes ({', '.join(folders)}); "
                         "move or rename them, or pass another --output-dir")
+    if path.name == "checkpoints" and (path.parent / "run.json").is_file():  # a run nested in another's cache
+        raise UserError(f"--output-dir {path} is the checkpoints/ folder of the run in {path.parent}; pass "
+                        f"{path.parent} itself (its models are reused from there) or another folder")
     foreign = foreign_outputs(path) if path.is_dir() else {}
     if foreign:  # replaced without a word before (fault rounds 21, 22): files the run did not write must survive
         reasons = {reason: [name for name, why in foreign.items() if why == reason] for reason in foreign.values()}

@@ -164,3 +164,5 @@ def test_methods_flag_names_the_peer_classes():
     assert gce.Config(methods="ScoreCAM,LayerCAM").method_names == ["GradCAM", "LayerCAM", "ScoreCAM"]
     with pytest.raises(gce.UserError, match="--methods: unknown GradCam"):
         gce.Config(methods="GradCam")
+    with pytest.raises(gce.UserError, match="^--methods lists GradCAM more than once; give each once$"):
+        gce.Config(methods="GradCAM,LayerCAM,GradCAM")  # fault round 23: accepted, where --audit-layers refused

@@ -54,7 +54,8 @@ def test_a_finished_run_names_every_file_it_wrote_with_its_hash(argv, tmp_path, 
     assert not leftovers(out)
 
 
-EARLIER_METRICS = '{"config": {"artifact_class": 6}, "an": "earlier run"}'  # an earlier run's (content recognised)
+EARLIER_METRICS = ('{"config": {"artifact_class": 6, "target_layer": "layer4.1.conv2", "seed": 0}, "models": {}, '
+                   '"an": "earlier run"}')  # an earlier run's (content recognised: looks_like_run_output)
 
 
 def test_ctrl_c_after_training_says_the_models_are_saved_and_keeps_an_earlier_runs_files(argv, tmp_path, monkeypatch,
@@ -155,8 +156,8 @@ def test_a_second_run_is_refused_in_one_line_when_the_first_runs_record_is_damag
         fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert gce.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: --output-dir {out} holds files a run would replace: run.json (written by no run of this "
-                   "program); move it away or pass another --output-dir"), err
+    assert err == (f"error: --output-dir {out} holds files a run would replace: run.json (not recognisable as a run's "
+                   "output: another program's file, or a damaged one); move it away or pass another --output-dir"), err
     assert gce.read_run_record(out / "run.json") == {}
     assert (out / "run.json").read_text(encoding="latin-1") == damaged  # left as it was
 
@@ -408,6 +409,9 @@ def test_a_test_set_smaller_than_asked_is_said_for_each_stage_that_gets_fewer_im
     assert metrics["sanity_check"]["images"] == 20
 
 
+NOT_A_RUNS = "not recognisable as a run's output: another program's file, or a damaged one"
+
+
 def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(argv, tmp_path, capsys):
     """Fault round 21: a user's own metrics.json and summary.md in the output folder (no run.json) were replaced
     without a word. A run now refuses before any work; an earlier run's outputs (listed in its run.json, or
@@ -415,7 +419,8 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     from PIL import Image
     out = tmp_path / "out"
     out.mkdir()
-    mine = {"metrics.json": b'{"mine": 1}', "summary.md": b"my notes\n", "audit_per_image.npz": b"PK not a zip",
+    mine = {"metrics.json": b'{"config": {"artifact_class": 6}, "my": "notes"}',  # round 23: counted as a run's
+            "summary.md": b"# Results: my notes\n", "audit_per_image.npz": b"PK not a zip",
             "notes.txt": b"keep"}
     for name, content in mine.items():
         (out / name).write_bytes(content)
@@ -423,7 +428,8 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: --output-dir {out} holds files a run would replace: metrics.json, summary.md, audit_per_image.npz, "
-        "faithfulness.png (written by no run of this program); move them away or pass another --output-dir")
+        "faithfulness.png (not recognisable as a run's output: another program's file, or a damaged one); move them "
+        "away or pass another --output-dir")
     assert all((out / name).read_bytes() == content for name, content in mine.items())
     assert sorted(p.name for p in out.iterdir()) == sorted([*mine, "faithfulness.png"])  # no run.json, no checkpoints/
     # Listed in an earlier run's record with the sha256 they have: that run's, replaced as before; with another sha256
@@ -431,23 +437,25 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     digests = {name: gce.hashlib.sha256(content).hexdigest() for name, content in mine.items()}
     (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={**digests, "summary.md": "0" * 64})))
     assert gce.foreign_outputs(out) == {"summary.md": "changed since a run wrote it: its sha256 in run.json differs",
-                                        "faithfulness.png": "written by no run of this program"}
+                                        "faithfulness.png": NOT_A_RUNS}
     assert gce.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: --output-dir {out} holds files a run would replace: summary.md (changed since a run wrote it: its "
         "sha256 in run.json differs); "
-        "faithfulness.png (written by no run of this program); move them away or pass another --output-dir")
+        "faithfulness.png (not recognisable as a run's output: another program's file, or a damaged one); move them "
+        "away or pass another --output-dir")
     assert all((out / name).read_bytes() == content for name, content in mine.items())
     # Fault round 23: a rerun replaced the record, and a file the earlier run wrote (summary.md here) then edited was
     # unlisted, recognised by its heading and replaced. A record carries the earlier ones' files forward.
-    (out / "summary.md").write_text("# Results: x\n")
+    (out / "summary.md").write_text("# Results: x\n\n## Models\n")
     (out / "faithfulness.png").unlink()
     (out / "run.json").write_text(json.dumps(dict(run_id="earlier", files={"summary.md": gce.hashlib.sha256(
-        b"# Results: x\n").hexdigest()})))
+        b"# Results: x\n\n## Models\n").hexdigest()})))
     with gce.RunRecord(out, gce.Config()) as rerun:
         rerun.wrote(out / "notes.txt")  # an interrupted rerun that wrote something else
-    assert record(out)["earlier_files"] == {"summary.md": gce.hashlib.sha256(b"# Results: x\n").hexdigest()}
-    (out / "summary.md").write_text("# Results: x\nmy appended notes\n")
+    assert record(out)["earlier_files"] == {
+        "summary.md": gce.hashlib.sha256(b"# Results: x\n\n## Models\n").hexdigest()}
+    (out / "summary.md").write_text("# Results: x\n\n## Models\nmy appended notes\n")
     assert gce.foreign_outputs(out)["summary.md"] == "changed since a run wrote it: its sha256 in run.json differs"
     # Recognised by content: every output file of the committed reference run, which has no run.json.
     reference = Path(gce.__file__).parent / "outputs"
@@ -455,3 +463,16 @@ def test_files_named_like_outputs_that_no_run_wrote_are_refused_not_replaced(arg
     assert {p.name for p in reference.iterdir() if p.name in gce.OUTPUT_FILES} >= {"metrics.json", "summary.md",
                                                                                     "audit_per_image.npz"}
     assert gce.foreign_outputs(reference) == {}
+
+
+def test_an_earlier_runs_checkpoints_folder_is_refused_as_the_output_folder(argv, tmp_path, capsys):
+    """Fault round 23's borderline: a run nested in another run's checkpoints/ (a mistyped path) was accepted."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "run.json").write_text('{"run_id": "earlier"}')
+    argv[argv.index("--output-dir") + 1] = str(out / "checkpoints")
+    assert gce.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output-dir {out / 'checkpoints'} is the checkpoints/ folder of the run in {out}; pass {out} itself "
+        "(its models are reused from there) or another folder")
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "run.json"]
