@@ -4049,7 +4049,8 @@ def is_run_output(path: Path) -> bool:
         return False
     if path.parent.name == "checkpoints" and path.suffix == ".pt":  # a saved model or training state (round 23)
         return True
-    listed = any(path.relative_to(folder).as_posix() in listed_outputs(folder) for folder in path.parents[:2])
+    folders = list(path.parents)[:2]  # its output folder, or the one above checkpoints/
+    listed = any(path.relative_to(folder).as_posix() in listed_outputs(folder) for folder in folders)
     return listed or path.name in OUTPUT_FILES and looks_like_run_output(path)
 
 
