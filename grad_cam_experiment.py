@@ -341,7 +341,7 @@ class Config:
              "more than once; give each once"),
             (not ("ScoreCAM" in comma_list(self.methods) and self.scorecam_images == 0 == self.audit_scorecam_images),
              "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none): no image "
-             "would get a Score-CAM map; raise one of them or drop ScoreCAM"),
+             "would get a Score-CAM map; raise one of them or drop ScoreCAM"),  # 'all' with both 0: the others run
         ] if not ok]
 
     def _whence(self, name: str) -> str:
@@ -3992,9 +3992,12 @@ def looks_like_run_output(path: Path) -> bool:
                 "run_id" in content if path.name == "run.json" else  # a run's, or a seeds.py study's
                 isinstance(content.get("config"), dict) and {"artifact_class", "target_layer", "seed"} <= set(
                     content["config"]) and ("models" in content or "per_seed" in content))
-        if path.suffix == ".md":
-            text = path.read_text()
-            return text.startswith("# Results: ") and "\n## Models\n" in text
+        if path.suffix == ".md":  # what summary_markdown writes from the metrics.json beside it (notes added to it
+            text = path.read_text()  # were replaced: fault round 24); an older layout's: its heading and a section
+            try:
+                return text == summary_markdown(json.loads((path.parent / "metrics.json").read_text()))
+            except (OSError, ValueError):  # no readable metrics.json beside it, or not this version's layout
+                return text.startswith("# Results: ") and "\n## Models\n" in text
         if path.suffix == ".npz":
             with np.load(path) as arrays:
                 return any(name.startswith(("scores/", "p_target/")) for name in arrays.files)

@@ -89,8 +89,11 @@ def read_reference() -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                            epilog="Writes outputs/reference-rescored/ and outputs/summary.md.").parse_args(argv)
+    parser = gce._OneLineErrorParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     epilog="Writes outputs/reference-rescored/ and outputs/summary.md.")
+    parser.add_argument("--replace-summary", action="store_true",
+                        help="replace outputs/summary.md even where it differs from the tables written here")
+    args = parser.parse_args(argv)
     try:
         metrics, stored = read_reference()
     except gce.UserError as exc:
@@ -104,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                  occlusion=old["occlusion"], scorecam_images=old["scorecam_images"],
                  baselines=baselines(list(old["chance"]), cfg), hotspot=hotspot(stored, cfg),
                  **gce.audit_summary(per_image, cfg["bootstrap_resamples"], cfg["seed"]))
+    tables, summary = gce.summary_markdown({**metrics, "shortcut_audit": audit}), ROOT / "outputs" / "summary.md"
+    if summary.is_file() and summary.read_text() != tables and not args.replace_summary:  # fault round 24: notes lost
+        print(f"error: {summary.relative_to(ROOT)} differs from the tables this script writes (edited, or written by an "
+              "older version); keep your copy elsewhere and pass --replace-summary, or restore it with git checkout "
+              "outputs/summary.md", file=sys.stderr)
+        return 2
     out = ROOT / "outputs" / "reference-rescored"
     out.mkdir(parents=True, exist_ok=True)
     figure = str(Path(gce.verdict_figure(audit, out / "shortcut_verdict.png", False)).relative_to(ROOT))
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         models={k: {m: v for m, v in r.items() if m != "history"} for k, r in metrics["models"].items()},
         shortcut_audit=audit, figures=[figure]), indent=1))
     # Every table of the reference run (its models, faithfulness and sanity check as run, the audit as re-read here)
-    (ROOT / "outputs" / "summary.md").write_text(gce.summary_markdown({**metrics, "shortcut_audit": audit}))
+    (ROOT / "outputs" / "summary.md").write_text(tables)
     gce.print_table(gce.VERDICT_HEADERS, gce.verdict_rows(audit, "nonfrogs"))
     print(f"wrote {(out / 'metrics.json').relative_to(ROOT)}, {figure} and outputs/summary.md (in {ROOT})")
     return 0

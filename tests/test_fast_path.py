@@ -195,6 +195,24 @@ def test_rescore_reference_has_help_and_reads_only_the_reference_layout(tmp_path
         "audit_per_image.npz", "metrics.json"]
 
 
+def test_rescore_reference_keeps_an_edited_summary(tmp_path):
+    """Fault round 24: notes appended to outputs/summary.md were replaced without a word (a copy of the project: the
+    script writes beside itself)."""
+    import shutil
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "rescore_reference.py", tmp_path / "benchmarks")
+    shutil.copy(ROOT / "grad_cam_experiment.py", tmp_path)
+    shutil.copytree(ROOT / "outputs", tmp_path / "outputs", ignore=shutil.ignore_patterns("run-*", "seeds*", "*.png"))
+    edited = (ROOT / "outputs" / "summary.md").read_text() + "\nmy notes\n"
+    (tmp_path / "outputs" / "summary.md").write_text(edited)
+    done = subprocess.run([sys.executable, str(tmp_path / "benchmarks" / "rescore_reference.py")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2 and done.stderr == (
+        "error: outputs/summary.md differs from the tables this script writes (edited, or written by an older version); "
+        "keep your copy elsewhere and pass --replace-summary, or restore it with git checkout outputs/summary.md\n")
+    assert (tmp_path / "outputs" / "summary.md").read_text() == edited
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--images", "0"], "error: --images must be >= 2 (an interval needs two), got 0"),  # a GradCAM traceback
     (["--scorecam-images", "-1"], "error: --scorecam-images must be 0..--images (100), got -1"),  # all but one image

@@ -476,3 +476,17 @@ def test_an_earlier_runs_checkpoints_folder_is_refused_as_the_output_folder(argv
         f"error: --output-dir {out / 'checkpoints'} is the checkpoints/ folder of the run in {out}; pass {out} itself "
         "(its models are reused from there) or another folder")
     assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "run.json"]
+
+
+def test_a_summary_with_notes_added_is_told_from_a_runs_without_a_record(tmp_path):
+    """Fault round 24: with run.json deleted, notes appended to a run's summary.md passed as the run's (its heading) and
+    were replaced. Without a record, summary.md is a run's when it is what summary_markdown writes from the
+    metrics.json beside it. (An edited metrics.json cannot be told from a run's without the record's sha256.)"""
+    import shutil
+    run = Path(gce.__file__).parent / "outputs" / "run-10k-seed1"
+    for name in ("metrics.json", "summary.md"):
+        shutil.copy(run / name, tmp_path)
+    assert gce.foreign_outputs(tmp_path) == {}
+    with open(tmp_path / "summary.md", "a") as summary:
+        summary.write("\nmy notes\n")
+    assert gce.foreign_outputs(tmp_path) == {"summary.md": NOT_A_RUNS}
