@@ -380,8 +380,9 @@ def check_field(f: dataclasses.Field, value: Any) -> str:
     the flag, what it accepts and the value given (for Config(...) in Python as for the command line)."""
     flag, valid = "--" + f.name.replace("_", "-"), f.metadata["valid"]
     kind = str(f.type)
-    accepts = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text or a path",
-               "tuple": "R,G,B (three whole numbers)"}[kind]
+    text = "text or a path" if f.name.endswith("_dir") else f"text such as {f.metadata['default']!r}"  # a tuple of
+    accepts = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": text,  # methods: 'or a
+               "tuple": "R,G,B (three whole numbers)"}[kind]                                       # path' (round 24)
     numbers = value if kind == "tuple" and isinstance(value, (tuple, list)) and len(value) == 3 else [value]
     whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))  # noqa: E731
     typed = {"int": whole, "tuple": whole,

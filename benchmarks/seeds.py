@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "seeds"),
                         help="folder for metrics.json, seed-N/ and checkpoints/")
     args = parser.parse_args(argv)
+    if not args.out.strip():  # '' was the current folder (fault round 24), as --output-dir refuses it
+        print(f"error: --out must be a folder, got {args.out!r}; leave --out out for the default (outputs/seeds)",
+              file=sys.stderr)
+        return 2
     out, finished = Path(args.out).expanduser(), []
     previous = gce._stop_on_signals()  # SIGTERM and SIGHUP stop the study as Ctrl-C does, with its one line
     try:

@@ -175,6 +175,8 @@ def test_a_value_out_of_its_own_range_is_named_before_any_relation():
     (dict(quick="yes"), "--quick must be True or False, got 'yes' (str)"),
     (dict(artifact_color=(255, 0)), "--artifact-color must be R,G,B (three whole numbers), 0..255, got 255,0 (tuple)"),
     (dict(seed=True), "--seed must be a whole number"),
+    (dict(methods=("GradCAM",)), "--methods must be text such as 'all', a non-empty name, got ('GradCAM',) (tuple)"),
+    (dict(output_dir=3), "--output-dir must be text or a path"),  # round 24: 'or a path' was said of --methods too
 ])
 def test_python_api_gets_the_same_messages_for_wrong_types(kwargs, message):
     with pytest.raises(gce.UserError) as error:

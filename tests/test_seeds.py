@@ -96,6 +96,7 @@ def test_a_seed_study_refuses_an_experiment_runs_folder(tiny_dataset, tmp_path, 
     (["--seeds", "-1"], "each of --seeds must be 0..4294967295, got -1"),
     (["--seeds", "0", "--train-subset", "25"], "--train-subset must be 0 (all) or a multiple of 10"),
     (["--seeds", "0", "--out", "{file}"], "cannot write to --out {file} ({file} is a file); pass a writable folder"),
+    (["--seeds", "0", "--out", " "], "--out must be a folder, got ' '; leave --out out for the default"),  # round 24
 ])
 def test_bad_seed_study_arguments_are_one_error_line_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch,
                                                                     flags, message):
