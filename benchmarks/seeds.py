@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                           audit_occlusion_images=args.audit_occlusion_images, audit_scorecam_images=0,
                           progress=False)
         configs = [dataclasses.replace(base, seed=seed) for seed in seeds]  # each seed checked before any work
+        check_not_a_run(out)  # first: its message says why a run's folder is refused here
         gce.check_output_dir(out, Path(base.data_dir))
-        check_not_a_run(out)
         return study(args, base, configs, device, out, finished)
     except gce.UserError as exc:  # the experiment's messages, with this script's names for the two flags it renames
         print(f"error: {gce.one_line(exc)}".replace("--output-dir", "--out").replace("--seed must", "each of --seeds must"),
