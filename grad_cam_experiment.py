@@ -336,9 +336,8 @@ class Config:
             (bool(self.audit_layer_names), f"--audit-layers needs at least one layer name, got {self.audit_layers!r}"),
             (bool(comma_list(self.methods)),
              f"--methods needs at least one method name (or all), got {self.methods!r}"),
-            (len(set(comma_list(self.methods))) == len(comma_list(self.methods)),  # as --audit-layers (round 23)
-             f"--methods lists {', '.join(sorted({m for m in comma_list(self.methods) if comma_list(self.methods).count(m) > 1}))} "
-             "more than once; give each once"),
+            (not self.repeated_methods,  # as --audit-layers (fault round 23)
+             f"--methods lists {', '.join(self.repeated_methods)} more than once; give each once"),
             (not ("ScoreCAM" in comma_list(self.methods) and self.scorecam_images == 0 == self.audit_scorecam_images),
              "--methods names ScoreCAM, but --scorecam-images and --audit-scorecam-images are 0 (none): no image "
              "would get a Score-CAM map; raise one of them or drop ScoreCAM"),  # 'all' with both 0: the others run
@@ -361,6 +360,11 @@ class Config:
         """The CAM methods to run (CAM_METHODS keys, in its order); GradCAM always."""
         asked = set(comma_list(self.methods))
         return [name for name in CAM_METHODS if "all" in asked or name in asked or name == "GradCAM"]
+
+    @property
+    def repeated_methods(self) -> list[str]:
+        names = comma_list(self.methods)
+        return sorted({name for name in names if names.count(name) > 1})
 
     @property
     def unknown_methods(self) -> list[str]:
@@ -4021,9 +4025,10 @@ def listed_outputs(out: Path) -> dict:
 
 def foreign_outputs(out: Path) -> dict[str, str]:
     """The files in `out` named like a run's outputs that a run would replace although they are not a run's as it
-    wrote them -> why: "not recognisable as a run's output" (a user's own metrics.json, a damaged file) or "changed since a run wrote
-    it" (listed in the folder's run.json, as this run's or an earlier one's, with another sha256: a user edited it). A file run.json does not list is
-    this program's when recognised by content (looks_like_run_output: an older version's, the committed outputs/)."""
+    wrote them -> why: "not recognisable as a run's output" (a user's own metrics.json, a damaged file) or "changed
+    since a run wrote it" (listed in the folder's run.json, as this run's or an earlier one's, with another sha256: a
+    user edited it). A file run.json does not list is this program's when recognised by content
+    (looks_like_run_output: an older version's, the committed outputs/)."""
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"foreign_outputs: out must be an output folder (a path), got {described(out)}")
     out, listed = Path(out), listed_outputs(out)
@@ -4170,8 +4175,7 @@ class RunRecord:
     """output-dir/run.json, the record of one run: its id, status ("running", then "complete", "interrupted" or
     "failed"), the stage it is in, every file it wrote with its sha256, and earlier runs' files as the previous record
     listed them (earlier_files: so a file a user changed since is never mistaken for a run's); rewritten atomically at
-    each change, so
-    that whatever stops the run, a reader can tell which files in the folder belong together and whether the run
+    each change, so that whatever stops the run, a reader can tell which files in the folder belong together and whether the run
     finished. metrics.json repeats the id and the files. Files the run did not write are never deleted (an earlier
     run's stay, and the record tells them apart). While it is open the run holds output-dir/.lock: a second run on the
     same folder is refused with one line instead of mixing its files in (no lock where fcntl is missing: Windows)."""
